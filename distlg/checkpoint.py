@@ -1,0 +1,140 @@
+"""Checkpoints and the exported model, written by all workers at once, one file per partition.
+
+Every worker writes the files of its own partitions (weights and, in a checkpoint, their slices
+of the optimiser's state); the main worker then writes the global branch and the manifest,
+which comes last. Nothing but per-file metadata (name, sha256, size) crosses workers. Because
+files are per partition, a checkpoint written by N workers resumes on any number of workers:
+each simply reads the files of the partitions it now owns.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import torch
+
+from .geometry import PartitionGrid
+from .model import INR
+from .modeldir import (
+    GLOBAL_FILE,
+    MANIFEST,
+    OPTIM_PREFIX,
+    ModelDir,
+    ModelDirError,
+    manifest_for,
+    partition_file,
+    write_manifest,
+    write_tensors,
+)
+from .parallel import World
+
+_STEP_DIR = re.compile(r"^step-(\d{8})$")
+ADAM_STATES = ("exp_avg", "exp_avg_sq")
+
+
+def write_model(directory: str | Path, model: INR, world: World, grid: PartitionGrid,
+                signal_info: dict, optimizer: torch.optim.Optimizer | None = None,
+                training: dict | None = None) -> Path:
+    """Write ``model`` (this worker's partitions, and the global branch from the main worker)
+    as a model directory; with ``optimizer`` it is a checkpoint. Collective: all workers call."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    if world.is_main:  # a stale manifest from an earlier attempt must not describe new files
+        (directory / MANIFEST).unlink(missing_ok=True)
+    world.barrier()
+    state = _adam_state(model, optimizer)
+    entries = []
+    for pid in model.partition_ids:
+        s = model.slot(pid)
+        tensors = dict(model.local_state(pid))
+        for name, tensor in state["local"].items():
+            tensors[name] = tensor[s]
+        entries.append({"id": pid, **write_tensors(directory, partition_file(pid), tensors,
+                                                   {"partition": str(pid)})})
+    gathered = [e for part in world.all_gather(entries) for e in part]
+    if world.is_main:
+        tensors = {**model.global_state(), **state["global"]}
+        global_entry = write_tensors(directory, GLOBAL_FILE, tensors)
+        if training is not None and optimizer is not None:
+            training = {**training, "optimizer_step": state["step"]}
+        write_manifest(directory, manifest_for(grid, model.arch, signal_info, global_entry,
+                                               gathered, training))
+    world.barrier()
+    return directory
+
+
+def _adam_state(model: INR, optimizer: torch.optim.Optimizer | None) -> dict:
+    out: dict = {"local": {}, "global": {}, "step": 0}
+    if optimizer is None:
+        return out
+    local_names = set(model.arch.local_shapes())
+    for name, p in model.named_tensors():
+        st = optimizer.state.get(p)
+        if not st:
+            continue
+        out["step"] = int(float(st["step"]))
+        part = "local" if name in local_names else "global"
+        for key in ADAM_STATES:
+            out[part][f"{OPTIM_PREFIX}{key}.{name}"] = st[key]
+    return out
+
+
+def save(run_dir: str | Path, step: int, model: INR, optimizer: torch.optim.Optimizer,
+         world: World, grid: PartitionGrid, signal_info: dict, config: dict, keep: int = 2) -> Path:
+    """Write checkpoint ``step`` under ``run_dir/checkpoints`` and prune all but ``keep``."""
+    root = Path(run_dir) / "checkpoints"
+    path = write_model(root / f"step-{step:08d}", model, world, grid, signal_info, optimizer,
+                       {"step": step, "world_size": world.size, "config": config})
+    if world.is_main:
+        for old in complete_checkpoints(run_dir)[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
+    world.barrier()
+    return path
+
+
+def complete_checkpoints(run_dir: str | Path) -> list[Path]:
+    """Checkpoint directories that have a manifest, oldest first."""
+    root = Path(run_dir) / "checkpoints"
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir() if _STEP_DIR.match(p.name) and (p / MANIFEST).is_file()]
+    return sorted(found, key=lambda p: p.name)
+
+
+def latest(run_dir: str | Path) -> Path | None:
+    found = complete_checkpoints(run_dir)
+    return found[-1] if found else None
+
+
+def restore(path: str | Path, model: INR, optimizer: torch.optim.Optimizer,
+            grid: PartitionGrid) -> dict:
+    """Load this worker's partitions, the global branch and their optimiser state from
+    checkpoint ``path``; returns the checkpoint's ``training`` section."""
+    ckpt = ModelDir.open(path)
+    training = ckpt.manifest.get("training")
+    if training is None:
+        raise ModelDirError(f"{path} is a model directory, not a checkpoint: nothing to resume")
+    if ckpt.arch != model.arch or ckpt.grid != grid:
+        raise ModelDirError(f"{path} was written for a different model or partition grid; "
+                            "resume with the same settings or start a new run directory")
+    loaded, extra = ckpt.load(model.partition_ids, device=model.coord_scale.device, optimizer=True)
+    with torch.no_grad():
+        for (_, p), (_, q) in zip(model.named_tensors(), loaded.named_tensors()):
+            p.copy_(q)
+    if not training.get("optimizer_step"):
+        return training  # written before the first optimiser step: no state yet
+    step = torch.tensor(float(training["optimizer_step"]))
+    local_names = set(model.arch.local_shapes())
+    for name, p in model.named_tensors():
+        state = {"step": step.clone()}
+        for key in ADAM_STATES:
+            if name in local_names:
+                state[key] = torch.stack([extra[f"{OPTIM_PREFIX}{key}.{name}@{pid}"]
+                                          for pid in model.partition_ids]).to(p.device)
+            else:
+                state[key] = extra[f"{OPTIM_PREFIX}{key}.{name}"].to(p.device)
+        optimizer.state[p] = state
+    return training
+

@@ -1,0 +1,202 @@
+"""The fast path: forward and backward of an ``INR`` written out by hand, in cache-sized chunks.
+
+Computes exactly what ``INR.forward`` + autograd compute (tests compare the two), but:
+
+- w0 rides in the GEMMs' alpha/beta (``addmm(b, x, W, beta=w0, alpha=w0)`` is w0 (xW + b)), so no
+  separate ``w0 * x`` pass forward or backward;
+- the concat merge is two GEMMs into one output (``[l, g] Wm = l Wm_l + g Wm_g``), never a copy;
+- the backward of a sine layer is ``cos`` and one multiply, both in place on the saved
+  pre-activation; w0 again rides in the GEMMs that consume it;
+- no gradient is computed for the input coordinates;
+- forward and backward run chunk by chunk (a few partitions, or part of one, at a time), so the
+  activations a chunk saves stay in cache; parameter gradients accumulate across chunks.
+
+All functions run under ``torch.no_grad`` and write ``.grad`` themselves.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import torch
+from torch import Tensor
+
+from .model import INR
+
+_ZERO = torch.zeros(())
+CHUNK_SAMPLES = 2048
+"""Samples per chunk and thread: about what keeps one chunk's activations in L2/L3 cache."""
+
+
+def chunks(groups: int, n: int, target: int | None = None) -> Iterator[tuple[slice, slice]]:
+    """Cover a [groups, n] batch with (partition slice, sample slice) pieces of ~target samples."""
+    target = target or CHUNK_SAMPLES * max(1, torch.get_num_threads())
+    if n >= target:
+        per = -(-n // -(-n // target))  # split each partition into near-equal pieces
+        for p in range(groups):
+            for s in range(0, n, per):
+                yield slice(p, p + 1), slice(s, min(n, s + per))
+    else:
+        step = max(1, target // n)
+        for p in range(0, groups, step):
+            yield slice(p, min(groups, p + step)), slice(0, n)
+
+
+class _Local:
+    """The local tensors of the partitions in one chunk: slices of the stacks, or a gather."""
+
+    def __init__(self, model: INR, ps: slice, slots: Tensor | None):
+        self.model, self.ps, self.slots = model, ps, slots
+
+    def __call__(self, name: str) -> Tensor:
+        t = self.model[name]
+        if self.slots is None:
+            return t[self.ps]
+        return t.index_select(0, self.slots[self.ps].to(t.device))
+
+
+def _forward(model: INR, x: Tensor, local: _Local, tape: list | None) -> Tensor:
+    """Output [pc, nc, out] for scaled coordinates x [pc, nc, in]; fills ``tape`` if given."""
+    a, w0 = model.arch, model.arch.w0
+    pc, nc, _ = x.shape
+    rows = pc * nc
+    g, h = x.reshape(rows, a.in_dims), x
+    for d in range(a.depths):
+        if a.has_global:
+            z = torch.addmm(model[f"global.{d}.bias"], g, model[f"global.{d}.weight"], beta=w0, alpha=w0)
+            g_in, g = g, (torch.sin(z) if tape is not None else z.sin_())
+            if tape is not None:
+                tape.append((g_in, z, g))
+        if a.has_local:
+            z = torch.baddbmm(local(f"local.{d}.bias").unsqueeze(1), h, local(f"local.{d}.weight"),
+                              beta=w0, alpha=w0)
+            h_in, l = h, (torch.sin(z) if tape is not None else z.sin_())
+            if tape is not None:
+                tape.append((h_in, z, l))
+            h = _merge_forward(model, d, l, g, tape) if a.arch == "local-global" else l
+    if not a.has_local:
+        out = torch.addmm(model["out.bias"], g, model["out.weight"]).view(pc, nc, a.out_dims)
+        return out
+    return torch.baddbmm(local("local.out.bias").unsqueeze(1), h, local("local.out.weight"))
+
+
+def _merge_forward(model: INR, d: int, l: Tensor, g: Tensor, tape: list | None) -> Tensor:
+    a, w0 = model.arch, model.arch.w0
+    m = 0 if a.merge == "shared" else d
+    w, b = model[f"merge.{m}.weight"], model[f"merge.{m}.bias"]
+    pc, nc, width = l.shape
+    if a.merge == "add":
+        z = torch.addmm(b, g, w, beta=w0, alpha=w0)
+        h = (torch.sin(z) if tape is not None else z.sin_()).view(pc, nc, width).add_(l)
+        if tape is not None:
+            tape.append((z, h))
+        return h
+    z = torch.addmm(b, g, w[width:], beta=w0, alpha=w0)
+    z.addmm_(l.view(pc * nc, width), w[:width], alpha=w0)
+    if tape is None:
+        return z.sin_().view(pc, nc, width)
+    h = torch.sin(z).view(pc, nc, width)
+    tape.append((z, h))
+    return h
+
+
+def _backward(model: INR, tape: list, dout: Tensor, local: _Local, grads: dict[str, Tensor]) -> None:
+    """Accumulate parameter gradients given dL/d(output) [pc, nc, out]; consumes the tape."""
+    a, w0 = model.arch, model.arch.w0
+    pc, nc, _ = dout.shape
+    rows = pc * nc
+    ps = local.ps
+
+    def lgrad(name: str) -> Tensor:  # gradient slice of the chunk's partitions (training only)
+        return grads[name][ps]
+
+    dg = dh = None
+    if a.has_local:
+        h_last = tape[-1][-1]  # every tape entry ends with its layer's output
+        lgrad("local.out.weight").baddbmm_(h_last.transpose(1, 2), dout)
+        lgrad("local.out.bias").add_(dout.sum(1))
+        dh = torch.bmm(dout, local("local.out.weight").transpose(1, 2))
+    else:
+        g_last = tape[-1][-1]
+        d2 = dout.view(rows, a.out_dims)
+        grads["out.weight"].addmm_(g_last.t(), d2)
+        grads["out.bias"].add_(d2.sum(0))
+        dg = torch.mm(d2, model["out.weight"].t())
+
+    for d in reversed(range(a.depths)):
+        if a.arch == "local-global":
+            zm, _ = tape.pop()
+            h_in, zl, l = tape.pop()
+            dl, dg = _merge_backward(model, d, zm, dh, l, tape[-1][2], dg, grads)
+        elif a.has_local:
+            h_in, zl, l = tape.pop()
+            dl = dh
+        if a.has_local:
+            c = zl.cos_().mul_(dl)
+            lgrad(f"local.{d}.weight").baddbmm_(h_in.transpose(1, 2), c, alpha=w0)
+            lgrad(f"local.{d}.bias").add_(c.sum(1), alpha=w0)
+            if d > 0:
+                dh = torch.baddbmm(_ZERO, c, local(f"local.{d}.weight").transpose(1, 2),
+                                   beta=0, alpha=w0)
+        if a.has_global:
+            g_in, zg, _ = tape.pop()
+            c = zg.cos_().mul_(dg)
+            grads[f"global.{d}.weight"].addmm_(g_in.t(), c, alpha=w0)
+            grads[f"global.{d}.bias"].add_(c.sum(0), alpha=w0)
+            dg = torch.addmm(_ZERO, c, model[f"global.{d}.weight"].t(), beta=0, alpha=w0) if d > 0 else None
+
+
+def _merge_backward(model: INR, d: int, zm: Tensor, dh: Tensor, l: Tensor, g: Tensor,
+                    dg_next: Tensor | None, grads: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+    """Gradients through depth d's merge: returns dL/dl_d and dL/dg_d (including dg_next)."""
+    a, w0 = model.arch, model.arch.w0
+    m = 0 if a.merge == "shared" else d
+    w, gw, gb = model[f"merge.{m}.weight"], grads[f"merge.{m}.weight"], grads[f"merge.{m}.bias"]
+    pc, nc, width = dh.shape
+    dh2 = dh.reshape(pc * nc, width)
+    c = zm.cos_().mul_(dh2)
+    gb.add_(c.sum(0), alpha=w0)
+    beta = 0 if dg_next is None else 1
+    acc = _ZERO if dg_next is None else dg_next
+    if a.merge == "add":
+        gw.addmm_(g.t(), c, alpha=w0)
+        return dh, torch.addmm(acc, c, w.t(), beta=beta, alpha=w0)
+    gw[:width].addmm_(l.view(pc * nc, width).t(), c, alpha=w0)
+    gw[width:].addmm_(g.t(), c, alpha=w0)
+    dl = torch.addmm(_ZERO, c, w[:width].t(), beta=0, alpha=w0).view(pc, nc, width)
+    return dl, torch.addmm(acc, c, w[width:].t(), beta=beta, alpha=w0)
+
+
+@torch.no_grad()
+def forward_backward(model: INR, coords: Tensor, values: Tensor, scale: float) -> Tensor:
+    """Add the gradient of ``scale * sum((model(coords) - values)**2)`` to every ``.grad``.
+
+    ``coords`` [P, n, in] and ``values`` [P, n, out] are grouped by the model's partitions, in
+    the order it holds them. Returns the sum of squared errors (a float64 scalar tensor).
+    """
+    grads = {}
+    for name, p in model.named_tensors():
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+        grads[name] = p.grad
+    sse = torch.zeros((), dtype=torch.float64, device=values.device)
+    x_all = coords * model.coord_scale
+    for ps, ss in chunks(x_all.shape[0], x_all.shape[1]):
+        local = _Local(model, ps, None)
+        tape: list = []
+        out = _forward(model, x_all[ps, ss].contiguous(), local, tape)
+        err = out.sub_(values[ps, ss])
+        sse += err.pow(2).sum(dtype=torch.float64)
+        _backward(model, tape, err.mul_(2.0 * scale), local, grads)
+    return sse
+
+
+@torch.no_grad()
+def predict(model: INR, coords: Tensor, pids=None) -> Tensor:
+    """Model values at ``coords`` [P', n, in] grouped by ``pids`` (default: all held, in order)."""
+    slots = model.slots(pids)
+    x_all = coords * model.coord_scale
+    out = torch.empty(x_all.shape[:2] + (model.arch.out_dims,), device=coords.device)
+    for ps, ss in chunks(x_all.shape[0], x_all.shape[1], target=4 * CHUNK_SAMPLES):
+        out[ps, ss] = _forward(model, x_all[ps, ss].contiguous(), _Local(model, ps, slots), None)
+    return out

@@ -1,0 +1,331 @@
+"""Local-Global SIREN and its two baselines, as one module.
+
+Notation (one coordinate x, depth d = 0..L, L = ``hidden_layers``, w0 = 30):
+
+    global branch   g_d = sin(w0 (g_{d-1} Wg_d + bg_d)),          g_{-1} = x
+    local branch    l_d = sin(w0 (h_{d-1} Wl_d[p] + bl_d[p])),   h_{-1} = x
+    merge           h_d = sin(w0 ([l_d, g_d] Wm + bm))            (Local-Global only)
+    output          y   = h_L Wo[p] + bo[p]
+
+``p`` is the partition that owns x. The local weights of all partitions a module holds are
+stacked, ``[P, in, out]``, so every local layer is one batched matmul. ``arch`` selects:
+
+- ``local-global``: both branches and the merge (one merge shared by all depths as in the
+  paper's code; ``merge="per-depth"`` gives each depth its own; ``merge="add"`` instead adds a
+  per-depth sine projection of g_d to l_d);
+- ``per-partition``: the local branch alone, h_d = l_d (the KiloNeRF-style baseline);
+- ``siren``: the global branch alone with a linear output layer (one MLP for the signal).
+
+Initialisation is SIREN's: first layers U(-1/in, 1/in), later layers U(-sqrt(6/in)/w0, ..),
+biases U(-1/sqrt(in), 1/sqrt(in)). Partition p's local weights are drawn from a generator seeded
+by (seed, p) alone and the global weights from (seed, "global"), so they do not depend on which
+other partitions a module holds. Nothing here knows about distribution.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Iterable, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from .errors import DistlgError
+
+ARCHS = ("local-global", "per-partition", "siren")
+MERGES = ("shared", "per-depth", "add")
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """Everything needed to rebuild a model's tensors; stored in checkpoints and manifests."""
+
+    arch: str
+    in_dims: int
+    out_dims: int
+    hidden_layers: int = 3
+    local_width: int = 0
+    global_width: int = 0
+    w0: float = 30.0
+    merge: str = "shared"
+    coord_scale: tuple[float, ...] = ()
+    """Factor applied to each input coordinate (audio uses 100: its time axis spans [-100, 100])."""
+
+    def __post_init__(self) -> None:
+        if self.arch not in ARCHS:
+            raise DistlgError(f"unknown architecture {self.arch!r}; choose one of {', '.join(ARCHS)}")
+        if self.merge not in MERGES:
+            raise DistlgError(f"unknown merge {self.merge!r}; choose one of {', '.join(MERGES)}")
+        if self.hidden_layers < 0:
+            raise DistlgError("hidden_layers must be >= 0")
+        if self.has_local and self.local_width < 1:
+            raise DistlgError(f"{self.arch} needs local_width >= 1")
+        if self.has_global and self.global_width < 1:
+            raise DistlgError(f"{self.arch} needs global_width >= 1")
+        scale = tuple(float(s) for s in self.coord_scale) or (1.0,) * self.in_dims
+        if len(scale) != self.in_dims:
+            raise DistlgError(f"coord_scale has {len(scale)} entries for {self.in_dims} input dims")
+        object.__setattr__(self, "coord_scale", scale)
+
+    @property
+    def has_local(self) -> bool:
+        return self.arch != "siren"
+
+    @property
+    def has_global(self) -> bool:
+        return self.arch != "per-partition"
+
+    @property
+    def depths(self) -> int:
+        """Number of sine layers per branch (the first layer plus the hidden ones)."""
+        return self.hidden_layers + 1
+
+    @property
+    def merge_count(self) -> int:
+        if self.arch != "local-global":
+            return 0
+        return 1 if self.merge == "shared" else self.depths
+
+    def local_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Shapes of one partition's tensors, by name."""
+        if not self.has_local:
+            return {}
+        h = self.local_width
+        shapes = {}
+        for d in range(self.depths):
+            shapes[f"local.{d}.weight"] = (self.in_dims if d == 0 else h, h)
+            shapes[f"local.{d}.bias"] = (h,)
+        shapes["local.out.weight"] = (h, self.out_dims)
+        shapes["local.out.bias"] = (self.out_dims,)
+        return shapes
+
+    def global_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Shapes of the shared tensors (global branch, merge, SIREN output), by name."""
+        shapes: dict[str, tuple[int, ...]] = {}
+        if self.has_global:
+            g = self.global_width
+            for d in range(self.depths):
+                shapes[f"global.{d}.weight"] = (self.in_dims if d == 0 else g, g)
+                shapes[f"global.{d}.bias"] = (g,)
+        h, g = self.local_width, self.global_width
+        for m in range(self.merge_count):
+            rows = g if self.merge == "add" else h + g
+            shapes[f"merge.{m}.weight"] = (rows, h)
+            shapes[f"merge.{m}.bias"] = (h,)
+        if not self.has_local:
+            shapes["out.weight"] = (self.global_width, self.out_dims)
+            shapes["out.bias"] = (self.out_dims,)
+        return shapes
+
+    def local_params(self) -> int:
+        """Parameters of one partition's local sub-network."""
+        return sum(math.prod(s) for s in self.local_shapes().values())
+
+    def global_params(self) -> int:
+        return sum(math.prod(s) for s in self.global_shapes().values())
+
+    def total_params(self, partitions: int) -> int:
+        return self.global_params() + partitions * self.local_params()
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["coord_scale"] = list(self.coord_scale)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Architecture":
+        d = dict(d)
+        d["coord_scale"] = tuple(d.get("coord_scale", ()))
+        return cls(**d)
+
+
+# -- initialisation ------------------------------------------------------------------------------
+def _generator(seed: int, stream: int) -> torch.Generator:
+    """An independent generator for (seed, stream); stream -1 is the global branch."""
+    state = np.random.SeedSequence([seed & 0xFFFFFFFF, stream + 1]).generate_state(2, np.uint32)
+    return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
+
+
+def _fan_in(name: str, shape: tuple[int, ...], arch: Architecture) -> int:
+    if name.endswith(".bias"):
+        # bias bound follows its layer's fan-in, which sits in the weight's first dim
+        return _weight_shape(name, arch)[0]
+    return shape[0]
+
+
+def _weight_shape(bias_name: str, arch: Architecture) -> tuple[int, ...]:
+    shapes = {**arch.local_shapes(), **arch.global_shapes()}
+    return shapes[bias_name[: -len(".bias")] + ".weight"]
+
+
+def _init_bound(name: str, shape: tuple[int, ...], arch: Architecture) -> float:
+    fan_in = _fan_in(name, shape, arch)
+    if name.endswith(".bias"):
+        return 1.0 / math.sqrt(fan_in)
+    if name in ("local.0.weight", "global.0.weight"):
+        return 1.0 / fan_in
+    return math.sqrt(6.0 / fan_in) / arch.w0
+
+
+def init_tensors(shapes: dict[str, tuple[int, ...]], arch: Architecture,
+                 generator: torch.Generator) -> dict[str, Tensor]:
+    """SIREN-initialised tensors for ``shapes``, drawn in a fixed order from ``generator``."""
+    out = {}
+    for name, shape in shapes.items():
+        bound = _init_bound(name, shape, arch)
+        out[name] = (torch.rand(shape, generator=generator) * 2 - 1) * bound
+    return out
+
+
+# -- the module ----------------------------------------------------------------------------------
+class INR(nn.Module):
+    """A Local-Global SIREN (or baseline) holding the local sub-networks of ``partitions``.
+
+    Local tensors are stacked over the held partitions in the order given; ``slot(pid)`` tells
+    where a partition sits. The global tensors are always complete.
+    """
+
+    def __init__(self, arch: Architecture, partitions: Sequence[int] = (0,), seed: int = 0,
+                 init: bool = True):
+        super().__init__()
+        self.arch = arch
+        ids = [int(p) for p in partitions]
+        if len(set(ids)) != len(ids):
+            raise ValueError("partition ids must be unique")
+        self.register_buffer("partitions", torch.tensor(ids, dtype=torch.long), persistent=False)
+        self._slots = {p: i for i, p in enumerate(ids)}
+        self.register_buffer("coord_scale", torch.tensor(arch.coord_scale, dtype=torch.float32),
+                             persistent=False)
+        self.params = nn.ParameterDict()
+        glob = init_tensors(arch.global_shapes(), arch, _generator(seed, -1)) if init else {}
+        for name, shape in arch.global_shapes().items():
+            self.params[_key(name)] = nn.Parameter(glob.get(name, torch.zeros(shape)))
+        local_shapes = arch.local_shapes()
+        stacked = {name: torch.zeros((len(ids),) + shape) for name, shape in local_shapes.items()}
+        if init:
+            for slot, pid in enumerate(ids):
+                for name, t in init_tensors(local_shapes, arch, _generator(seed, pid)).items():
+                    stacked[name][slot] = t
+        for name, t in stacked.items():
+            self.params[_key(name)] = nn.Parameter(t)
+
+    # -- access by name ----------------------------------------------------------------------------
+    def __getitem__(self, name: str) -> Tensor:
+        return self.params[_key(name)]
+
+    def named_tensors(self) -> Iterable[tuple[str, nn.Parameter]]:
+        for key, p in self.params.items():
+            yield _name(key), p
+
+    def global_parameters(self) -> list[nn.Parameter]:
+        return [self[n] for n in self.arch.global_shapes()]
+
+    def local_parameters(self) -> list[nn.Parameter]:
+        return [self[n] for n in self.arch.local_shapes()]
+
+    @property
+    def num_partitions(self) -> int:
+        return len(self._slots)
+
+    @property
+    def partition_ids(self) -> list[int]:
+        return list(self._slots)
+
+    def slot(self, pid: int) -> int:
+        try:
+            return self._slots[int(pid)]
+        except KeyError:
+            raise KeyError(f"partition {pid} is not held by this model") from None
+
+    def slots(self, pids: Sequence[int] | Tensor | None) -> Tensor | None:
+        """Slots of ``pids``, or None when they are exactly the held partitions in order."""
+        if pids is None:
+            return None
+        pids = [int(p) for p in (pids.tolist() if isinstance(pids, Tensor) else pids)]
+        if pids == self.partition_ids:
+            return None
+        return torch.tensor([self.slot(p) for p in pids], dtype=torch.long)
+
+    def local_state(self, pid: int) -> dict[str, Tensor]:
+        """Partition ``pid``'s local tensors (views into the stacks)."""
+        s = self.slot(pid)
+        return {n: self[n].detach()[s] for n in self.arch.local_shapes()}
+
+    def global_state(self) -> dict[str, Tensor]:
+        return {n: self[n].detach() for n in self.arch.global_shapes()}
+
+    @torch.no_grad()
+    def load_local(self, pid: int, tensors: dict[str, Tensor]) -> None:
+        s = self.slot(pid)
+        for n, shape in self.arch.local_shapes().items():
+            self[n][s].copy_(_checked(tensors, n, shape))
+
+    @torch.no_grad()
+    def load_global(self, tensors: dict[str, Tensor]) -> None:
+        for n, shape in self.arch.global_shapes().items():
+            self[n].copy_(_checked(tensors, n, shape))
+
+    def subset(self, pids: Sequence[int]) -> "INR":
+        """A new model holding only ``pids`` (copies of their weights and the global branch)."""
+        out = INR(self.arch, pids, init=False).to(self.coord_scale.device)
+        out.load_global(self.global_state())
+        for p in pids:
+            out.load_local(p, self.local_state(p))
+        return out
+
+    # -- reference forward (autograd) -------------------------------------------------------------
+    def forward(self, coords: Tensor, pids: Sequence[int] | Tensor | None = None) -> Tensor:
+        """Values at ``coords`` [P', n, in] grouped by partition; ``pids`` [P'] names the
+        partition of each group (default: every held partition, in order). Returns [P', n, out].
+
+        This is the plain autograd formulation; ``distlg.fused`` computes the same thing faster.
+        """
+        a = self.arch
+        slots = self.slots(pids)
+        x = coords * self.coord_scale
+        groups, n = x.shape[0], x.shape[1]
+
+        def local(name: str) -> Tensor:
+            t = self[name]
+            return t if slots is None else t.index_select(0, slots)
+
+        g = x.reshape(groups * n, a.in_dims)
+        h = x
+        for d in range(a.depths):
+            if a.has_global:
+                g = torch.sin(a.w0 * (g @ self[f"global.{d}.weight"] + self[f"global.{d}.bias"]))
+            if a.has_local:
+                l = torch.sin(a.w0 * (torch.bmm(h, local(f"local.{d}.weight"))
+                                      + local(f"local.{d}.bias").unsqueeze(1)))
+                h = self._merge(l, g, d, groups, n) if a.arch == "local-global" else l
+        if not a.has_local:
+            return (g @ self["out.weight"] + self["out.bias"]).reshape(groups, n, a.out_dims)
+        return torch.bmm(h, local("local.out.weight")) + local("local.out.bias").unsqueeze(1)
+
+    def _merge(self, l: Tensor, g: Tensor, d: int, groups: int, n: int) -> Tensor:
+        a = self.arch
+        m = 0 if a.merge == "shared" else d
+        w, b = self[f"merge.{m}.weight"], self[f"merge.{m}.bias"]
+        if a.merge == "add":
+            return l + torch.sin(a.w0 * (g @ w + b)).reshape(groups, n, -1)
+        lg = torch.cat([l.reshape(groups * n, -1), g], dim=1)
+        return torch.sin(a.w0 * (lg @ w + b)).reshape(groups, n, -1)
+
+
+def _key(name: str) -> str:
+    return name.replace(".", "__")
+
+
+def _name(key: str) -> str:
+    return key.replace("__", ".")
+
+
+def _checked(tensors: dict[str, Tensor], name: str, shape: tuple[int, ...]) -> Tensor:
+    if name not in tensors:
+        raise KeyError(f"tensor {name!r} is missing")
+    t = tensors[name]
+    if tuple(t.shape) != tuple(shape):
+        raise ValueError(f"tensor {name!r} has shape {tuple(t.shape)}, expected {tuple(shape)}")
+    return t

@@ -1,0 +1,231 @@
+"""The model directory: a manifest, the global branch, and one safetensors file per partition.
+
+    model/
+      manifest.json          format, version, signal geometry, grid, architecture, and for every
+                             partition its id, index, file name, sha256 and parameter count
+      global.safetensors     global branch and merge (replicated tensors)
+      part-000123.safetensors  one local sub-network each
+
+Checkpoints use the same layout with the optimiser's state stored beside the weights (tensors
+named ``optim.<state>.<tensor>``) and a ``training`` section in the manifest. Every file is
+written under a temporary name and renamed into place; the manifest is written last, so a
+directory without one is incomplete. Only JSON and safetensors are ever read, file names in a
+manifest must be plain names, and a file whose sha256 differs from the manifest is refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import torch
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+from .errors import DistlgError
+from .geometry import PartitionGrid
+from .model import INR, Architecture
+
+FORMAT = "distlg-model"
+VERSION = 1
+MANIFEST = "manifest.json"
+GLOBAL_FILE = "global.safetensors"
+OPTIM_PREFIX = "optim."
+_PLAIN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+
+
+class ModelDirError(DistlgError):
+    """A model directory that is missing, incomplete, tampered with or unsafe."""
+
+
+def partition_file(pid: int) -> str:
+    return f"part-{pid:06d}.safetensors"
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see the old file or the whole new one."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def write_tensors(directory: Path, name: str, tensors: dict[str, torch.Tensor],
+                  metadata: dict[str, str] | None = None) -> dict:
+    """Write one safetensors file; return its manifest entry (file, sha256, params)."""
+    data = st_save({k: v.detach().contiguous().cpu() for k, v in tensors.items()},
+                   metadata={"format": FORMAT, **(metadata or {})})
+    atomic_write(directory / name, data)
+    params = sum(v.numel() for k, v in tensors.items() if not k.startswith(OPTIM_PREFIX))
+    return {"file": name, "sha256": hashlib.sha256(data).hexdigest(), "params": params}
+
+
+def write_manifest(directory: Path, manifest: dict) -> None:
+    atomic_write(directory / MANIFEST, (json.dumps(manifest, indent=1) + "\n").encode())
+
+
+def _check_name(name: object) -> str:
+    if not isinstance(name, str) or not _PLAIN.match(name) or name in (".", ".."):
+        raise ModelDirError(f"unsafe file name in manifest: {name!r} (must be a plain name "
+                            "inside the model directory)")
+    return name
+
+
+@dataclass
+class ModelDir:
+    """An opened (manifest-validated) model directory or checkpoint."""
+
+    path: Path
+    manifest: dict
+
+    @classmethod
+    def open(cls, path: str | Path) -> "ModelDir":
+        path = Path(path)
+        mpath = path / MANIFEST
+        if not path.is_dir():
+            raise ModelDirError(f"{path} is not a directory")
+        if not mpath.is_file():
+            raise ModelDirError(f"{path} has no {MANIFEST}: not a model directory, or incomplete")
+        try:
+            manifest = json.loads(mpath.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ModelDirError(f"{mpath} is not valid JSON: {exc}") from None
+        if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+            raise ModelDirError(f"{mpath} is not a distlg manifest")
+        if manifest.get("version") != VERSION:
+            raise ModelDirError(f"{mpath} has format version {manifest.get('version')!r}; this "
+                                f"distlg reads version {VERSION}")
+        try:
+            _check_name(manifest["global"]["file"])
+            for entry in manifest["partitions"]:
+                _check_name(entry["file"])
+            cls._parse(manifest)
+        except (KeyError, TypeError, ValueError) as exc:
+            if isinstance(exc, ModelDirError):
+                raise
+            raise ModelDirError(f"{mpath} is malformed: {exc!r}") from None
+        return cls(path, manifest)
+
+    @staticmethod
+    def _parse(manifest: dict) -> tuple[PartitionGrid, Architecture]:
+        g = manifest["grid"]
+        grid = PartitionGrid(tuple(manifest["signal"]["shape"]), tuple(g["factors"]),
+                             tuple(g["overlaps"]))
+        return grid, Architecture.from_dict(manifest["architecture"])
+
+    # -- what it describes ---------------------------------------------------------------------
+    @property
+    def grid(self) -> PartitionGrid:
+        return self._parse(self.manifest)[0]
+
+    @property
+    def arch(self) -> Architecture:
+        return self._parse(self.manifest)[1]
+
+    @property
+    def signal(self) -> dict:
+        return self.manifest["signal"]
+
+    @property
+    def entries(self) -> dict[int, dict]:
+        return {int(e["id"]): e for e in self.manifest["partitions"]}
+
+    @property
+    def partition_ids(self) -> list[int]:
+        return sorted(self.entries)
+
+    @property
+    def missing(self) -> list[int]:
+        present = set(self.entries)
+        return [p for p in range(self.grid.num_partitions) if p not in present]
+
+    def params(self) -> dict[str, int]:
+        local = sum(int(e["params"]) for e in self.manifest["partitions"])
+        glob = int(self.manifest["global"]["params"])
+        return {"global": glob, "local": local, "total": glob + local}
+
+    # -- reading -------------------------------------------------------------------------------
+    def read(self, entry: dict) -> dict[str, torch.Tensor]:
+        """The tensors of one manifest entry, after checking the file's sha256."""
+        name = _check_name(entry["file"])
+        path = self.path / name
+        if not path.is_file():
+            raise ModelDirError(f"{self.path}: file {name} listed in the manifest is missing")
+        data = path.read_bytes()
+        if hashlib.sha256(data).hexdigest() != entry["sha256"]:
+            raise ModelDirError(f"{path}: sha256 differs from the manifest; the file was changed "
+                                "or damaged, refusing to load it")
+        try:
+            return st_load(data)
+        except Exception as exc:  # safetensors raises its own error types
+            raise ModelDirError(f"{path} is not a valid safetensors file: {exc}") from None
+
+    def load(self, pids: Iterable[int] | None = None, device: str | torch.device = "cpu",
+             optimizer: bool = False) -> tuple[INR, dict[str, torch.Tensor]]:
+        """An ``INR`` holding ``pids`` (default: all present), reading only their files.
+
+        Returns the model and, if ``optimizer``, the optimiser tensors found beside the weights
+        (keyed ``optim.<state>.<tensor>`` for global tensors and ``optim.<state>.<tensor>@pid``
+        for local ones).
+        """
+        entries = self.entries
+        pids = self.partition_ids if pids is None else [int(p) for p in pids]
+        absent = [p for p in pids if p not in entries]
+        if absent:
+            raise ModelDirError(f"{self.path}: partitions {_ranges(absent)} are not in this model "
+                                "(cropped away or never trained)")
+        model = INR(self.arch, pids, init=False)
+        extra: dict[str, torch.Tensor] = {}
+        tensors = self.read(self.manifest["global"])
+        model.load_global(tensors)
+        if optimizer:
+            extra.update({k: v for k, v in tensors.items() if k.startswith(OPTIM_PREFIX)})
+        for p in pids:
+            tensors = self.read(entries[p])
+            model.load_local(p, tensors)
+            if optimizer:
+                extra.update({f"{k}@{p}": v for k, v in tensors.items() if k.startswith(OPTIM_PREFIX)})
+        return model.to(device), extra
+
+
+def manifest_for(grid: PartitionGrid, arch: Architecture, signal: dict, global_entry: dict,
+                 partition_entries: Sequence[dict], training: dict | None = None) -> dict:
+    """A complete manifest; ``partition_entries`` carry id, file, sha256 and params."""
+    parts = sorted(partition_entries, key=lambda e: e["id"])
+    for e in parts:
+        e["index"] = list(grid.index(e["id"]))
+    manifest = {
+        "format": FORMAT,
+        "version": VERSION,
+        "signal": signal,
+        "grid": {"factors": list(grid.factors), "overlaps": list(grid.overlaps),
+                 "padding": list(grid.padding), "part_shape": list(grid.part_shape)},
+        "architecture": arch.to_dict(),
+        "params": {"global": global_entry["params"], "local": sum(e["params"] for e in parts),
+                   "per_partition": arch.local_params()},
+        "global": global_entry,
+        "partitions": parts,
+    }
+    if training is not None:
+        manifest["training"] = training
+    return manifest
+
+
+def _ranges(ids: Sequence[int]) -> str:
+    """Compact text for a list of ids: 1-4, 7, 9-10."""
+    ids = sorted(ids)
+    out, start = [], None
+    for i, p in enumerate(ids):
+        if start is None:
+            start = p
+        if i + 1 == len(ids) or ids[i + 1] != p + 1:
+            out.append(f"{start}" if start == p else f"{start}-{p}")
+            start = None
+    return ", ".join(out)

@@ -1,0 +1,106 @@
+"""From a config and a signal to everything a run needs: the grid, the architecture, the batch.
+
+Kind-dependent defaults follow the paper: images train full-batch at lr 5e-4 with 32x32
+partitions; video draws 2 % of its positions per step at lr 1e-4 with (1, 2, 2) halos; audio
+trains full-batch at lr 1e-4 for 1000 steps on a time axis scaled to [-100, 100].
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from .budget import fit_widths
+from .config import Config, ConfigError
+from .geometry import PartitionGrid, auto_factors
+from .model import Architecture
+from .signal import Signal
+
+DEFAULT_STEPS = {"image": 2000, "audio": 1000}
+DEFAULT_LR = {"image": 5e-4}
+DEFAULT_COMPRESSION = {"image": 4.0, "audio": 4.0, "video": 64.0, "volume": 64.0}
+DEFAULT_FRACTION = {"video": 0.02, "volume": 0.02}
+
+
+@dataclass(frozen=True)
+class Plan:
+    grid: PartitionGrid
+    arch: Architecture
+    steps: int
+    lr: float
+    samples_per_partition: int | None
+    """None: full batch (every position of every sampling box each step)."""
+
+    @property
+    def samples_per_step(self) -> int:
+        n = self.samples_per_partition or math.prod(self.grid.sample_shape)
+        return n * self.grid.num_partitions
+
+
+def _per_axis(values, ndim: int, name: str) -> tuple[int, ...] | None:
+    if values is None:
+        return None
+    values = list(values)
+    if len(values) == 1:
+        values = values * ndim
+    if len(values) != ndim:
+        raise ConfigError(f"{name} needs 1 or {ndim} values for a {ndim}-axis signal, got {len(values)}")
+    return tuple(int(v) for v in values)
+
+
+def default_partition_size(signal: Signal) -> tuple[int, ...]:
+    if signal.kind == "video":
+        return (50, 32, 32)
+    if signal.kind == "audio":
+        return (max(1, signal.shape[0] // 32),)
+    return (32,) * len(signal.shape)
+
+
+def make_grid(config: Config, signal: Signal) -> PartitionGrid:
+    p, ndim = config.partition, len(signal.shape)
+    factors = _per_axis(p.factors, ndim, "factors")
+    if config.model.arch == "siren" and factors is None:
+        factors = (1,) * ndim
+    if factors is None:
+        size = _per_axis(p.partition_size, ndim, "partition size") or default_partition_size(signal)
+        factors = auto_factors(signal.shape, size, max_factor=max(signal.shape))
+    overlaps = _per_axis(p.overlaps, ndim, "overlaps")
+    if overlaps is None:
+        overlaps = (1, 2, 2) if signal.kind == "video" and config.model.arch != "siren" else (0,) * ndim
+    return PartitionGrid(signal.shape, factors, overlaps)
+
+
+def make_arch(config: Config, signal: Signal, grid: PartitionGrid) -> Architecture:
+    m = config.model
+    common = dict(in_dims=len(signal.shape), out_dims=signal.channels, hidden_layers=m.hidden_layers,
+                  merge=m.merge, w0=m.w0, coord_scale=signal.coord_scale)
+    if m.local_width or m.global_width:
+        return Architecture(m.arch, local_width=m.local_width or 0,
+                            global_width=m.global_width or 0, **common)
+    params = m.params
+    if params is None:
+        values = math.prod(signal.shape) * signal.channels
+        params = round(values / (m.compression or DEFAULT_COMPRESSION[signal.kind]))
+    return fit_widths(m.arch, params, grid.num_partitions, global_share=m.global_share, **common)
+
+
+def make_plan(config: Config, signal: Signal) -> Plan:
+    t = config.train
+    grid = make_grid(config, signal)
+    arch = make_arch(config, signal, grid)
+    steps = t.steps if t.steps is not None else DEFAULT_STEPS.get(signal.kind, 1500)
+    lr = t.lr if t.lr is not None else DEFAULT_LR.get(signal.kind, 1e-4)
+    if steps < 1:
+        raise ConfigError(f"steps must be >= 1, got {steps}")
+    if lr <= 0:
+        raise ConfigError(f"lr must be > 0, got {lr}")
+    n = t.samples_per_partition
+    if n is None:
+        fraction = t.sample_fraction if t.sample_fraction is not None else DEFAULT_FRACTION.get(signal.kind)
+        if fraction is not None:
+            if not 0 < fraction <= 1:
+                raise ConfigError(f"sample fraction must lie in (0, 1], got {fraction}")
+            n = max(1, round(fraction * math.prod(signal.shape) / grid.num_partitions))
+    elif n < 1:
+        raise ConfigError(f"samples per partition must be >= 1, got {n}")
+    return Plan(grid, arch, steps, lr, n)

@@ -1,0 +1,144 @@
+"""Training batches: n samples from each partition of a shard, as [P_r, n, dims] tensors.
+
+Which positions a partition draws at a step depends only on (seed, partition id, step): they
+come from a counter-based hash, not from a stateful generator. A partition therefore sees the
+same samples whichever worker owns it and however many workers there are, and a resumed run
+draws what an uninterrupted one would.
+
+Modes:
+
+- ``full``: every position of every sampling box, every step (small signals, the paper's images
+  and audio); computed once.
+- ``resident``: the shard's region of the signal (its partitions' halo-grown boxes) is read once
+  into memory in its raw dtype; each step gathers n random positions per partition.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from .errors import DistlgError
+from .geometry import PartitionGrid
+from .signal import Signal
+
+_M1, _M2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+
+def _mix(x: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser: a bijection on uint64 that scrambles every bit."""
+    x = x ^ (x >> np.uint64(30))
+    x = x * _M1
+    x = x ^ (x >> np.uint64(27))
+    x = x * _M2
+    return x ^ (x >> np.uint64(31))
+
+
+def uniform_indices(seed: int, step: int, pids: np.ndarray, n: int, size: int) -> np.ndarray:
+    """Integers in [0, size), shape [len(pids), n], a function of (seed, step, pid, k) only."""
+    with np.errstate(over="ignore"):
+        key = _mix(np.asarray([seed, step], dtype=np.uint64) * _GOLDEN + np.uint64(1))
+        base = _mix(pids.astype(np.uint64) * _GOLDEN ^ key[0]) ^ key[1]
+        counter = np.arange(n, dtype=np.uint64) * _GOLDEN
+        bits = _mix(base[:, None] + counter[None, :])
+    # top 53 bits -> uniform double in [0, 1) -> index
+    return ((bits >> np.uint64(11)).astype(np.float64) * (size / 2.0**53)).astype(np.int64)
+
+
+def random_positions(grid: PartitionGrid, pids: Sequence[int], n: int, seed: int,
+                     step: int) -> np.ndarray:
+    """n positions per partition, uniform over its sampling box, clamped into the signal:
+    int64 [len(pids), n, ndim]."""
+    pids = np.asarray(pids, dtype=np.int64)
+    box = grid.sample_shape
+    flat = uniform_indices(seed, step, pids, n, math.prod(box))
+    offset = np.stack(np.unravel_index(flat, box), axis=-1)
+    return grid.clamp(grid.sample_starts(pids)[:, None, :] + offset)
+
+
+def all_positions(grid: PartitionGrid, pids: Sequence[int]) -> np.ndarray:
+    """Every position of each sampling box, clamped: int64 [len(pids), prod(box), ndim]."""
+    box = grid.sample_shape
+    offset = np.stack(np.unravel_index(np.arange(math.prod(box)), box), axis=-1)
+    return grid.clamp(grid.sample_starts(pids)[:, None, :] + offset[None])
+
+
+def shard_region(grid: PartitionGrid, pids: Sequence[int]) -> tuple[tuple[int, int], ...]:
+    """Bounding box, inside the signal, of the sampling boxes of ``pids``."""
+    starts = grid.sample_starts(pids)
+    lo = starts.min(axis=0)
+    hi = np.minimum(starts.max(axis=0) + np.asarray(grid.sample_shape), grid.shape)
+    return tuple((int(a), int(b)) for a, b in zip(lo, hi))
+
+
+@dataclass
+class Batch:
+    coords: torch.Tensor
+    """[P_r, n, dims] coordinates in [-1, 1]."""
+    values: torch.Tensor
+    """[P_r, n, channels] values in [-1, 1]."""
+
+
+class ResidentSampler:
+    """Samples from the shard's region held in memory in the signal's raw dtype."""
+
+    def __init__(self, signal: Signal, grid: PartitionGrid, pids: Sequence[int], n: int | None,
+                 seed: int = 0, device: str | torch.device = "cpu"):
+        if tuple(grid.shape) != signal.shape:
+            raise ValueError(f"grid shape {grid.shape} does not match signal shape {signal.shape}")
+        self.signal, self.grid, self.pids = signal, grid, [int(p) for p in pids]
+        self.seed, self.device = seed, torch.device(device)
+        self.full = n is None
+        self.n = math.prod(grid.sample_shape) if n is None else int(n)
+        self.region = shard_region(grid, self.pids)
+        self.data = signal.read(self.region)
+        self.mode = "full" if self.full else "resident"
+        self._fixed: Batch | None = None
+
+    @property
+    def resident_bytes(self) -> int:
+        return int(self.data.nbytes)
+
+    def close(self) -> None:
+        """Release background resources (none for this sampler)."""
+
+    def positions(self, step: int) -> np.ndarray:
+        if self.full:
+            return all_positions(self.grid, self.pids)
+        return random_positions(self.grid, self.pids, self.n, self.seed, step)
+
+    def batch(self, step: int) -> Batch:
+        if self.full and self._fixed is not None:
+            return self._fixed
+        pos = self.positions(step)
+        local = pos - np.asarray([a for a, _ in self.region])
+        flat = np.ravel_multi_index(tuple(np.moveaxis(local, -1, 0)), self.data.shape[:-1])
+        raw = self.data.reshape(-1, self.data.shape[-1])[flat]
+        batch = Batch(
+            torch.from_numpy(self.grid.normalise(pos)).to(self.device),
+            torch.from_numpy(self.signal.normalise(raw)).to(self.device))
+        if self.full:
+            self._fixed = batch
+        return batch
+
+
+class SamplerError(DistlgError):
+    """The sampler cannot serve this shard as configured."""
+
+
+def make_sampler(signal: Signal, grid: PartitionGrid, pids: Sequence[int], n: int | None,
+                 seed: int = 0, memory_budget: int = 4 << 30,
+                 device: str | torch.device = "cpu") -> ResidentSampler:
+    """The sampler for one worker's shard: full batch, or resident when its region fits
+    ``memory_budget`` bytes."""
+    region = shard_region(grid, pids)
+    nbytes = math.prod(b - a for a, b in region) * signal.channels * np.dtype(signal.data.dtype).itemsize
+    if nbytes > memory_budget:
+        raise SamplerError(f"this worker's region of the signal needs {nbytes / 2**30:.2f} GiB, "
+                           f"over the memory budget of {memory_budget / 2**30:.2f} GiB")
+    return ResidentSampler(signal, grid, pids, n, seed, device)

@@ -1,0 +1,210 @@
+"""Training: one process, or many under ``accelerate launch`` (each owning a shard).
+
+    distlg train                                   # one process, embedded default image
+    distlg train run.yaml --steps 500              # a config file with overrides
+    accelerate launch --config_file launch/cpu-2.yaml -m distlg train run.yaml
+                                                   # 2 CPU workers (gloo); see launch/ for GPUs,
+                                                   # several machines and SLURM
+
+Every step: sample this worker's partitions -> fused forward/backward -> one all-reduce of the
+replicated gradients (plus the loss) -> Adam. Checkpoints and the final model are written one
+file per partition by the worker that owns it.
+"""
+
+from __future__ import annotations
+
+import math
+import resource
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from . import checkpoint, fused
+from .config import Config
+from .geometry import shard
+from .metrics import Evaluation, evaluate
+from .model import INR
+from .parallel import GlobalGradBucket, World
+from .plan import Plan, make_plan
+from .sampler import make_sampler
+from .signal import Signal, open_signal
+
+
+@dataclass
+class TrainResult:
+    """What a run reports (on every worker)."""
+
+    plan: Plan
+    final: Evaluation
+    steps_run: int
+    seconds: float
+    samples_per_second: float
+    """Training samples per second, summed over workers."""
+    allreduce_bytes: int
+    """Gradient bytes each worker contributes to the all-reduce per step."""
+    peak_rss_mib: list[float]
+    """Peak resident memory of each worker."""
+    history: list[dict] = field(default_factory=list)
+    model_dir: Path | None = None
+    model: INR | None = None
+
+
+def train(config: Config, world: World | None = None, signal: Signal | None = None) -> TrainResult:
+    """Run ``config`` in this process (joining the launched job, if any)."""
+    out = Path(config.run.out)
+    world = world or World.start(config.train.device,
+                                 log_dir=str(out) if config.run.tensorboard else None)
+    torch.set_num_threads(config.train.threads or world.default_threads())
+    signal = signal or open_signal(config.signal.path)
+    plan = make_plan(config, signal)
+    pids = shard(plan.grid, world.size)[world.rank]
+    model = INR(plan.arch, pids, seed=config.train.seed).to(world.device)
+    bucket = GlobalGradBucket(model, world)
+    optimizer = torch.optim.Adam(model.parameters(), lr=plan.lr)
+    start = _resume(config, model, optimizer, world, plan) if config.run.resume else 0
+    sampler = make_sampler(signal, plan.grid, pids, plan.samples_per_partition, config.train.seed,
+                           int(config.train.memory_budget_gib * 2**30), world.device)
+    scale = 1.0 / (plan.samples_per_step * signal.channels)
+    info = signal_info(signal)
+    tracker = _Tracker(world, config, plan, sampler, bucket, start)
+
+    def save(step: int) -> None:
+        checkpoint.save(out, step, model, optimizer, world, plan.grid, info, config.to_dict())
+
+    step = start
+    try:
+        for step in range(start, plan.steps):
+            _set_lr(optimizer, config, plan, step)
+            batch = sampler.batch(step)
+            sse = fused.forward_backward(model, batch.coords, batch.values, scale)
+            (sse,) = bucket.reduce(float(sse))
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=False)
+            done = step + 1
+            if config.train.eval_every and done % config.train.eval_every == 0 and done < plan.steps:
+                tracker.eval(done, _evaluate(model, plan, signal, world, full=False))
+            tracker.step(done, sse * scale)
+            if config.run.checkpoint_every and done % config.run.checkpoint_every == 0:
+                save(done)
+        step = plan.steps
+    except KeyboardInterrupt:
+        if not world.distributed:  # one process: keep what was trained
+            save(step)
+            tracker.close()
+            print(f"interrupted: checkpoint of step {step} written to {out / 'checkpoints'}")
+        raise
+    finally:
+        sampler.close()
+    seconds = tracker.elapsed()
+    save(plan.steps)
+    model_dir = checkpoint.write_model(out / "model", model, world, plan.grid, info)
+    final = _evaluate(model, plan, signal, world, full=not world.distributed)
+    tracker.eval(plan.steps, final)
+    tracker.close()
+    rss = world.all_gather(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    steps_run = plan.steps - start
+    return TrainResult(plan, final, steps_run, seconds,
+                       steps_run * plan.samples_per_step / max(seconds, 1e-9), bucket.grad_bytes,
+                       rss, tracker.history, model_dir, model)
+
+
+def signal_info(signal: Signal) -> dict:
+    """What a manifest records about the signal."""
+    import numpy as np
+
+    return {"kind": signal.kind, "shape": list(signal.shape), "axes": list(signal.axes),
+            "channels": signal.channels, "dtype": np.dtype(signal.data.dtype).name,
+            "value_range": list(signal.value_range),
+            "meta": {k: v for k, v in signal.meta.items() if isinstance(v, (str, int, float))}}
+
+
+def _evaluate(model: INR, plan: Plan, signal: Signal, world: World, full: bool) -> Evaluation:
+    def reduce(values: list[float]) -> list[float]:
+        return world.all_reduce_(torch.tensor(values, dtype=torch.float64)).tolist()
+
+    return evaluate(model, plan.grid, signal, reduce=reduce, full=full)
+
+
+def _set_lr(optimizer: torch.optim.Optimizer, config: Config, plan: Plan, step: int) -> None:
+    lr = plan.lr
+    if config.train.schedule == "cosine":
+        final = plan.lr * config.train.lr_final
+        lr = final + 0.5 * (plan.lr - final) * (1 + math.cos(math.pi * step / plan.steps))
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+def _resume(config: Config, model: INR, optimizer: torch.optim.Optimizer, world: World,
+            plan: Plan) -> int:
+    path = checkpoint.latest(config.run.out)
+    if path is None:
+        if world.is_main:
+            print(f"no complete checkpoint in {config.run.out}: starting from step 0")
+        return 0
+    training = checkpoint.restore(path, model, optimizer, plan.grid)
+    if world.is_main:
+        print(f"resuming from {path} (step {training['step']}, written by "
+              f"{training['world_size']} worker(s), now {world.size})")
+    return int(training["step"])
+
+
+class _Tracker:
+    """Progress bar, console and TensorBoard logging: on the main worker only."""
+
+    def __init__(self, world: World, config: Config, plan: Plan, sampler, bucket, start: int):
+        self.world, self.config, self.plan, self.history = world, config, plan, []
+        self.start_step, self.t0 = start, time.perf_counter()
+        self.bar = None
+        self.tb = world.accelerator is not None and config.run.tensorboard
+        if not world.is_main:
+            return
+        g = plan.grid
+        print(f"distlg: {plan.arch.arch} {plan.arch.local_width or '-'} local / "
+              f"{plan.arch.global_width or '-'} global wide, {plan.arch.total_params(g.num_partitions):,} "
+              f"parameters; grid {g.factors} = {g.num_partitions} partitions, halo {g.overlaps}; "
+              f"{world.size} worker(s) on {world.device}; sampler {sampler.mode}; "
+              f"{plan.samples_per_step:,} samples/step; all-reduce {bucket.grad_bytes:,} B/step")
+        if self.tb:
+            flat = {f"{s}.{k}": (v if isinstance(v, (int, float, str, bool)) else str(v))
+                    for s, sec in config.to_dict().items() for k, v in sec.items()}
+            world.accelerator.init_trackers("tensorboard", config=flat)
+        if config.run.progress:
+            from tqdm.auto import tqdm
+            self.bar = tqdm(total=plan.steps, initial=start, unit="step", dynamic_ncols=True)
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.t0
+
+    def step(self, step: int, loss: float) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+        if step % self.config.train.log_every and step != self.plan.steps:
+            return
+        record = {"step": step, "loss": loss, "time": self.elapsed()}
+        self.history.append(record)
+        if self.world.is_main:
+            if self.bar is not None:
+                self.bar.set_postfix(loss=f"{loss:.3g}")
+            if self.tb:
+                self.world.accelerator.log({"train/loss": loss}, step=step)
+
+    def eval(self, step: int, ev: Evaluation) -> None:
+        self.history.append({"step": step, "psnr": ev.psnr, "ssim": ev.ssim, "time": self.elapsed()})
+        if self.world.is_main:
+            msg = f"step {step}: PSNR {ev.psnr:.2f} dB" + (f", SSIM {ev.ssim:.4f}" if ev.ssim else "")
+            (self.bar.write if self.bar is not None else print)(msg)
+            if self.tb:
+                scalars = {"eval/psnr": ev.psnr}
+                if ev.ssim is not None:
+                    scalars["eval/ssim"] = ev.ssim
+                self.world.accelerator.log(scalars, step=step)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+        if self.tb and self.world.is_main:
+            self.world.accelerator.end_training()
+            self.tb = False
