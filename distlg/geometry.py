@@ -11,7 +11,8 @@ keeps its size, as in the paper's code; every sampled position is clamped into t
 
 Coordinates are normalised per axis to [-1, 1] from the signal's own shape
 (``-1 + 2 * i / (D_i - 1)``), so they do not depend on the partitioning: a coordinate means the
-same point in every model of a signal. Nothing here knows about torch.
+same point in every model of a signal. (An extended model keeps the extent it was first
+trained on, so its new samples lie beyond 1.) Nothing here knows about torch.
 """
 
 from __future__ import annotations
@@ -54,6 +55,10 @@ class PartitionGrid:
     """Number of partitions per axis (C_i)."""
     overlaps: tuple[int, ...] = ()
     """Halo per axis: a partition samples its training positions from its box grown by this."""
+    extent: tuple[int, ...] = ()
+    """Extent that coordinates normalise against (default: ``shape``). A model extended with
+    new samples (appended frames) keeps its original extent, so old positions keep their
+    coordinates and new ones continue beyond 1."""
 
     def __post_init__(self) -> None:
         shape = tuple(int(d) for d in self.shape)
@@ -61,6 +66,10 @@ class PartitionGrid:
             raise GeometryError(f"signal shape must be positive on every axis, got {shape}")
         factors = _tuple(self.factors, len(shape), "factors")
         overlaps = _tuple(self.overlaps or 0, len(shape), "overlaps")
+        extent = _tuple(self.extent or shape, len(shape), "extent")
+        if any(e < 1 for e in extent):
+            raise GeometryError(f"coordinate extent must be positive, got {extent}")
+        object.__setattr__(self, "extent", extent)
         object.__setattr__(self, "shape", shape)
         object.__setattr__(self, "factors", factors)
         object.__setattr__(self, "overlaps", overlaps)
@@ -166,8 +175,9 @@ class PartitionGrid:
 
     # -- coordinates -----------------------------------------------------------------------------
     def normalise(self, positions: np.ndarray) -> np.ndarray:
-        """Map positions (integer or continuous, [..., ndim]) to coordinates in [-1, 1]."""
-        denom = np.maximum(np.asarray(self.shape, dtype=np.float64) - 1, 1)
+        """Map positions (integer or continuous, [..., ndim]) to coordinates: [-1, 1] over the
+        grid's extent."""
+        denom = np.maximum(np.asarray(self.extent, dtype=np.float64) - 1, 1)
         coords = np.asarray(positions, dtype=np.float64) * (2.0 / denom) - 1.0
         return coords.astype(np.float32)
 

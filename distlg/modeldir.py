@@ -117,7 +117,7 @@ class ModelDir:
     def _parse(manifest: dict) -> tuple[PartitionGrid, Architecture]:
         g = manifest["grid"]
         grid = PartitionGrid(tuple(manifest["signal"]["shape"]), tuple(g["factors"]),
-                             tuple(g["overlaps"]))
+                             tuple(g["overlaps"]), tuple(g.get("extent", ())))
         return grid, Architecture.from_dict(manifest["architecture"])
 
     # -- what it describes ---------------------------------------------------------------------
@@ -206,7 +206,8 @@ def manifest_for(grid: PartitionGrid, arch: Architecture, signal: dict, global_e
         "version": VERSION,
         "signal": signal,
         "grid": {"factors": list(grid.factors), "overlaps": list(grid.overlaps),
-                 "padding": list(grid.padding), "part_shape": list(grid.part_shape)},
+                 "padding": list(grid.padding), "part_shape": list(grid.part_shape),
+                 "extent": list(grid.extent)},
         "architecture": arch.to_dict(),
         "params": {"global": global_entry["params"], "local": sum(e["params"] for e in parts),
                    "per_partition": arch.local_params()},

@@ -155,9 +155,10 @@ class _Tracker:
 
     def __init__(self, world: World, config: Config, plan: Plan, sampler, bucket, start: int):
         self.world, self.config, self.plan, self.history = world, config, plan, []
-        self.start_step, self.t0 = start, time.perf_counter()
+        self.start_step = start
         self.bar = None
         self.tb = world.accelerator is not None and config.run.tensorboard
+        self.t0 = time.perf_counter()
         if not world.is_main:
             return
         g = plan.grid
@@ -173,6 +174,7 @@ class _Tracker:
         if config.run.progress:
             from tqdm.auto import tqdm
             self.bar = tqdm(total=plan.steps, initial=start, unit="step", dynamic_ncols=True)
+        self.t0 = time.perf_counter()
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.t0
