@@ -13,7 +13,7 @@ import os
 import sys
 from typing import Sequence
 
-from .errors import DistlgError
+from .errors import DistlgError, WorkerLost
 
 COMMANDS = ("train",)
 """Subcommands, in the order of the data path."""
@@ -55,6 +55,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FileNotFoundError as exc:
         print(f"distlg {args.command}: error: {exc.strerror}: {exc.filename}", file=sys.stderr)
         status = 2
+    except WorkerLost as exc:
+        print(f"distlg {args.command}: error: {exc}", file=sys.stderr)
+        status = 1
     except KeyboardInterrupt:
         print(f"distlg {args.command}: interrupted", file=sys.stderr)
         status = 130

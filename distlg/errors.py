@@ -3,3 +3,7 @@
 
 class DistlgError(ValueError):
     """Bad input: a setting, a file or a request that cannot be served as given."""
+
+
+class WorkerLost(RuntimeError):
+    """Another worker of a distributed job died or stopped answering: the job cannot go on."""

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from .errors import WorkerLost
 from .model import INR
 
 COLLECTIVE_TIMEOUT = timedelta(seconds=60)
@@ -65,9 +66,14 @@ class World:
         return max(1, (os.cpu_count() or 1) // self.local_size)
 
     def all_reduce_(self, tensor: torch.Tensor) -> torch.Tensor:
-        """Sum ``tensor`` over workers, in place."""
+        """Sum ``tensor`` over workers, in place; ``WorkerLost`` if a peer is gone."""
         if self.distributed:
-            dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+            try:
+                dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+            except RuntimeError as exc:  # gloo/NCCL report a dead or silent peer this way
+                reason = str(exc).split("\n")[0]
+                reason = reason.split("] ", 1)[-1].split(". ")[0]
+                raise WorkerLost(f"worker {self.rank} lost contact with the others ({reason})") from None
         return tensor
 
     def all_gather(self, obj: Any) -> list[Any]:
@@ -89,6 +95,11 @@ class World:
     def barrier(self) -> None:
         if self.distributed:
             dist.barrier()
+
+    def close(self) -> None:
+        """Finish trackers and leave the process group."""
+        if self.accelerator is not None:
+            self.accelerator.end_training()
 
 
 class GlobalGradBucket:

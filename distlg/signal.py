@@ -124,10 +124,11 @@ BUILTIN_IMAGES = ("astronaut", "camera", "coffee", "chelsea", "rocket", "cat", "
 def builtin(name: str) -> Signal:
     """A signal that ships with the installed packages: scikit-image's photographs.
 
-    ``NAME`` or ``NAME@HxW`` (resized with anti-aliasing, values kept as float32 in [0, 1]).
+    ``NAME`` or ``NAME@HxW``, resized with Pillow's anti-aliased bilinear filter (what the
+    paper's code does through torchvision) and kept as 8-bit values.
     """
     import skimage.data
-    from skimage.transform import resize
+    from PIL import Image
 
     base, _, size = name.partition("@")
     if base not in BUILTIN_IMAGES:
@@ -142,9 +143,9 @@ def builtin(name: str) -> Signal:
             h, w = (int(v) for v in size.lower().split("x"))
         except ValueError:
             raise SignalError(f"built-in size must look like 256x256, got {size!r}") from None
-        image = resize(image, (h, w) + image.shape[2:], anti_aliasing=True, preserve_range=True)
-        image = (image / 255.0).astype(np.float32)
-        return Signal.from_array(image, "image", (0.0, 1.0), source=f"builtin:{name}")
+        if h < 1 or w < 1:
+            raise SignalError(f"built-in size must be positive, got {size!r}")
+        image = np.asarray(Image.fromarray(image).resize((w, h), Image.BILINEAR))
     return Signal.from_array(image, "image", source=f"builtin:{name}")
 
 

@@ -13,6 +13,7 @@ file per partition by the worker that owns it.
 
 from __future__ import annotations
 
+import json
 import math
 import resource
 import time
@@ -23,6 +24,7 @@ import torch
 
 from . import checkpoint, fused
 from .config import Config
+from .errors import WorkerLost
 from .geometry import shard
 from .metrics import Evaluation, evaluate
 from .model import INR
@@ -54,8 +56,17 @@ class TrainResult:
 def train(config: Config, world: World | None = None, signal: Signal | None = None) -> TrainResult:
     """Run ``config`` in this process (joining the launched job, if any)."""
     out = Path(config.run.out)
+    own_world = world is None
     world = world or World.start(config.train.device,
                                  log_dir=str(out) if config.run.tensorboard else None)
+    try:
+        return _train(config, world, signal, out)
+    finally:
+        if own_world:
+            world.close()
+
+
+def _train(config: Config, world: World, signal: Signal | None, out: Path) -> TrainResult:
     torch.set_num_threads(config.train.threads or world.default_threads())
     signal = signal or open_signal(config.signal.path)
     plan = make_plan(config, signal)
@@ -89,6 +100,10 @@ def train(config: Config, world: World | None = None, signal: Signal | None = No
             if config.run.checkpoint_every and done % config.run.checkpoint_every == 0:
                 save(done)
         step = plan.steps
+    except WorkerLost as exc:
+        last = checkpoint.latest(out)
+        where = f"the checkpoint of {last.name}" if last else "the start (no checkpoint yet)"
+        raise WorkerLost(f"{exc} at step {step}; restart with --resume to continue from {where}") from None
     except KeyboardInterrupt:
         if not world.distributed:  # one process: keep what was trained
             save(step)
@@ -150,6 +165,17 @@ def _resume(config: Config, model: INR, optimizer: torch.optim.Optimizer, world:
     return int(training["step"])
 
 
+def _open_history(path: Path, start: int):
+    """The run's JSON-lines log, keeping only records up to ``start`` when resuming."""
+    kept = []
+    if start and path.is_file():
+        kept = [line for line in path.read_text().splitlines()
+                if line.strip() and json.loads(line)["step"] <= start]
+    fh = open(path, "w")
+    fh.writelines(line + "\n" for line in kept)
+    return fh
+
+
 class _Tracker:
     """Progress bar, console and TensorBoard logging: on the main worker only."""
 
@@ -159,8 +185,12 @@ class _Tracker:
         self.bar = None
         self.tb = world.accelerator is not None and config.run.tensorboard
         self.t0 = time.perf_counter()
+        self.log_file = None
         if not world.is_main:
             return
+        out = Path(config.run.out)
+        out.mkdir(parents=True, exist_ok=True)
+        self.log_file = _open_history(out / "history.jsonl", start)
         g = plan.grid
         print(f"distlg: {plan.arch.arch} {plan.arch.local_width or '-'} local / "
               f"{plan.arch.global_width or '-'} global wide, {plan.arch.total_params(g.num_partitions):,} "
@@ -184,8 +214,7 @@ class _Tracker:
             self.bar.update(1)
         if step % self.config.train.log_every and step != self.plan.steps:
             return
-        record = {"step": step, "loss": loss, "time": self.elapsed()}
-        self.history.append(record)
+        self._record({"step": step, "loss": loss, "time": self.elapsed()})
         if self.world.is_main:
             if self.bar is not None:
                 self.bar.set_postfix(loss=f"{loss:.3g}")
@@ -193,7 +222,7 @@ class _Tracker:
                 self.world.accelerator.log({"train/loss": loss}, step=step)
 
     def eval(self, step: int, ev: Evaluation) -> None:
-        self.history.append({"step": step, "psnr": ev.psnr, "ssim": ev.ssim, "time": self.elapsed()})
+        self._record({"step": step, "psnr": ev.psnr, "ssim": ev.ssim, "time": self.elapsed()})
         if self.world.is_main:
             msg = f"step {step}: PSNR {ev.psnr:.2f} dB" + (f", SSIM {ev.ssim:.4f}" if ev.ssim else "")
             (self.bar.write if self.bar is not None else print)(msg)
@@ -203,10 +232,20 @@ class _Tracker:
                     scalars["eval/ssim"] = ev.ssim
                 self.world.accelerator.log(scalars, step=step)
 
+    def _record(self, record: dict) -> None:
+        self.history.append(record)
+        if self.log_file is not None:
+            self.log_file.write(json.dumps(record) + "\n")
+            self.log_file.flush()
+
     def close(self) -> None:
+        if self.log_file is not None:
+            self.log_file.close()
+            self.log_file = None
         if self.bar is not None:
             self.bar.close()
             self.bar = None
         if self.tb and self.world.is_main:
-            self.world.accelerator.end_training()
+            for tracker in self.world.accelerator.trackers:
+                tracker.finish()
             self.tb = False
