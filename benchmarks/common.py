@@ -41,3 +41,14 @@ def write_results(name: str, title: str, lines: list[str], notes: str = "") -> P
     path.write_text(body)
     print(f"wrote {path}")
     return path
+
+
+def run_config(signal=None, **settings):
+    """Train in this process with ``Config().replace(**settings)`` (no TensorBoard, no progress
+    bar, run directory under storage/bench); returns the ``TrainResult``."""
+    from distlg.config import Config
+    from distlg.train import train
+
+    settings.setdefault("out", str(Path(__file__).resolve().parents[1] / "storage" / "bench" / "run"))
+    config = Config().replace(tensorboard=False, progress=False, **settings)
+    return train(config, signal=signal)

@@ -23,7 +23,6 @@ from torch import Tensor
 
 from .model import INR
 
-_ZERO = torch.zeros(())
 CHUNK_SAMPLES = 2048
 """Samples per chunk and thread: about what keeps one chunk's activations in L2/L3 cache."""
 
@@ -40,6 +39,16 @@ def chunks(groups: int, n: int, target: int | None = None) -> Iterator[tuple[sli
         step = max(1, target // n)
         for p in range(0, groups, step):
             yield slice(p, min(groups, p + step)), slice(0, n)
+
+
+def _mm(a: Tensor, b: Tensor, alpha: float) -> Tensor:
+    """alpha * (a @ b) in one GEMM."""
+    return torch.addmm(a.new_zeros(()), a, b, beta=0, alpha=alpha)
+
+
+def _bmm(a: Tensor, b: Tensor, alpha: float) -> Tensor:
+    """alpha * bmm(a, b) in one batched GEMM."""
+    return torch.baddbmm(a.new_zeros(()), a, b, beta=0, alpha=alpha)
 
 
 class _Local:
@@ -136,14 +145,13 @@ def _backward(model: INR, tape: list, dout: Tensor, local: _Local, grads: dict[s
             lgrad(f"local.{d}.weight").baddbmm_(h_in.transpose(1, 2), c, alpha=w0)
             lgrad(f"local.{d}.bias").add_(c.sum(1), alpha=w0)
             if d > 0:
-                dh = torch.baddbmm(_ZERO, c, local(f"local.{d}.weight").transpose(1, 2),
-                                   beta=0, alpha=w0)
+                dh = _bmm(c, local(f"local.{d}.weight").transpose(1, 2), w0)
         if a.has_global:
             g_in, zg, _ = tape.pop()
             c = zg.cos_().mul_(dg)
             grads[f"global.{d}.weight"].addmm_(g_in.t(), c, alpha=w0)
             grads[f"global.{d}.bias"].add_(c.sum(0), alpha=w0)
-            dg = torch.addmm(_ZERO, c, model[f"global.{d}.weight"].t(), beta=0, alpha=w0) if d > 0 else None
+            dg = _mm(c, model[f"global.{d}.weight"].t(), w0) if d > 0 else None
 
 
 def _merge_backward(model: INR, d: int, zm: Tensor, dh: Tensor, l: Tensor, g: Tensor,
@@ -156,15 +164,18 @@ def _merge_backward(model: INR, d: int, zm: Tensor, dh: Tensor, l: Tensor, g: Te
     dh2 = dh.reshape(pc * nc, width)
     c = zm.cos_().mul_(dh2)
     gb.add_(c.sum(0), alpha=w0)
-    beta = 0 if dg_next is None else 1
-    acc = _ZERO if dg_next is None else dg_next
+
+    def dg(w_g: Tensor) -> Tensor:  # gradient into g_d: from the merge, plus from g_{d+1}
+        if dg_next is None:
+            return _mm(c, w_g.t(), w0)
+        return torch.addmm(dg_next, c, w_g.t(), alpha=w0)
+
     if a.merge == "add":
         gw.addmm_(g.t(), c, alpha=w0)
-        return dh, torch.addmm(acc, c, w.t(), beta=beta, alpha=w0)
+        return dh, dg(w)
     gw[:width].addmm_(l.view(pc * nc, width).t(), c, alpha=w0)
     gw[width:].addmm_(g.t(), c, alpha=w0)
-    dl = torch.addmm(_ZERO, c, w[:width].t(), beta=0, alpha=w0).view(pc, nc, width)
-    return dl, torch.addmm(acc, c, w[width:].t(), beta=beta, alpha=w0)
+    return _mm(c, w[:width].t(), w0).view(pc, nc, width), dg(w[width:])
 
 
 @torch.no_grad()

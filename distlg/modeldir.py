@@ -106,7 +106,8 @@ class ModelDir:
             _check_name(manifest["global"]["file"])
             for entry in manifest["partitions"]:
                 _check_name(entry["file"])
-            cls._parse(manifest)
+            grid, _ = cls._parse(manifest)
+            _check_ids([int(e["id"]) for e in manifest["partitions"]], grid, mpath)
         except (KeyError, TypeError, ValueError) as exc:
             if isinstance(exc, ModelDirError):
                 raise

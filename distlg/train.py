@@ -19,6 +19,7 @@ import resource
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -95,7 +96,7 @@ def _train(config: Config, world: World, signal: Signal | None, out: Path) -> Tr
             optimizer.zero_grad(set_to_none=False)
             done = step + 1
             if config.train.eval_every and done % config.train.eval_every == 0 and done < plan.steps:
-                tracker.eval(done, _evaluate(model, plan, signal, world, full=False))
+                tracker.eval(done, lambda: _evaluate(model, plan, signal, world, full=False))
             tracker.step(done, sse * scale)
             if config.run.checkpoint_every and done % config.run.checkpoint_every == 0:
                 save(done)
@@ -113,10 +114,11 @@ def _train(config: Config, world: World, signal: Signal | None, out: Path) -> Tr
     finally:
         sampler.close()
     seconds = tracker.elapsed()
-    save(plan.steps)
+    if not (config.run.checkpoint_every and plan.steps % config.run.checkpoint_every == 0):
+        save(plan.steps)
     model_dir = checkpoint.write_model(out / "model", model, world, plan.grid, info)
-    final = _evaluate(model, plan, signal, world, full=not world.distributed)
-    tracker.eval(plan.steps, final)
+    final = tracker.eval(plan.steps, lambda: _evaluate(model, plan, signal, world,
+                                                       full=not world.distributed))
     tracker.close()
     rss = world.all_gather(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     steps_run = plan.steps - start
@@ -184,7 +186,7 @@ class _Tracker:
         self.start_step = start
         self.bar = None
         self.tb = world.accelerator is not None and config.run.tensorboard
-        self.t0 = time.perf_counter()
+        self.t0, self.paused = time.perf_counter(), 0.0
         self.log_file = None
         if not world.is_main:
             return
@@ -207,7 +209,8 @@ class _Tracker:
         self.t0 = time.perf_counter()
 
     def elapsed(self) -> float:
-        return time.perf_counter() - self.t0
+        """Training time so far: wall time less the time spent evaluating."""
+        return time.perf_counter() - self.t0 - self.paused
 
     def step(self, step: int, loss: float) -> None:
         if self.bar is not None:
@@ -221,7 +224,11 @@ class _Tracker:
             if self.tb:
                 self.world.accelerator.log({"train/loss": loss}, step=step)
 
-    def eval(self, step: int, ev: Evaluation) -> None:
+    def eval(self, step: int, evaluate: Callable[[], Evaluation]) -> Evaluation:
+        """Run ``evaluate`` off the training clock and report its result."""
+        t0 = time.perf_counter()
+        ev = evaluate()
+        self.paused += time.perf_counter() - t0
         self._record({"step": step, "psnr": ev.psnr, "ssim": ev.ssim, "time": self.elapsed()})
         if self.world.is_main:
             msg = f"step {step}: PSNR {ev.psnr:.2f} dB" + (f", SSIM {ev.ssim:.4f}" if ev.ssim else "")
@@ -231,6 +238,7 @@ class _Tracker:
                 if ev.ssim is not None:
                     scalars["eval/ssim"] = ev.ssim
                 self.world.accelerator.log(scalars, step=step)
+        return ev
 
     def _record(self, record: dict) -> None:
         self.history.append(record)
