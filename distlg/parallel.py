@@ -120,9 +120,9 @@ class GlobalGradBucket:
             offset += p.numel()
 
     @property
-    def grad_bytes(self) -> int:
-        """Bytes of gradients each worker sends into the all-reduce per step."""
-        return self.numel * self.buffer.element_size()
+    def bytes_per_step(self) -> int:
+        """Bytes each worker all-reduces per step: the replicated gradients and the extras."""
+        return self.buffer.numel() * self.buffer.element_size()
 
     def reduce(self, *extras: float) -> list[float]:
         tail = self.buffer[self.numel:]

@@ -46,7 +46,7 @@ class TrainResult:
     samples_per_second: float
     """Training samples per second, summed over workers."""
     allreduce_bytes: int
-    """Gradient bytes each worker contributes to the all-reduce per step."""
+    """Bytes each worker all-reduces per step (replicated gradients and two statistics)."""
     peak_rss_mib: list[float]
     """Peak resident memory of each worker."""
     history: list[dict] = field(default_factory=list)
@@ -123,7 +123,7 @@ def _train(config: Config, world: World, signal: Signal | None, out: Path) -> Tr
     rss = world.all_gather(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     steps_run = plan.steps - start
     return TrainResult(plan, final, steps_run, seconds,
-                       steps_run * plan.samples_per_step / max(seconds, 1e-9), bucket.grad_bytes,
+                       steps_run * plan.samples_per_step / max(seconds, 1e-9), bucket.bytes_per_step,
                        rss, tracker.history, model_dir, model)
 
 
@@ -198,7 +198,7 @@ class _Tracker:
               f"{plan.arch.global_width or '-'} global wide, {plan.arch.total_params(g.num_partitions):,} "
               f"parameters; grid {g.factors} = {g.num_partitions} partitions, halo {g.overlaps}; "
               f"{world.size} worker(s) on {world.device}; sampler {sampler.mode}; "
-              f"{plan.samples_per_step:,} samples/step; all-reduce {bucket.grad_bytes:,} B/step")
+              f"{plan.samples_per_step:,} samples/step; all-reduce {bucket.bytes_per_step:,} B/step")
         if self.tb:
             flat = {f"{s}.{k}": (v if isinstance(v, (int, float, str, bool)) else str(v))
                     for s, sec in config.to_dict().items() for k, v in sec.items()}

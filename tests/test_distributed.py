@@ -110,3 +110,22 @@ def test_killed_worker_stops_the_job_and_resume_loses_at_most_an_interval(tmp_pa
     resumed = run(tmp_path, 2, "killed", *steps, "--resume")
     reference = run(tmp_path, 2, "reference", *steps)
     assert_same_model(reference / "model", resumed / "model")
+
+
+def test_two_machines_on_one_host_match_one_process(tmp_path):
+    """accelerate's multi-machine path (static rendezvous), each 'machine' one worker."""
+    config = tmp_path / "run.yaml"
+    config.write_text(CONFIG)
+    port = str(29500 + os.getpid() % 1000)
+    jobs = [subprocess.Popen(
+        [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_machines", "2",
+         "--machine_rank", str(rank), "--num_processes", "2", "--main_process_ip", "127.0.0.1",
+         "--main_process_port", port, "--rdzv_backend", "static", "--mixed_precision", "no",
+         "--dynamo_backend", "no", "-m", "distlg", "train", str(config), "--steps", "15",
+         "--threads", "1", "--out", str(tmp_path / "machines")],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for rank in (0, 1)]
+    for job in jobs:
+        out, _ = job.communicate(timeout=180)
+        assert job.returncode == 0, out[-3000:]
+    one = run(tmp_path, 1, "one", "--steps", "15")
+    assert_same_model(one / "model", tmp_path / "machines" / "model")
