@@ -51,11 +51,21 @@ def _per_axis(values, ndim: int, name: str) -> tuple[int, ...] | None:
 
 
 def default_partition_size(signal: Signal) -> tuple[int, ...]:
-    if signal.kind == "video":
+    return partition_size_for(signal.kind, signal.shape)
+
+
+def partition_size_for(kind: str, shape: tuple[int, ...]) -> tuple[int, ...]:
+    """Default partition size of a ``kind`` signal of ``shape`` (also what ingest chunks for)."""
+    if kind == "video":
         return (50, 32, 32)
-    if signal.kind == "audio":
-        return (max(1, signal.shape[0] // 32),)
-    return (32,) * len(signal.shape)
+    if kind == "audio":
+        return (max(1, shape[0] // 32),)
+    return (32,) * len(shape)
+
+
+def default_factors(shape: tuple[int, ...], size: tuple[int, ...]) -> tuple[int, ...]:
+    """Partition factors for partitions of about ``size`` samples per axis."""
+    return auto_factors(shape, size, max_factor=max(shape))
 
 
 def make_grid(config: Config, signal: Signal) -> PartitionGrid:
@@ -65,7 +75,7 @@ def make_grid(config: Config, signal: Signal) -> PartitionGrid:
         factors = (1,) * ndim
     if factors is None:
         size = _per_axis(p.partition_size, ndim, "partition size") or default_partition_size(signal)
-        factors = auto_factors(signal.shape, size, max_factor=max(signal.shape))
+        factors = default_factors(signal.shape, size)
     overlaps = _per_axis(p.overlaps, ndim, "overlaps")
     if overlaps is None:
         overlaps = (1, 2, 2) if signal.kind == "video" and config.model.arch != "siren" else (0,) * ndim

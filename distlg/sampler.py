@@ -11,13 +11,19 @@ Modes:
   and audio); computed once.
 - ``resident``: the shard's region of the signal (its partitions' halo-grown boxes) is read once
   into memory in its raw dtype; each step gathers n random positions per partition.
+- ``streaming`` (``distlg.stream``): the region does not fit the memory budget; a background
+  thread reads the store chunk by chunk and gathers the values of the next steps' samples, the
+  same samples the resident mode would draw.
+
+``make_sampler`` picks the mode. Every sampler serves any step on demand (``batch(step)``), so
+all workers yield exactly as many batches as there are steps, whatever their data.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import torch
@@ -25,6 +31,9 @@ import torch
 from .errors import DistlgError
 from .geometry import PartitionGrid
 from .signal import Signal
+
+if TYPE_CHECKING:
+    from .stream import StreamingSampler
 
 _M1, _M2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
@@ -39,15 +48,19 @@ def _mix(x: np.ndarray) -> np.ndarray:
     return x ^ (x >> np.uint64(31))
 
 
-def uniform_indices(seed: int, step: int, pids: np.ndarray, n: int, size: int) -> np.ndarray:
-    """Integers in [0, size), shape [len(pids), n], a function of (seed, step, pid, k) only."""
+def uniform_unit(seed: int, step: int, pids: np.ndarray, n: int) -> np.ndarray:
+    """Doubles in [0, 1), shape [len(pids), n], a function of (seed, step, pid, k) only."""
     with np.errstate(over="ignore"):
         key = _mix(np.asarray([seed, step], dtype=np.uint64) * _GOLDEN + np.uint64(1))
         base = _mix(pids.astype(np.uint64) * _GOLDEN ^ key[0]) ^ key[1]
         counter = np.arange(n, dtype=np.uint64) * _GOLDEN
         bits = _mix(base[:, None] + counter[None, :])
-    # top 53 bits -> uniform double in [0, 1) -> index
-    return ((bits >> np.uint64(11)).astype(np.float64) * (size / 2.0**53)).astype(np.int64)
+    return (bits >> np.uint64(11)).astype(np.float64) * (1.0 / 2.0**53)  # top 53 bits
+
+
+def uniform_indices(seed: int, step: int, pids: np.ndarray, n: int, size: int) -> np.ndarray:
+    """Integers in [0, size), shape [len(pids), n], a function of (seed, step, pid, k) only."""
+    return (uniform_unit(seed, step, pids, n) * size).astype(np.int64)
 
 
 def random_positions(grid: PartitionGrid, pids: Sequence[int], n: int, seed: int,
@@ -104,6 +117,10 @@ class ResidentSampler:
     def resident_bytes(self) -> int:
         return int(self.data.nbytes)
 
+    def describe(self) -> str:
+        what = "every position of every box each step" if self.full else f"{self.n} samples per partition"
+        return f"{self.mode}: {self.resident_bytes / 2**20:.0f} MiB of the signal in memory; {what}"
+
     def close(self) -> None:
         """Release background resources (none for this sampler)."""
 
@@ -132,13 +149,19 @@ class SamplerError(DistlgError):
 
 
 def make_sampler(signal: Signal, grid: PartitionGrid, pids: Sequence[int], n: int | None,
-                 seed: int = 0, memory_budget: int = 4 << 30,
-                 device: str | torch.device = "cpu") -> ResidentSampler:
-    """The sampler for one worker's shard: full batch, or resident when its region fits
-    ``memory_budget`` bytes."""
+                 seed: int = 0, memory_budget: int = 4 << 30, device: str | torch.device = "cpu",
+                 window: int | None = None) -> ResidentSampler | StreamingSampler:
+    """The sampler for one worker's shard: resident (or full batch) when its region of the
+    signal fits ``memory_budget`` bytes, else streaming (``window``: steps per streaming window,
+    instead of what the budget gives). Both modes yield the same batches."""
     region = shard_region(grid, pids)
     nbytes = math.prod(b - a for a, b in region) * signal.channels * np.dtype(signal.data.dtype).itemsize
-    if nbytes > memory_budget:
-        raise SamplerError(f"this worker's region of the signal needs {nbytes / 2**30:.2f} GiB, "
-                           f"over the memory budget of {memory_budget / 2**30:.2f} GiB")
-    return ResidentSampler(signal, grid, pids, n, seed, device)
+    if nbytes <= memory_budget:
+        return ResidentSampler(signal, grid, pids, n, seed, device)
+    if n is None:
+        raise SamplerError(f"full-batch training reads this worker's whole region of the signal, "
+                           f"{nbytes / 2**30:.2f} GiB, over the memory budget of "
+                           f"{memory_budget / 2**30:.2f} GiB; set a sample fraction to stream it")
+    from .stream import StreamingSampler  # it builds on this module: imported where needed
+
+    return StreamingSampler(signal, grid, pids, n, seed, memory_budget, device, window)

@@ -1,0 +1,160 @@
+"""Signal stores: a Zarr v3 array [*dims, channels] on disk, and what it holds.
+
+A store is one Zarr v3 array in the source's dtype, chunked so that chunk boundaries fall on the
+partition grid that training is expected to use (each partition box is a whole number of chunks,
+or each chunk a whole number of partitions), Blosc/zstd-compressed. Its attributes, under the
+key ``distlg``, say what the signal is and whether ingest finished:
+
+    format, version    "distlg-signal", 1
+    kind, axes         e.g. "video", ["t", "y", "x"] (channels are always the last array axis)
+    value_range        raw values that map to -1 and +1
+    meta               fps or sample_rate, and the source's name and size in bytes
+    chunking           the partition size and factors ingest assumed, and the chunk shape
+    ingest             the source's fingerprint and progress (rows done, value statistics)
+    complete           written last: a store without it is an interrupted ingest
+
+Zarr writes every chunk and ``zarr.json`` under a temporary name and renames it into place, so
+the attributes on disk are always whole. Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import zarr
+from zarr.codecs import BloscCodec, BloscShuffle
+
+from .errors import DistlgError
+from .signal import Signal
+
+FORMAT = "distlg-signal"
+VERSION = 1
+KEY = "distlg"
+"""Attribute key under which the store's description lives."""
+CHUNK_BYTES = (512 << 10, 2 << 20)
+"""Chunk sizes aimed for: a few hundred KB is where a chunk read stops being dominated by its
+~0.6 ms overhead, and a few MB is where a small random patch starts costing too much."""
+
+
+class StoreError(DistlgError):
+    """A store that is missing, incomplete or not a distlg signal store."""
+
+
+def codec(dtype: np.dtype) -> BloscCodec:
+    """Blosc with zstd and byte shuffle: 4.5x on 8-bit video here, where bitshuffle gave 1.4x."""
+    return BloscCodec(cname="zstd", clevel=3, shuffle=BloscShuffle.shuffle,
+                      typesize=np.dtype(dtype).itemsize)
+
+
+def _divisors(n: int) -> list[int]:
+    small = [d for d in range(1, math.isqrt(n) + 1) if n % d == 0]
+    return sorted(set(small + [n // d for d in small]))
+
+
+def chunk_candidates(part: int, size: int) -> list[int]:
+    """Chunk lengths along one axis that keep the partition grid aligned: the divisors of the
+    partition length, and its multiples up to the first that covers the axis."""
+    multiples = [m * part for m in range(2, math.ceil(size / part) + 1)]
+    return _divisors(part) + multiples
+
+
+def chunk_shape(shape: Sequence[int], part_shape: Sequence[int], value_bytes: int,
+                target: tuple[int, int] = CHUNK_BYTES) -> tuple[int, ...]:
+    """A chunk shape (without the channel axis) aligned with partitions of ``part_shape``, of
+    ``target`` bytes when the candidates allow.
+
+    Starts from one partition per chunk. Too big: split the longest axis at the next smaller
+    divisor (the first axis wins ties, so the slabs ingest holds stay thin). Too small: grow the
+    shortest axis to its next candidate while that stays within the target (the last axis wins
+    ties, for the same reason). ``value_bytes`` is the size of one position (channels x itemsize).
+    """
+    low, high = target
+    options = [chunk_candidates(p, d) for p, d in zip(part_shape, shape)]
+    pick = [opts.index(p) for opts, p in zip(options, part_shape)]
+
+    def nbytes(choice: list[int]) -> int:
+        return math.prod(opts[i] for opts, i in zip(options, choice)) * value_bytes
+
+    while nbytes(pick) > high and any(pick):
+        axis = max((a for a in range(len(pick)) if pick[a]), key=lambda a: (options[a][pick[a]], -a))
+        pick[axis] -= 1
+    while nbytes(pick) < low:
+        growable = [a for a in range(len(pick)) if pick[a] + 1 < len(options[a])
+                    and nbytes(pick[:a] + [pick[a] + 1] + pick[a + 1:]) <= high]
+        if not growable:
+            break
+        axis = min(growable, key=lambda a: (options[a][pick[a]], -a))
+        pick[axis] += 1
+    return tuple(opts[i] for opts, i in zip(options, pick))
+
+
+def create(path: str | Path, shape: Sequence[int], dtype: np.dtype, chunks: Sequence[int],
+           axes: Sequence[str], info: dict) -> zarr.Array:
+    """A new, empty store at ``path`` (replacing what is there) described by ``info``."""
+    shape = tuple(int(d) for d in shape)
+    return zarr.create_array(store=str(path), shape=shape, dtype=np.dtype(dtype),
+                             chunks=tuple(int(c) for c in chunks) + (shape[-1],),
+                             compressors=codec(dtype), fill_value=0, overwrite=True,
+                             dimension_names=tuple(axes) + ("c",),
+                             attributes={KEY: {"format": FORMAT, "version": VERSION, **info}})
+
+
+def open_array(path: str | Path, mode: str = "r") -> zarr.Array | None:
+    """The Zarr array at ``path`` if it is a distlg store (complete or not), else None."""
+    try:
+        array = zarr.open_array(store=str(path), mode=mode)
+    except Exception:  # missing, not Zarr, damaged metadata: all mean "no store here"
+        return None
+    info = array.attrs.get(KEY)
+    if not isinstance(info, dict) or info.get("format") != FORMAT:
+        return None
+    return array
+
+
+def info(array: zarr.Array) -> dict:
+    """The store's description (the ``distlg`` attributes)."""
+    return dict(array.attrs[KEY])
+
+
+def update(array: zarr.Array, **changes) -> None:
+    """Merge ``changes`` into the store's description (one atomic rewrite of zarr.json)."""
+    array.update_attributes({KEY: {**info(array), **changes}})
+
+
+def remove(path: str | Path) -> None:
+    """Delete the store at ``path``; refuses anything but a distlg store or an empty folder."""
+    path = Path(path)
+    if open_array(path) is None and not (path.is_dir() and not any(path.iterdir())):
+        raise StoreError(f"{path} exists and is not a distlg signal store; refusing to replace it")
+    shutil.rmtree(path)
+
+
+def open_store(path: str | Path) -> Signal:
+    """The signal in the complete store at ``path``, read lazily (chunks on demand)."""
+    path = Path(path)
+    if not path.exists():
+        raise StoreError(f"{path} does not exist: write it with `distlg ingest SOURCE {path}`")
+    array = open_array(path)
+    if array is None:
+        raise StoreError(f"{path} is not a distlg signal store (no Zarr v3 array with distlg "
+                         "attributes); write one with `distlg ingest`")
+    desc = info(array)
+    if desc.get("version") != VERSION:
+        raise StoreError(f"{path} has store version {desc.get('version')!r}; this distlg reads "
+                         f"version {VERSION}")
+    if not desc.get("complete"):
+        done = desc.get("ingest", {}).get("done", 0)
+        raise StoreError(f"{path} is incomplete (ingest stopped after {done} of {array.shape[0]} "
+                         f"{desc.get('axes', ['rows'])[0]} rows); run the same `distlg ingest` "
+                         "again to resume it")
+    meta = {**desc.get("meta", {}), "store": str(path)}
+    return Signal(array, desc["kind"], tuple(desc["value_range"]), meta)
+
+
+def stored_bytes(path: str | Path) -> int:
+    """Bytes the store occupies on disk."""
+    return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())

@@ -1,0 +1,324 @@
+"""Signal stores and ingest: exact round trips, partition-aligned chunks, resumable writes and
+one-line errors for bad sources."""
+
+import ast
+import math
+import wave
+from pathlib import Path
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+import tifffile
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from distlg import cli, store
+from distlg import ingest as ingest_module
+from distlg.geometry import PartitionGrid
+from distlg.ingest import IngestError, IngestOptions, ingest
+from distlg.signal import builtin
+from distlg.store import StoreError, chunk_shape, open_store
+
+QUIET = IngestOptions(progress=False)
+
+
+def read_all(path) -> np.ndarray:
+    return np.asarray(open_store(path).data[...])
+
+
+def desc(path) -> dict:
+    return store.info(store.open_array(path))
+
+
+# -- chunks ----------------------------------------------------------------------------------------
+def aligned(chunk: int, part: int) -> bool:
+    return part % chunk == 0 or chunk % part == 0
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(1, 3000), st.integers(1, 300)), min_size=1, max_size=3),
+       st.sampled_from([1, 2, 3, 4, 12]))
+def test_chunks_always_align_with_partitions(axes, value_bytes):
+    shape = tuple(d for d, _ in axes)
+    part = tuple(min(p, d) for d, p in axes)
+    chunks = chunk_shape(shape, part, value_bytes)
+    assert all(aligned(c, p) for c, p in zip(chunks, part))
+    assert all(c <= math.ceil(d / p) * p for c, p, d in zip(chunks, part, shape))
+
+
+@pytest.mark.parametrize("shape,part,value_bytes", [
+    ((250, 272, 640), (50, 34, 32), 3),     # bikes, video defaults
+    ((1632, 1632, 1632), (204, 204, 204), 1),  # the benchmark volume
+    ((1600, 1600, 1600), (32, 32, 32), 1),  # volume defaults
+    ((300, 1080, 1920), (50, 32, 32), 3),   # HD video
+    ((10_000_000,), (312_500,), 4),         # long float audio
+])
+def test_chunks_are_half_to_two_megabytes(shape, part, value_bytes):
+    chunks = chunk_shape(shape, part, value_bytes)
+    assert all(aligned(c, p) for c, p in zip(chunks, part))
+    assert 512 << 10 <= math.prod(chunks) * value_bytes <= 2 << 20, chunks
+
+
+def test_partition_boxes_hold_whole_chunks(tmp_path, shared_data):
+    """Every partition box of the grid ingest assumed starts and ends on chunk boundaries (or
+    lies inside one chunk): reading a partition reads no chunk of another one's interior."""
+    ingest(shared_data / "bikes.mp4", tmp_path / "b.zarr", QUIET)
+    d = desc(tmp_path / "b.zarr")
+    grid = PartitionGrid(tuple(open_store(tmp_path / "b.zarr").shape), tuple(d["chunking"]["factors"]))
+    chunks = d["chunking"]["chunks"]
+    assert list(store.open_array(tmp_path / "b.zarr").chunks) == chunks + [3]
+    for pid in range(grid.num_partitions):
+        for (a, b), c in zip(grid.box(pid), chunks):
+            assert a // c == (b - 1) // c or (a % c == 0 and b % c == 0)
+
+
+# -- round trips -----------------------------------------------------------------------------------
+def test_video_round_trip_and_attributes(tmp_path, shared_data):
+    source = shared_data / "bikes.mp4"
+    result = ingest(source, tmp_path / "bikes.zarr", QUIET)
+    signal = open_store(tmp_path / "bikes.zarr")
+    assert np.array_equal(read_all(tmp_path / "bikes.zarr"), iio.imread(source, plugin="pyav"))
+    assert signal.kind == "video" and signal.shape == (250, 272, 640) and signal.channels == 3
+    assert signal.value_range == (0.0, 255.0)
+    assert signal.meta["fps"] == 25.0
+    assert signal.meta["source"] == "bikes.mp4" and signal.meta["source_bytes"] == source.stat().st_size
+    d = desc(tmp_path / "bikes.zarr")
+    assert d["axes"] == ["t", "y", "x"] and d["complete"] is True
+    assert d["chunking"]["factors"] == [5, 8, 20]  # the trainer's default grid for this clip
+    assert result.stored_bytes < result.raw_bytes / 2  # compressed
+
+
+def test_frame_folder_round_trip_in_natural_order(tmp_path):
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 256, (12, 20, 30, 3), dtype=np.uint8)
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i, f in enumerate(frames):  # frame_2 must come before frame_10
+        iio.imwrite(folder / f"frame_{i + 1}.png", f)
+    (folder / "notes.txt").write_text("not a frame")
+    ingest(folder, tmp_path / "f.zarr", IngestOptions(fps=12, progress=False, chunks=[5, 20, 30]))
+    assert np.array_equal(read_all(tmp_path / "f.zarr"), frames)
+    signal = open_store(tmp_path / "f.zarr")
+    assert signal.kind == "video" and signal.meta["fps"] == 12
+
+
+def test_tiff_stack_round_trip(tmp_path):
+    rng = np.random.default_rng(1)
+    volume = rng.integers(0, 65536, (21, 33, 17), dtype=np.uint16)
+    tifffile.imwrite(tmp_path / "stack.tif", volume)
+    ingest(tmp_path / "stack.tif", tmp_path / "t.zarr", IngestOptions(progress=False, chunks=[4, 8, 8]))
+    assert np.array_equal(read_all(tmp_path / "t.zarr")[..., 0], volume)
+    signal = open_store(tmp_path / "t.zarr")
+    assert signal.kind == "volume" and signal.value_range == (0.0, 65535.0)
+    assert np.dtype(signal.data.dtype) == np.uint16
+
+
+def test_wav_round_trip(tmp_path, shared_data):
+    from scipy.io import wavfile
+
+    ingest(shared_data / "bach.wav", tmp_path / "bach.zarr", QUIET)
+    rate, samples = wavfile.read(shared_data / "bach.wav")
+    signal = open_store(tmp_path / "bach.zarr")
+    assert np.array_equal(read_all(tmp_path / "bach.zarr")[:, 0], samples)
+    assert signal.kind == "audio" and signal.meta["sample_rate"] == rate == 44100
+    assert signal.value_range == (-float(np.abs(samples).max()), float(np.abs(samples).max()))
+
+
+def test_pcm_stereo_wav_round_trip(tmp_path):
+    stereo = np.random.default_rng(2).integers(-30000, 30000, (5000, 2), dtype=np.int16)
+    with wave.open(str(tmp_path / "s.wav"), "wb") as w:
+        w.setnchannels(2), w.setsampwidth(2), w.setframerate(8000)
+        w.writeframes(stereo.tobytes())
+    ingest(tmp_path / "s.wav", tmp_path / "s.zarr", IngestOptions(progress=False, chunks=[700]))
+    assert np.array_equal(read_all(tmp_path / "s.zarr"), stereo)
+    assert open_store(tmp_path / "s.zarr").meta["sample_rate"] == 8000
+
+
+def generated_volume(shape=(37, 29, 23)) -> np.ndarray:
+    z, y, x = np.meshgrid(*[np.arange(d, dtype=np.float32) for d in shape], indexing="ij")
+    return (np.sin(z / 5) * np.cos(y / 7) + 0.01 * x).astype(np.float32)
+
+
+def test_generated_volume_round_trip(tmp_path):
+    volume = generated_volume()
+    np.save(tmp_path / "v.npy", volume)
+    ingest(tmp_path / "v.npy", tmp_path / "v.zarr", IngestOptions(progress=False, chunks=[8, 8, 8]))
+    assert np.array_equal(read_all(tmp_path / "v.zarr")[..., 0], volume)
+    assert open_store(tmp_path / "v.zarr").value_range == (float(volume.min()), float(volume.max()))
+
+
+def test_raw_big_endian_and_fortran_npy_round_trip(tmp_path):
+    volume = (generated_volume((9, 10, 11)) * 1000).astype(">i2")
+    volume.tofile(tmp_path / "v.raw")
+    ingest(tmp_path / "v.raw", tmp_path / "r.zarr",
+           IngestOptions(shape=[9, 10, 11], dtype=">i2", progress=False, chunks=[2, 10, 11]))
+    assert np.array_equal(read_all(tmp_path / "r.zarr")[..., 0], volume.astype(np.int16))
+    np.save(tmp_path / "f.npy", np.asfortranarray(volume))
+    ingest(tmp_path / "f.npy", tmp_path / "f.zarr", IngestOptions(progress=False, chunks=[4, 4, 4]))
+    assert np.array_equal(read_all(tmp_path / "f.zarr")[..., 0], volume)
+
+
+def test_images_and_builtins_round_trip(tmp_path):
+    gray = np.random.default_rng(3).integers(0, 256, (40, 50), dtype=np.uint8)
+    iio.imwrite(tmp_path / "g.png", gray)
+    ingest(tmp_path / "g.png", tmp_path / "g.zarr", QUIET)
+    assert np.array_equal(read_all(tmp_path / "g.zarr")[..., 0], gray)
+    ingest("builtin:astronaut@64x64", tmp_path / "a.zarr", QUIET)
+    signal = open_store(tmp_path / "a.zarr")
+    assert signal.kind == "image" and np.array_equal(read_all(tmp_path / "a.zarr"),
+                                                     builtin("astronaut@64x64").data)
+
+
+def test_cli_default_store_under_storage(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["ingest", "builtin:camera@32x32", "--no-progress"]) == 0
+    assert "written" in capsys.readouterr().out
+    assert open_store(tmp_path / "storage" / "signals" / "camera-32x32.zarr").shape == (32, 32)
+
+
+# -- completion marker and resume --------------------------------------------------------------------
+class Interrupt(Exception):
+    pass
+
+
+def interrupt_after(monkeypatch, slabs: int, starts: list[int]):
+    """Make ingest's source stop after ``slabs`` slabs (as a kill would); record start rows."""
+    real = ingest_module.open_source
+
+    def open_source(spec, options):
+        src = real(spec, options)
+        inner = src.slabs
+
+        def slabs_(start, rows):
+            starts.append(start)
+            for i, slab in enumerate(inner(start, rows)):
+                if i == slabs:
+                    raise Interrupt
+                yield slab
+
+        src.slabs = slabs_
+        return src
+
+    monkeypatch.setattr(ingest_module, "open_source", open_source)
+
+
+def test_interrupted_ingest_is_incomplete_then_resumes(tmp_path, monkeypatch):
+    volume = generated_volume((40, 12, 12))
+    np.save(tmp_path / "v.npy", volume)
+    options = IngestOptions(progress=False, chunks=[5, 12, 12])
+    starts: list[int] = []
+    interrupt_after(monkeypatch, 3, starts)
+    with pytest.raises(Interrupt):
+        ingest(tmp_path / "v.npy", tmp_path / "v.zarr", options)
+    assert desc(tmp_path / "v.zarr")["complete"] is False
+    assert desc(tmp_path / "v.zarr")["ingest"]["done"] == 15
+    with pytest.raises(StoreError, match="incomplete.*15 of 40"):
+        open_store(tmp_path / "v.zarr")
+    monkeypatch.undo()
+    interrupt_after(monkeypatch, 10**9, starts)
+    assert ingest(tmp_path / "v.npy", tmp_path / "v.zarr", options).status == "resumed"
+    assert starts == [0, 15]  # the second run read only what was missing
+    assert np.array_equal(read_all(tmp_path / "v.zarr")[..., 0], volume)
+    assert ingest(tmp_path / "v.npy", tmp_path / "v.zarr", options).status == "up to date"
+
+
+def test_interrupted_ingest_of_a_changed_source_restarts(tmp_path, monkeypatch):
+    np.save(tmp_path / "v.npy", generated_volume((40, 12, 12)))
+    options = IngestOptions(progress=False, chunks=[5, 12, 12])
+    interrupt_after(monkeypatch, 2, [])
+    with pytest.raises(Interrupt):
+        ingest(tmp_path / "v.npy", tmp_path / "v.zarr", options)
+    monkeypatch.undo()
+    changed = generated_volume((30, 12, 12)) + 1
+    np.save(tmp_path / "v.npy", changed)
+    assert ingest(tmp_path / "v.npy", tmp_path / "v.zarr", options).status == "written"
+    assert np.array_equal(read_all(tmp_path / "v.zarr")[..., 0], changed)
+
+
+def test_complete_store_is_not_replaced_without_overwrite(tmp_path):
+    np.save(tmp_path / "a.npy", generated_volume((6, 6, 6)))
+    np.save(tmp_path / "b.npy", generated_volume((7, 6, 6)))
+    ingest(tmp_path / "a.npy", tmp_path / "s.zarr", QUIET)
+    with pytest.raises(IngestError, match="already holds a complete signal.*a.npy.*--overwrite"):
+        ingest(tmp_path / "b.npy", tmp_path / "s.zarr", QUIET)
+    ingest(tmp_path / "b.npy", tmp_path / "s.zarr", IngestOptions(overwrite=True, progress=False))
+    assert open_store(tmp_path / "s.zarr").shape == (7, 6, 6)
+
+
+# -- bad input -------------------------------------------------------------------------------------
+def make_bad(tmp_path: Path, case: str) -> tuple[list[str], str]:
+    """Arguments of a failing ``distlg ingest`` and the file its message must name."""
+    store_path = str(tmp_path / "out.zarr")
+    if case == "video":
+        (tmp_path / "clip.mp4").write_bytes(b"\x00\x01 not a video" * 100)
+        return [str(tmp_path / "clip.mp4"), store_path], "clip.mp4"
+    if case == "frame-sizes":
+        (tmp_path / "frames").mkdir()
+        iio.imwrite(tmp_path / "frames" / "f1.png", np.zeros((8, 8, 3), np.uint8))
+        iio.imwrite(tmp_path / "frames" / "f2.png", np.zeros((8, 9, 3), np.uint8))
+        return [str(tmp_path / "frames"), store_path], "f2.png"
+    if case == "dtype":
+        np.save(tmp_path / "c.npy", np.zeros((4, 4, 4), np.complex64))
+        return [str(tmp_path / "c.npy"), store_path], "c.npy"
+    if case == "raw-size":
+        (tmp_path / "v.raw").write_bytes(bytes(999))
+        return [str(tmp_path / "v.raw"), store_path, "--shape", "10", "10", "10", "--dtype", "uint8"], "v.raw"
+    if case == "raw-no-shape":
+        (tmp_path / "v.raw").write_bytes(bytes(1000))
+        return [str(tmp_path / "v.raw"), store_path], "v.raw"
+    if case == "image":
+        (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+        return [str(tmp_path / "broken.png"), store_path], "broken.png"
+    if case == "suffix":
+        (tmp_path / "notes.docx").write_bytes(b"x")
+        return [str(tmp_path / "notes.docx"), store_path], "notes.docx"
+    if case == "tiff-axes":
+        tifffile.imwrite(tmp_path / "hyper.tif", np.zeros((2, 3, 2, 8, 8), np.uint8), imagej=True)
+        return [str(tmp_path / "hyper.tif"), store_path], "hyper.tif"
+    if case == "wav":
+        (tmp_path / "a.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk")
+        return [str(tmp_path / "a.wav"), store_path], "a.wav"
+    if case == "nan":
+        np.save(tmp_path / "n.npy", np.full((3, 3, 3), np.nan, np.float32))
+        return [str(tmp_path / "n.npy"), store_path], "n.npy"
+    if case == "kind":
+        np.save(tmp_path / "k.npy", np.zeros((3, 3, 3), np.uint8))
+        return [str(tmp_path / "k.npy"), store_path, "--kind", "audio"], "k.npy"
+    if case == "target":
+        np.save(tmp_path / "k.npy", np.zeros((3, 3, 3), np.uint8))
+        (tmp_path / "precious").mkdir()
+        (tmp_path / "precious" / "thesis.tex").write_text("years of work")
+        return [str(tmp_path / "k.npy"), str(tmp_path / "precious")], "precious"
+    raise AssertionError(case)
+
+
+@pytest.mark.parametrize("case", ["video", "frame-sizes", "dtype", "raw-size", "raw-no-shape", "image",
+                                  "suffix", "tiff-axes", "wav", "nan", "kind", "target"])
+def test_bad_sources_stop_with_one_line_naming_the_file(tmp_path, capsys, case):
+    args, name = make_bad(tmp_path, case)
+    assert cli.main(["ingest", *args, "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and name in err, err
+    if case == "target":
+        assert (tmp_path / "precious" / "thesis.tex").is_file()
+    else:
+        assert store.open_array(tmp_path / "out.zarr") is None or not desc(tmp_path / "out.zarr")["complete"]
+
+
+def test_opening_what_is_not_a_complete_store_names_it(tmp_path):
+    with pytest.raises(StoreError, match="does not exist"):
+        open_store(tmp_path / "missing.zarr")
+    (tmp_path / "dir").mkdir()
+    with pytest.raises(StoreError, match="not a distlg signal store"):
+        open_store(tmp_path / "dir")
+
+
+def test_store_and_ingest_never_import_torch():
+    """The store side of the data path stays free of torch (and so of torch.distributed)."""
+    root = Path(__file__).resolve().parents[1] / "distlg"
+    for name in ("store.py", "ingest.py"):
+        tree = ast.parse((root / name).read_text())
+        imported = {a.name for node in ast.walk(tree) if isinstance(node, ast.Import) for a in node.names}
+        imported |= {node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+        assert not any(m.split(".")[0] == "torch" for m in imported), name
