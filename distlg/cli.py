@@ -15,7 +15,7 @@ from typing import Sequence
 
 from .errors import DistlgError, WorkerLost
 
-COMMANDS = ("train",)
+COMMANDS = ("ingest", "train", "export", "crop", "render", "extend", "info")
 """Subcommands, in the order of the data path."""
 
 

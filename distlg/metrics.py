@@ -10,7 +10,8 @@ import numpy as np
 
 from .geometry import PartitionGrid
 from .model import INR
-from .render import render_partitions
+from .region import box_text
+from .render import RegionRender, RenderError, Slab, render_partitions
 from .signal import Signal
 
 SSIM_MAX_VALUES = 1 << 26
@@ -75,3 +76,29 @@ def evaluate(model: INR, grid: PartitionGrid, signal: Signal, pids: Sequence[int
         out.ssim = ssim(truth_all, recon, signal.kind)
         out.reconstruction = recon
     return out
+
+
+class Comparison:
+    """PSNR of a streamed render against the signal the model encodes, slab by slab: the
+    trainer's score (clipped values, the signal's PSNR peak) over the region. Scale 1 only."""
+
+    def __init__(self, signal: Signal, plan: RegionRender):
+        if any(s != 1 for s in plan.sampling.scale):
+            raise RenderError("comparing with the signal needs scale 1 (the signal's own grid)")
+        region = plan.sampling.region
+        if any(b > d for (_, b), d in zip(region, signal.shape)) or len(region) != len(signal.shape):
+            raise RenderError(f"the signal (shape {signal.shape}) does not hold the region "
+                              f"{box_text(region)}")
+        self.signal, self.region = signal, region
+        self.sse, self.count = 0.0, 0
+
+    def add(self, slab: Slab) -> None:
+        a0 = self.region[0][0] + slab.start
+        box = ((a0, a0 + len(slab.values)),) + self.region[1:]
+        truth = self.signal.normalise(self.signal.read(box))
+        self.sse += float(np.square(np.clip(slab.values, -1.0, 1.0) - truth, dtype=np.float64).sum())
+        self.count += slab.values.size
+
+    @property
+    def psnr(self) -> float:
+        return psnr(self.sse / max(self.count, 1), self.signal.psnr_peak)

@@ -10,7 +10,9 @@ Checkpoints use the same layout with the optimiser's state stored beside the wei
 named ``optim.<state>.<tensor>``) and a ``training`` section in the manifest. Every file is
 written under a temporary name and renamed into place; the manifest is written last, so a
 directory without one is incomplete. Only JSON and safetensors are ever read, file names in a
-manifest must be plain names, and a file whose sha256 differs from the manifest is refused.
+manifest must be plain names of files inside the directory, and a file whose sha256 differs from
+the manifest is refused. storage/README.md documents the format; ``distlg.crop``,
+``distlg.extend`` and ``distlg.export`` edit it, ``distlg.render`` reads it.
 """
 
 from __future__ import annotations
@@ -19,10 +21,12 @@ import hashlib
 import json
 import os
 import re
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
+import numpy as np
 import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
@@ -30,6 +34,7 @@ from safetensors.torch import save as st_save
 from .errors import DistlgError
 from .geometry import PartitionGrid
 from .model import INR, Architecture
+from .signal import Signal
 
 FORMAT = "distlg-model"
 VERSION = 1
@@ -135,6 +140,17 @@ class ModelDir:
         return self.manifest["signal"]
 
     @property
+    def is_checkpoint(self) -> bool:
+        return "training" in self.manifest
+
+    def signal_stub(self) -> Signal:
+        """A sample-less ``Signal`` with the model's kind, dtype and value range: what maps
+        rendered [-1, 1] values back to the signal's units (``denormalise``)."""
+        s = self.signal
+        empty = np.empty((0,) * len(s["shape"]) + (int(s["channels"]),), dtype=np.dtype(s["dtype"]))
+        return Signal(empty, s["kind"], tuple(s["value_range"]), dict(s.get("meta", {})))
+
+    @property
     def entries(self) -> dict[int, dict]:
         return {int(e["id"]): e for e in self.manifest["partitions"]}
 
@@ -159,6 +175,8 @@ class ModelDir:
         path = self.path / name
         if not path.is_file():
             raise ModelDirError(f"{self.path}: file {name} listed in the manifest is missing")
+        if path.resolve().parent != self.path.resolve():
+            raise ModelDirError(f"{path} is a link leading outside the model directory; refusing it")
         data = path.read_bytes()
         if hashlib.sha256(data).hexdigest() != entry["sha256"]:
             raise ModelDirError(f"{path}: sha256 differs from the manifest; the file was changed "
@@ -168,23 +186,28 @@ class ModelDir:
         except Exception as exc:  # safetensors raises its own error types
             raise ModelDirError(f"{path} is not a valid safetensors file: {exc}") from None
 
+    def read_global(self) -> dict[str, torch.Tensor]:
+        return self.read(self.manifest["global"])
+
     def load(self, pids: Iterable[int] | None = None, device: str | torch.device = "cpu",
-             optimizer: bool = False) -> tuple[INR, dict[str, torch.Tensor]]:
+             optimizer: bool = False, global_tensors: dict[str, torch.Tensor] | None = None
+             ) -> tuple[INR, dict[str, torch.Tensor]]:
         """An ``INR`` holding ``pids`` (default: all present), reading only their files.
 
         Returns the model and, if ``optimizer``, the optimiser tensors found beside the weights
         (keyed ``optim.<state>.<tensor>`` for global tensors and ``optim.<state>.<tensor>@pid``
-        for local ones).
+        for local ones). ``global_tensors`` (from ``read_global``) saves re-reading the global
+        file when a caller loads many partition subsets in turn.
         """
         entries = self.entries
         pids = self.partition_ids if pids is None else [int(p) for p in pids]
         absent = [p for p in pids if p not in entries]
         if absent:
-            raise ModelDirError(f"{self.path}: partitions {_ranges(absent)} are not in this model "
+            raise ModelDirError(f"{self.path}: partitions {id_ranges(absent)} are not in this model "
                                 "(cropped away or never trained)")
         model = INR(self.arch, pids, init=False)
         extra: dict[str, torch.Tensor] = {}
-        tensors = self.read(self.manifest["global"])
+        tensors = global_tensors if global_tensors is not None else self.read_global()
         model.load_global(tensors)
         if optimizer:
             extra.update({k: v for k, v in tensors.items() if k.startswith(OPTIM_PREFIX)})
@@ -194,6 +217,26 @@ class ModelDir:
             if optimizer:
                 extra.update({f"{k}@{p}": v for k, v in tensors.items() if k.startswith(OPTIM_PREFIX)})
         return model.to(device), extra
+
+
+def link_or_copy(src: Path, dst: Path) -> None:
+    """Hard-link ``src`` to ``dst`` (files are never modified in place, only replaced), or copy
+    it where links are impossible (another file system)."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copyfile(src, dst)
+
+
+def new_directory(path: str | Path, source: Path | None = None) -> Path:
+    """Create the output directory of an edit: it must not exist yet, or be empty."""
+    path = Path(path)
+    if source is not None and path.resolve() == source.resolve():
+        raise ModelDirError(f"{path} is the model itself; use --in-place to change it there")
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise ModelDirError(f"{path} already exists and is not empty; choose a new directory")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 def manifest_for(grid: PartitionGrid, arch: Architecture, signal: dict, global_entry: dict,
@@ -220,7 +263,16 @@ def manifest_for(grid: PartitionGrid, arch: Architecture, signal: dict, global_e
     return manifest
 
 
-def _ranges(ids: Sequence[int]) -> str:
+def _check_ids(ids: list[int], grid: PartitionGrid, mpath: Path) -> None:
+    bad = [p for p in ids if not 0 <= p < grid.num_partitions]
+    if bad:
+        raise ModelDirError(f"{mpath} lists partitions {id_ranges(bad)} outside the grid of "
+                            f"{grid.num_partitions}")
+    if len(set(ids)) != len(ids):
+        raise ModelDirError(f"{mpath} lists a partition more than once")
+
+
+def id_ranges(ids: Sequence[int]) -> str:
     """Compact text for a list of ids: 1-4, 7, 9-10."""
     ids = sorted(ids)
     out, start = [], None

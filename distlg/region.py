@@ -122,6 +122,10 @@ def bounding_box(grid: PartitionGrid, pids: Sequence[int]) -> Box | None:
     return tuple((int(lo), int(hi)) for lo, hi in zip(boxes[:, :, 0].min(0), boxes[:, :, 1].max(0)))
 
 
+RUN_BLOCK = 1 << 20
+"""Samples of one axis whose owners ``Sampling.runs`` computes at once."""
+
+
 @dataclass(frozen=True)
 class Sampling:
     """Where a render evaluates a region: ``round(size * scale)`` samples per axis.
@@ -140,29 +144,44 @@ class Sampling:
     def shape(self) -> tuple[int, ...]:
         return tuple(max(1, round((b - a) * s)) for (a, b), s in zip(self.region, self.scale))
 
-    def positions(self, axis: int) -> np.ndarray:
-        """float64 positions [n] of the samples along ``axis``."""
+    def positions(self, axis: int, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """float64 positions of samples ``start:stop`` (default: all) along ``axis``."""
         (a, b), n = self.region[axis], self.shape[axis]
-        return a - 0.5 + (np.arange(n) + 0.5) * ((b - a) / n)
+        k = np.arange(start, n if stop is None else stop)
+        return a - 0.5 + (k + 0.5) * ((b - a) / n)
 
-    def owners(self, grid: PartitionGrid, axis: int) -> np.ndarray:
-        """Partition index along ``axis`` of each sample: int64 [n]."""
-        index = np.floor((self.positions(axis) + 0.5) / grid.part_shape[axis]).astype(np.int64)
+    def owners(self, grid: PartitionGrid, axis: int, start: int = 0,
+               stop: int | None = None) -> np.ndarray:
+        """Partition index along ``axis`` of samples ``start:stop``: int64."""
+        pos = self.positions(axis, start, stop)
+        index = np.floor((pos + 0.5) / grid.part_shape[axis]).astype(np.int64)
         return np.clip(index, 0, grid.factors[axis] - 1)
 
-    def coords(self, grid: PartitionGrid, axis: int) -> np.ndarray:
-        """float32 coordinates [n] of the samples along ``axis`` (``grid.normalise``'s mapping)."""
-        pos = np.zeros((self.shape[axis], grid.ndim))
-        pos[:, axis] = self.positions(axis)
-        return grid.normalise(pos)[:, axis]
+    def coords(self, grid: PartitionGrid, axis: int, start: int = 0,
+               stop: int | None = None) -> np.ndarray:
+        """float32 coordinates of samples ``start:stop`` along ``axis`` (``grid.normalise``'s
+        mapping)."""
+        pos = self.positions(axis, start, stop)
+        full = np.zeros((len(pos), grid.ndim))
+        full[:, axis] = pos
+        return grid.normalise(full)[:, axis]
 
     def runs(self, grid: PartitionGrid, axis: int) -> list[tuple[int, int, int]]:
-        """(partition index, first sample, stop sample) of each partition along ``axis``."""
-        owners = self.owners(grid, axis)
-        cuts = np.flatnonzero(np.diff(owners)) + 1
-        starts = np.concatenate([[0], cuts])
-        stops = np.concatenate([cuts, [len(owners)]])
-        return [(int(owners[s]), int(s), int(e)) for s, e in zip(starts, stops)]
+        """(partition index, first sample, stop sample) of each partition along ``axis``.
+
+        Computed a block of samples at a time, so a long axis (hours of audio) costs memory
+        for its runs only."""
+        runs: list[tuple[int, int, int]] = []
+        n = self.shape[axis]
+        for block in range(0, n, RUN_BLOCK):
+            owners = self.owners(grid, axis, block, min(n, block + RUN_BLOCK))
+            cuts = np.flatnonzero(np.diff(owners)) + 1
+            for s, e in zip(np.concatenate([[0], cuts]), np.concatenate([cuts, [len(owners)]])):
+                j, s, e = int(owners[s]), block + int(s), block + int(e)
+                if runs and runs[-1][0] == j:
+                    s = runs.pop()[1]
+                runs.append((j, s, e))
+        return runs
 
     def partitions(self, grid: PartitionGrid) -> list[int]:
         """Ids of every partition owning at least one sample."""

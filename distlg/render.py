@@ -1,16 +1,28 @@
-"""Evaluating a model on the signal's grid, partition by partition, in bounded memory."""
+"""Evaluating a model on the signal's grid, partition by partition, in bounded memory.
+
+``render_partitions`` evaluates a model held in memory on its own partitions (the trainer's
+evaluation). ``RegionRender`` and ``render`` serve users of a model directory: any region, on
+the signal's grid or a finer or coarser one (``--scale``), streamed in slabs while reading only
+the files of the partitions the region needs.
+"""
 
 from __future__ import annotations
 
+import itertools
 import math
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
 import torch
 
 from . import fused
+from .errors import DistlgError
 from .geometry import Box, PartitionGrid
 from .model import INR
+from .modeldir import ModelDir, id_ranges
+from .region import Sampling, box_text
 
 EVAL_SAMPLES = 1 << 18
 """Positions evaluated per forward call when rendering (bounded memory)."""
@@ -70,3 +82,159 @@ def _render_large(model: INR, grid: PartitionGrid, pid: int, box: Box) -> np.nda
         coords = torch.from_numpy(grid.normalise(pos))[None].to(model.coord_scale.device)
         out[s:s + len(pos)] = fused.predict(model, coords, [pid])[0].cpu().numpy()
     return out.reshape(size + (-1,))
+
+
+# -- regions of a model directory, streamed --------------------------------------------------------
+SLAB_VALUES = 1 << 22
+"""Values (samples x channels) a render holds and hands to its writer at once: whole rows
+along the first axis (frames, image rows, audio samples, volume slices), at least one."""
+
+
+class RenderError(DistlgError):
+    """A region that this model cannot render as asked."""
+
+
+@dataclass
+class Slab:
+    """Rows ``start:start + len(values)`` along the first axis of a region's render."""
+
+    start: int
+    values: np.ndarray
+    """float32 [rows, *sizes of the other axes, channels], normalised to [-1, 1]."""
+
+
+class RegionRender:
+    """A planned render of ``region`` (default: the whole signal) of a model directory.
+
+    Planning reads only the manifest; it fails, naming them, when the region needs partitions
+    the model no longer holds, unless ``fill`` (in signal units) stands in for them. Iterating
+    streams ``Slab``s in order. It walks the region one layer of partitions (along the first
+    axis) at a time, reading the files of that layer's partitions (and the global file once),
+    so memory holds one layer's weights and one slab, however large the region.
+    """
+
+    def __init__(self, model: str | Path | ModelDir, region: Box | None = None,
+                 scale: float | Sequence[float] = 1.0, fill: float | None = None,
+                 device: str | torch.device = "cpu"):
+        self.md = model if isinstance(model, ModelDir) else ModelDir.open(model)
+        self.grid, self.device = self.md.grid, torch.device(device)
+        self.stub = self.md.signal_stub()
+        region = region or tuple((0, d) for d in self.grid.shape)
+        _check_region(region, self.grid.shape, self.stub.axes)
+        scale = (float(scale),) * self.grid.ndim if np.isscalar(scale) else tuple(scale)
+        if len(scale) != self.grid.ndim or not all(math.isfinite(s) and s > 0 for s in scale):
+            raise RenderError(f"scale needs {self.grid.ndim} positive factors, got {scale}")
+        self.sampling = Sampling(tuple(region), scale)
+        self.needed = self.sampling.partitions(self.grid)
+        self.present = set(self.md.entries)
+        self.missing = [p for p in self.needed if p not in self.present]
+        if self.missing and fill is None:
+            raise RenderError(f"region {box_text(region)} needs partitions {id_ranges(self.missing)}, "
+                              "which this model does not hold (cropped); pass a fill value "
+                              "(--fill VALUE) to render them as a constant")
+        self.fill = None if fill is None else float(self.stub.normalise(np.float32(fill)))
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Shape of the render: samples per axis, then channels."""
+        return self.sampling.shape + (self.stub.channels,)
+
+    @property
+    def files(self) -> list[str]:
+        """The files a render reads: the global file and the needed partitions'."""
+        entries = self.md.entries
+        return [self.md.manifest["global"]["file"]] + [entries[p]["file"] for p in self.needed
+                                                        if p in entries]
+
+    def __iter__(self) -> Iterator[Slab]:
+        glob = self.md.read_global()
+        runs = [self.sampling.runs(self.grid, a) for a in range(self.grid.ndim)]
+        coords = [self.sampling.coords(self.grid, a) for a in range(1, self.grid.ndim)]
+        per_slab = max(1, SLAB_VALUES // math.prod(self.shape[1:]))
+        for j0, r0, r1 in runs[0]:
+            shares = self._layer_shares(j0, runs[1:])
+            held = [p for p, _ in shares if p in self.present]
+            model = self.md.load(held, self.device, global_tensors=glob)[0] if held else None
+            for s in range(r0, r1, per_slab):
+                e = min(r1, s + per_slab)
+                rows = self.sampling.coords(self.grid, 0, s, e)
+                yield Slab(s, self._slab(model, shares, e - s, [rows] + coords))
+            del model
+
+    def _layer_shares(self, j0: int, runs: list) -> list[tuple[int, tuple[slice, ...]]]:
+        """(pid, output slices of the other axes) of every partition in layer ``j0``."""
+        out = []
+        for combo in itertools.product(*runs):
+            pid = int(np.ravel_multi_index((j0,) + tuple(j for j, _, _ in combo), self.grid.factors))
+            out.append((pid, tuple(slice(a, b) for _, a, b in combo)))
+        return out
+
+    def _slab(self, model: INR | None, shares: list, rows: int,
+              coords: list[np.ndarray]) -> np.ndarray:
+        """Values of ``rows`` rows; ``coords`` holds the rows' coordinates along the first axis
+        and all coordinates along the others."""
+        out = np.empty((rows,) + self.shape[1:], dtype=np.float32)
+        by_size: dict[tuple[int, ...], list] = {}
+        for pid, where in shares:
+            where = (slice(0, rows),) + where
+            if pid not in self.present:
+                out[where] = self.fill
+                continue
+            axes = [coords[0]] + [c[w] for c, w in zip(coords[1:], where[1:])]
+            by_size.setdefault(tuple(len(a) for a in axes), []).append((pid, where, axes))
+        for size, group in by_size.items():
+            _evaluate_group(model, size, group, out, self.device)
+        return out
+
+
+def _evaluate_group(model: INR, size: tuple[int, ...], group: list, out: np.ndarray,
+                    device: torch.device) -> None:
+    """Evaluate same-sized shares together, about ``EVAL_SAMPLES`` positions per call; a share
+    larger than that is evaluated in pieces of it."""
+    volume = math.prod(size)
+    if volume > EVAL_SAMPLES:
+        for pid, where, axes in group:
+            flat = np.empty((volume, out.shape[-1]), dtype=np.float32)
+            for a in range(0, volume, EVAL_SAMPLES):
+                b = min(volume, a + EVAL_SAMPLES)
+                x = torch.from_numpy(_share_coords(axes, a, b)[None]).to(device)
+                flat[a:b] = fused.predict(model, x, [pid])[0].cpu().numpy()
+            out[where] = flat.reshape(size + (-1,))
+        return
+    per_call = max(1, EVAL_SAMPLES // volume)
+    for i in range(0, len(group), per_call):
+        part = group[i:i + per_call]
+        x = torch.from_numpy(np.stack([_share_coords(axes, 0, volume) for _, _, axes in part]))
+        values = fused.predict(model, x.to(device), [p for p, _, _ in part]).cpu().numpy()
+        for (_, where, _), v in zip(part, values):
+            out[where] = v.reshape(size + (-1,))
+
+
+def _share_coords(axes: list[np.ndarray], start: int, stop: int) -> np.ndarray:
+    """Coordinates ``start:stop`` (C order) of the grid spanned by per-axis ``axes``:
+    float32 [stop - start, ndim]."""
+    index = np.unravel_index(np.arange(start, stop), tuple(len(a) for a in axes))
+    return np.stack([a[i] for a, i in zip(axes, index)], axis=-1)
+
+
+def _check_region(region: Box, shape: tuple[int, ...], axes: Sequence[str]) -> None:
+    if len(region) != len(shape):
+        raise RenderError(f"region has {len(region)} axes, the signal {len(shape)}")
+    for (a, b), d, name in zip(region, shape, axes):
+        if a < 0 or b > d:
+            raise RenderError(f"axis {name}: {a}:{b} lies outside the signal (0:{d})")
+        if b <= a:
+            raise RenderError(f"axis {name}: {a}:{b} is empty")
+
+
+def render(model: str | Path | ModelDir, region: Box | None = None,
+           scale: float | Sequence[float] = 1.0, fill: float | None = None,
+           device: str | torch.device = "cpu", raw: bool = False) -> np.ndarray:
+    """The render of ``region`` as one array [*samples per axis, channels]: normalised to
+    [-1, 1] (float32), or with ``raw`` in the signal's units and dtype."""
+    plan = RegionRender(model, region, scale, fill, device)
+    out = np.empty(plan.shape, dtype=np.float32)
+    for slab in plan:
+        out[slab.start:slab.start + len(slab.values)] = slab.values
+    return plan.stub.denormalise(out) if raw else out
+

@@ -1,0 +1,30 @@
+"""Export a checkpoint as a model directory: the weights alone, one file per partition.
+
+CHECKPOINT is a checkpoint directory (RUN/checkpoints/step-NNNNNNNN) or a run directory, whose
+latest complete checkpoint is taken. Every file is checked against its sha256 as it is read;
+the optimiser's state and the training section are left out. Training already writes the final
+model to RUN/model; export is for any other checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "convert a checkpoint into a model directory (weights only)"
+
+
+def arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("checkpoint", metavar="CHECKPOINT",
+                   help="checkpoint directory, or a run directory (its latest checkpoint)")
+    p.add_argument("out", metavar="OUT", help="new model directory (must not exist, or be empty)")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
+                   help="show a progress bar (default: on)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..export import export
+    from .info import weights_text
+
+    md = export(args.checkpoint, args.out, progress=args.progress)
+    print(f"exported {len(md.partition_ids)} partitions to {md.path}; {weights_text(md.params())}")
+    return 0

@@ -1,0 +1,88 @@
+"""Render a region of a model to a file, streaming: only the files of the partitions that
+intersect the region are read, values are computed slab by slab (whole frames, rows or
+slices along the first axis) and written as they come, so memory stays bounded whatever the
+region's size.
+
+The output format follows OUT's suffix: .zarr or .npy (any signal, in its dtype and units),
+.mp4 (video), .png (an image, or one file per frame or slice: NAME-000000.png ...), .wav
+(audio), .ply or .obj (the iso-surface of a volume, by marching cubes). OUT must not exist.
+
+BOX is START:STOP per axis in signal units, comma separated in the signal's axis order, e.g.
+0:50,100:228,0:256 (an end left out or a missing axis means all of it), or named: t=0:50.
+A region that needs partitions the model no longer holds (cropped) fails, naming them, unless
+--fill gives a value to render there. --scale samples the region on a finer (2) or coarser
+(0.5) grid, per axis if wanted (1,2,2): the representation is continuous.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "render a region of a model to zarr, npy, mp4, png, wav or a mesh, streaming"
+
+
+def arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", metavar="MODEL", help="model directory")
+    p.add_argument("--out", required=True, metavar="OUT",
+                   help="output file (format from its suffix: .zarr .npy .mp4 .png .wav .ply .obj)")
+    p.add_argument("--region", metavar="BOX", help="region to render (default: the whole signal)")
+    p.add_argument("--scale", default="1", metavar="S",
+                   help="samples per signal sample, one factor or one per axis, e.g. 2 or 1,2,2 "
+                   "(default: 1, the signal's own grid)")
+    p.add_argument("--fill", type=float, metavar="VALUE",
+                   help="value (signal units) rendered where partitions were cropped away "
+                   "(default: such a region is an error)")
+    p.add_argument("--compare", metavar="SIGNAL",
+                   help="print the PSNR of the render against this signal (a store or "
+                   "builtin:NAME@HxW; scale 1 only)")
+    p.add_argument("--rate", type=float, metavar="HZ",
+                   help="frame rate (mp4) or sample rate (wav) of the signal at scale 1 "
+                   "(default: the signal's own, else 25 fps / 44100 Hz)")
+    p.add_argument("--level", type=float, metavar="VALUE",
+                   help="iso-value of a .ply/.obj surface, in signal units "
+                   "(default: the middle of the value range)")
+    p.add_argument("--device", default="cpu", help="device to evaluate on (default: cpu)")
+    p.add_argument("--threads", type=int, metavar="N", help="CPU threads (default: torch's)")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
+                   help="show a progress bar (default: on)")
+
+
+def run(args: argparse.Namespace) -> int:
+    import math
+    import time
+
+    import torch
+    from tqdm.auto import tqdm
+
+    from ..metrics import Comparison
+    from ..modeldir import ModelDir
+    from ..region import box_text, parse_box, parse_scale
+    from ..render import RegionRender
+    from ..signal import open_signal
+    from ..writers import open_writer
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    md = ModelDir.open(args.model)
+    region = parse_box(args.region, md.grid.shape, md.signal["axes"])
+    plan = RegionRender(md, region, parse_scale(args.scale, md.grid.ndim), args.fill, args.device)
+    compare = Comparison(open_signal(args.compare), plan) if args.compare else None
+    writer = open_writer(args.out, plan, args.rate, args.level)
+    values = math.prod(plan.shape)
+    t0 = time.perf_counter()
+    with tqdm(total=values, unit="value", unit_scale=True, disable=not args.progress) as bar:
+        try:
+            for slab in plan:
+                writer.write(slab)
+                if compare is not None:
+                    compare.add(slab)
+                bar.update(slab.values.size)
+        finally:
+            writer.close()
+    seconds = time.perf_counter() - t0
+    print(f"rendered {box_text(region)} at scale {args.scale}: {' x '.join(map(str, plan.shape))} = "
+          f"{values:,} values from {len(plan.files) - 1} partition file(s) in {seconds:.2f} s "
+          f"({values / max(seconds, 1e-9):,.0f} values/s) to {args.out}")
+    if compare is not None:
+        print(f"PSNR of the region against {args.compare}: {compare.psnr:.2f} dB")
+    return 0

@@ -1,0 +1,273 @@
+"""Writers for streamed renders: each takes a render's slabs in order and writes as it goes.
+
+The output format follows the file name's suffix:
+
+- ``.zarr`` any signal: a distlg signal store (Zarr) in the signal's dtype and units;
+- ``.npy``  any signal: the same as a NumPy file (header first, then the slabs, in C order);
+- ``.mp4``  video: H.264 frames, 8-bit (odd frame sizes are padded by one edge row/column);
+- ``.png``  an image (assembled in memory, 8-bit, or 16-bit for 16-bit signals), or one file
+  per frame/slice of a video or volume, ``NAME-000000.png`` upwards;
+- ``.wav``  audio: 16-bit PCM;
+- ``.ply`` / ``.obj`` a volume: the surface at ``level`` (signal units; default the middle of
+  the value range) by marching cubes on the first channel, slab by slab (vertices on the planes
+  between slabs are repeated, a triangle soup there).
+
+Nothing is overwritten: the output must not exist yet.
+"""
+
+from __future__ import annotations
+
+import wave
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from .region import Sampling
+from .render import RegionRender, RenderError, Slab
+from .signal import Signal
+
+FORMATS = (".zarr", ".npy", ".mp4", ".png", ".wav", ".ply", ".obj")
+DEFAULT_FPS = 25.0
+DEFAULT_SAMPLE_RATE = 44100.0
+
+
+class Writer(Protocol):
+    def write(self, slab: Slab) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def to_8bit(values: np.ndarray) -> np.ndarray:
+    """[-1, 1] values as 0..255 (what denormalising an 8-bit image or video gives)."""
+    return np.rint((np.clip(values, -1.0, 1.0) + 1.0) * 127.5).astype(np.uint8)
+
+
+def open_writer(path: str | Path, plan: RegionRender, rate: float | None = None,
+                level: float | None = None) -> Writer:
+    """The writer for ``path`` (format from its suffix) of ``plan``'s render.
+
+    ``rate`` is the frame rate (mp4) or sample rate (wav) of the signal at scale 1 (default: the
+    signal's own, else 25 fps / 44.1 kHz); a scale along time multiplies it, so the duration
+    stays. ``level`` is the iso-value of a mesh, in signal units.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in FORMATS:
+        raise RenderError(f"cannot write {path.name}: the output must end in one of {', '.join(FORMATS)}")
+    if path.exists():
+        raise RenderError(f"{path} already exists; remove it or choose another name")
+    stub, kind = plan.stub, plan.stub.kind
+    needs = {".mp4": ("video",), ".wav": ("audio",), ".ply": ("volume",), ".obj": ("volume",),
+             ".png": ("image", "video", "volume")}.get(suffix)
+    if needs and kind not in needs:
+        raise RenderError(f"{suffix} output is for {' or '.join(needs)} signals; this model "
+                          f"encodes {kind}; write .zarr or .npy instead")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if suffix == ".zarr":
+        return ZarrWriter(path, plan)
+    if suffix == ".npy":
+        return NpyWriter(path, plan.shape, stub)
+    if suffix == ".mp4":
+        fps = rate or stub.meta.get("fps") or DEFAULT_FPS
+        return Mp4Writer(path, float(fps) * plan.sampling.scale[0], stub.channels)
+    if suffix == ".png":
+        return PngWriter(path, plan.shape, stub)
+    if suffix == ".wav":
+        sr = rate or stub.meta.get("sample_rate") or DEFAULT_SAMPLE_RATE
+        return WavWriter(path, float(sr) * plan.sampling.scale[0], stub)
+    iso = float(stub.normalise(np.float32(np.mean(stub.value_range) if level is None else level)))
+    return MeshWriter(path, plan.sampling, iso)
+
+
+class ZarrWriter:
+    """A distlg signal store (``distlg.store``) of the render, in the signal's dtype and units,
+    marked complete when closed: ``open_signal`` reads it like an ingested signal."""
+
+    def __init__(self, path: Path, plan: RegionRender):
+        from . import store
+
+        stub, sampling = plan.stub, plan.sampling
+        part = [min(n, max(1, round(p * s))) for n, p, s in
+                zip(sampling.shape, plan.grid.part_shape, sampling.scale)]
+        value_bytes = stub.channels * stub.data.dtype.itemsize
+        chunks = store.chunk_shape(sampling.shape, part, value_bytes)
+        meta = dict(stub.meta)
+        for key in ("fps", "sample_rate"):
+            if key in meta:
+                meta[key] = float(meta[key]) * sampling.scale[0]
+        info = {"kind": stub.kind, "axes": list(stub.axes), "value_range": list(stub.value_range),
+                "meta": meta, "render": {"region": [list(r) for r in sampling.region],
+                                         "scale": list(sampling.scale)}}
+        self.stub, self.store = stub, store
+        self.array = store.create(path, plan.shape, stub.data.dtype, chunks, stub.axes, info)
+
+    def write(self, slab: Slab) -> None:
+        self.array[slab.start:slab.start + len(slab.values)] = self.stub.denormalise(slab.values)
+
+    def close(self) -> None:
+        self.store.update(self.array, complete=True)
+
+
+class NpyWriter:
+    """A .npy file in the signal's dtype, written front to back."""
+
+    def __init__(self, path: Path, shape: tuple[int, ...], stub: Signal):
+        self.stub, self.fh = stub, open(path, "wb")
+        header = {"descr": np.lib.format.dtype_to_descr(stub.data.dtype), "fortran_order": False,
+                  "shape": shape}
+        np.lib.format.write_array_header_2_0(self.fh, header)
+
+    def write(self, slab: Slab) -> None:
+        self.fh.write(np.ascontiguousarray(self.stub.denormalise(slab.values)).tobytes())
+
+    def close(self) -> None:
+        self.fh.close()
+
+
+class Mp4Writer:
+    """H.264 video through PyAV, one frame at a time."""
+
+    def __init__(self, path: Path, fps: float, channels: int):
+        import imageio.v3 as iio
+
+        if channels not in (1, 3):
+            raise RenderError(f"mp4 needs 1 or 3 channels, the signal has {channels}")
+        self.file = iio.imopen(path, "w", plugin="pyav")
+        self.file.init_video_stream("libx264", fps=fps)
+
+    def write(self, slab: Slab) -> None:
+        for frame in to_8bit(slab.values):
+            if frame.shape[-1] == 1:
+                frame = np.repeat(frame, 3, axis=-1)
+            pad = ((0, frame.shape[0] % 2), (0, frame.shape[1] % 2), (0, 0))
+            self.file.write_frame(np.pad(frame, pad, mode="edge"))
+
+    def close(self) -> None:
+        self.file.close()
+
+
+class PngWriter:
+    """One PNG for an image, or one per frame (slice) of a video (volume)."""
+
+    def __init__(self, path: Path, shape: tuple[int, ...], stub: Signal):
+        if shape[-1] not in (1, 3, 4):
+            raise RenderError(f"png needs 1, 3 or 4 channels, the signal has {shape[-1]}")
+        self.path, self.stub = path, stub
+        self.image = np.empty(shape, self._dtype()) if stub.kind == "image" else None
+
+    def _dtype(self) -> np.dtype:
+        return np.dtype(np.uint16) if self.stub.data.dtype == np.uint16 else np.dtype(np.uint8)
+
+    def _pixels(self, values: np.ndarray) -> np.ndarray:
+        if self._dtype() == np.uint16:
+            return self.stub.denormalise(values)
+        return to_8bit(values)
+
+    def write(self, slab: Slab) -> None:
+        import imageio.v3 as iio
+
+        pixels = self._pixels(slab.values)
+        if self.image is not None:
+            self.image[slab.start:slab.start + len(pixels)] = pixels
+            return
+        for k, frame in enumerate(pixels, start=slab.start):
+            name = self.path.with_name(f"{self.path.stem}-{k:06d}.png")
+            iio.imwrite(name, frame[..., 0] if frame.shape[-1] == 1 else frame)
+
+    def close(self) -> None:
+        import imageio.v3 as iio
+
+        if self.image is not None:
+            iio.imwrite(self.path, self.image[..., 0] if self.image.shape[-1] == 1 else self.image)
+
+
+class WavWriter:
+    """16-bit PCM through the standard library's ``wave``."""
+
+    def __init__(self, path: Path, rate: float, stub: Signal):
+        self.stub = stub
+        self.file = wave.open(str(path), "wb")
+        self.file.setnchannels(stub.channels)
+        self.file.setsampwidth(2)
+        self.file.setframerate(int(round(rate)))
+
+    def write(self, slab: Slab) -> None:
+        raw = self.stub.denormalise(slab.values)
+        if raw.dtype == np.int16:
+            pcm = raw
+        elif raw.dtype.kind in "ui":
+            pcm = np.rint(raw.astype(np.float64) * (32767 / np.iinfo(raw.dtype).max)).astype(np.int16)
+        else:
+            pcm = np.rint(np.clip(raw, -1.0, 1.0) * 32767).astype(np.int16)
+        self.file.writeframes(pcm.astype("<i2").tobytes())
+
+    def close(self) -> None:
+        self.file.close()
+
+
+class MeshWriter:
+    """The iso-surface of a volume, by marching cubes over consecutive slabs (each with the
+    last slice of the one before), as PLY (binary) or OBJ. Vertices are in signal units,
+    (x, y, z) order."""
+
+    def __init__(self, path: Path, sampling: Sampling, level: float):
+        if min(sampling.shape) < 2:
+            raise RenderError("a mesh needs at least 2 samples along every axis of the region")
+        self.path, self.sampling, self.level = path, sampling, level
+        self.ply = path.suffix.lower() == ".ply"
+        self.vertices = self.faces = 0
+        self.prev: np.ndarray | None = None
+        self.parts = [path.with_name(f".{path.name}.{k}.tmp") for k in ("v", "f")]
+        self.files = [open(p, "wb") for p in self.parts] if self.ply else [open(path, "w")]
+
+    def write(self, slab: Slab) -> None:
+        from skimage.measure import marching_cubes
+
+        block = slab.values[..., 0]
+        offset = slab.start
+        if self.prev is not None:
+            block, offset = np.concatenate([self.prev, block]), offset - 1
+        self.prev = block[-1:]
+        if len(block) < 2 or not block.min() <= self.level <= block.max():
+            return
+        verts, faces, _, _ = marching_cubes(block, self.level)
+        verts[:, 0] += offset
+        self._emit(self._positions(verts)[:, ::-1], faces[:, ::-1] + self.vertices)
+
+    def _positions(self, index: np.ndarray) -> np.ndarray:
+        """Sample indices (fractional) to positions in signal units."""
+        s = self.sampling
+        step = np.asarray([(b - a) / n for (a, b), n in zip(s.region, s.shape)])
+        start = np.asarray([a for a, _ in s.region])
+        return start - 0.5 + (index + 0.5) * step
+
+    def _emit(self, verts: np.ndarray, faces: np.ndarray) -> None:
+        if self.ply:
+            self.files[0].write(verts.astype("<f4").tobytes())
+            rows = np.empty(len(faces), dtype=[("n", "u1"), ("f", "<i4", 3)])
+            rows["n"], rows["f"] = 3, faces
+            self.files[1].write(rows.tobytes())
+        else:
+            fh = self.files[0]
+            fh.writelines(f"v {x:.6g} {y:.6g} {z:.6g}\n" for x, y, z in verts)
+            fh.writelines(f"f {a + 1} {b + 1} {c + 1}\n" for a, b, c in faces)
+        self.vertices += len(verts)
+        self.faces += len(faces)
+
+    def close(self) -> None:
+        for fh in self.files:
+            fh.close()
+        if not self.ply:
+            return
+        header = ("ply\nformat binary_little_endian 1.0\ncomment written by distlg\n"
+                  f"element vertex {self.vertices}\nproperty float x\nproperty float y\n"
+                  f"property float z\nelement face {self.faces}\n"
+                  "property list uchar int vertex_indices\nend_header\n")
+        with open(self.path, "wb") as out:
+            out.write(header.encode())
+            for part in self.parts:
+                with open(part, "rb") as fh:
+                    while chunk := fh.read(1 << 24):
+                        out.write(chunk)
+                part.unlink()

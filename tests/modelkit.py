@@ -1,0 +1,46 @@
+"""Small models and signals shared by the model-directory, crop, render and extend tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from distlg.checkpoint import write_model
+from distlg.geometry import PartitionGrid
+from distlg.model import INR, Architecture
+from distlg.parallel import World
+from distlg.signal import AXES
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def bikes_clip(frames: int = 16, size: int = 32) -> np.ndarray:
+    """The first ``frames`` frames of bikes.mp4, centre square resized to ``size``: uint8
+    [frames, size, size, 3]."""
+    import imageio.v3 as iio
+    from PIL import Image
+
+    out = []
+    for frame in iio.imiter(SHARED / "bikes.mp4", plugin="pyav"):
+        h, w = frame.shape[:2]
+        square = frame[:, (w - h) // 2:(w + h) // 2]
+        out.append(np.asarray(Image.fromarray(square).resize((size, size), Image.BILINEAR)))
+        if len(out) == frames:
+            break
+    return np.stack(out)
+
+
+def random_model(path: Path, shape: tuple[int, ...], factors: tuple[int, ...], kind: str,
+                 channels: int = 3, overlaps: tuple[int, ...] = (), seed: int = 0,
+                 dtype: str = "uint8", value_range=(0.0, 255.0)) -> Path:
+    """A model directory holding a freshly initialised Local-Global SIREN (no training): enough
+    wherever only its structure and bit-exact behaviour matter."""
+    grid = PartitionGrid(shape, factors, overlaps)
+    arch = Architecture("local-global", len(shape), channels, hidden_layers=2, local_width=8,
+                        global_width=12)
+    model = INR(arch, range(grid.num_partitions), seed=seed)
+    info = {"kind": kind, "shape": list(shape), "axes": list(AXES[kind]), "channels": channels,
+            "dtype": dtype, "value_range": list(value_range), "meta": {}}
+    return write_model(path, model, World(), grid, info)
+
