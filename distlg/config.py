@@ -108,8 +108,9 @@ class TrainConfig:
 class RunConfig:
     out: str = field(default="storage/runs/default", metadata={"metavar": "DIR"})
     """Run directory: checkpoints, TensorBoard logs and the exported model."""
-    checkpoint_every: int = 0
-    """Write a checkpoint every this many steps (0: only at the end)."""
+    checkpoint_every: int = 500
+    """Write a checkpoint every this many steps, and at the end (0: only at the end). The two
+    latest are kept; --resume loses at most this many steps."""
     resume: bool = False
     """Continue from the latest complete checkpoint in --out (any number of workers)."""
     tensorboard: bool = True

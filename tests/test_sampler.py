@@ -134,8 +134,9 @@ def test_streaming_reads_only_chunks_of_its_boxes_once_per_window():
         assert any(((lo < box[:, 1]) & (hi > box[:, 0])).all() for box in boxes)
     # a window reads its chunks in storage order: a new window starts where the order restarts
     restarts = sum(b <= a for a, b in zip(reads, reads[1:]))
-    assert restarts + 1 == sampler.stats["windows"] == 4  # windows 0-2 and the prefetched 3
-    assert len(set(reads)) <= len(reads) / 4 + 1  # so no chunk twice in one window
+    windows = sampler.stats["windows"]  # 0-2, and 3 if its prefetch started before close()
+    assert restarts + 1 == windows and windows in (3, 4)
+    assert len(set(reads)) <= len(reads) / windows + 1  # so no chunk twice in one window
 
 
 def test_one_or_two_workers_draw_the_same_samples():
