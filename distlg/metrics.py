@@ -14,8 +14,16 @@ from .region import box_text
 from .render import RegionRender, RenderError, Slab, render_partitions
 from .signal import Signal
 
-SSIM_MAX_VALUES = 1 << 26
-"""Largest signal (values) whose full reconstruction is assembled in memory for SSIM."""
+SSIM_MAX_BYTES = 512 << 20
+"""Memory SSIM may take: the reconstruction and the signal are assembled (8 bytes a value), and
+scikit-image's n-dimensional SSIM of a volume holds about ten float64 copies (80 more); larger
+signals are scored by PSNR alone."""
+
+
+def ssim_bytes(values: int, kind: str) -> int:
+    """Memory the SSIM of a ``kind`` signal of ``values`` values takes (images and video are
+    scored a frame at a time)."""
+    return values * (88 if kind == "volume" else 8)
 
 
 def psnr(mse: float, peak: float) -> float:
@@ -56,7 +64,8 @@ def evaluate(model: INR, grid: PartitionGrid, signal: Signal, pids: Sequence[int
     ``reduce`` sums [sse, count] over workers (identity by default). With ``full`` (single
     process, small signals) the reconstruction is assembled and SSIM computed too.
     """
-    keep = full and math.prod(signal.shape) * signal.channels <= SSIM_MAX_VALUES
+    values = math.prod(signal.shape) * signal.channels
+    keep = full and ssim_bytes(values, signal.kind) <= SSIM_MAX_BYTES
     recon = np.zeros(signal.shape + (signal.channels,), np.float32) if keep else None
     truth_all = np.zeros_like(recon) if keep else None
     sse, count = 0.0, 0

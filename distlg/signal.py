@@ -95,7 +95,7 @@ class Signal:
         lo, hi = self.value_range
         raw = (np.clip(x, -1.0, 1.0) + 1.0) * ((hi - lo) / 2.0) + lo
         dtype = np.dtype(dtype or self.data.dtype)
-        if dtype.kind in "ui":
+        if dtype.kind in "uib":  # integers and bool round to the nearest value
             raw = np.rint(raw)
         return raw.astype(dtype)
 

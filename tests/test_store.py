@@ -17,7 +17,7 @@ from distlg import cli, store
 from distlg import ingest as ingest_module
 from distlg.geometry import PartitionGrid
 from distlg.ingest import IngestError, IngestOptions, ingest
-from distlg.signal import builtin
+from distlg.signal import Signal, builtin
 from distlg.store import StoreError, chunk_shape, open_store
 
 QUIET = IngestOptions(progress=False)
@@ -322,3 +322,9 @@ def test_store_and_ingest_never_import_torch():
         imported = {a.name for node in ast.walk(tree) if isinstance(node, ast.Import) for a in node.names}
         imported |= {node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
         assert not any(m.split(".")[0] == "torch" for m in imported), name
+
+
+def test_bool_signal_denormalises_to_the_nearest_value():
+    signal = Signal.from_array(np.zeros((8, 8, 8, 1), bool), "volume")
+    out = signal.denormalise(np.array([-1.0, -0.5, -0.01, 0.01, 0.7, 1.0]))
+    assert out.tolist() == [False, False, False, True, True, True]
