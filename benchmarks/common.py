@@ -52,3 +52,54 @@ def run_config(signal=None, **settings):
     settings.setdefault("out", str(Path(__file__).resolve().parents[1] / "storage" / "bench" / "run"))
     config = Config().replace(tensorboard=False, progress=False, **settings)
     return train(config, signal=signal)
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_training(runs: dict, name: str, title: str) -> str:
+    """PSNR against step and against training wall time for each run (its evaluations); saved
+    as ``results/<name>.png``; returns the file name for a Markdown link."""
+    plt = _pyplot()
+    fig, (by_step, by_time) = plt.subplots(1, 2, figsize=(11, 4))
+    for label, result in runs.items():
+        evals = [h for h in result.history if "psnr" in h]
+        by_step.plot([h["step"] for h in evals], [h["psnr"] for h in evals], label=label)
+        by_time.plot([h["time"] for h in evals], [h["psnr"] for h in evals], label=label)
+    by_step.set(xlabel="step", ylabel="PSNR (dB)")
+    by_time.set(xlabel="training time (s)", ylabel="PSNR (dB)")
+    for ax in (by_step, by_time):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    fig.savefig(RESULTS / f"{name}.png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return f"{name}.png"
+
+
+def plot_images(images: dict, name: str) -> str:
+    """A row of images (arrays [H, W, C] or [H, W] with values in [-1, 1]) with their labels as
+    titles, saved as ``results/<name>.png``; returns the file name."""
+    import numpy as np
+
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(images), figsize=(3.2 * len(images), 3.5))
+    for ax, (label, image) in zip(np.atleast_1d(axes), images.items()):
+        image = np.clip((np.asarray(image, dtype=np.float32) + 1) / 2, 0, 1)
+        ax.imshow(image[..., 0] if image.ndim == 3 and image.shape[-1] == 1 else image,
+                  cmap="gray", vmin=0, vmax=1)
+        ax.set_title(label, fontsize=9)
+        ax.axis("off")
+    fig.tight_layout()
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    fig.savefig(RESULTS / f"{name}.png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return f"{name}.png"
