@@ -78,7 +78,8 @@ def make_grid(config: Config, signal: Signal) -> PartitionGrid:
         factors = default_factors(signal.shape, size)
     overlaps = _per_axis(p.overlaps, ndim, "overlaps")
     if overlaps is None:
-        overlaps = (1, 2, 2) if signal.kind == "video" and config.model.arch != "siren" else (0,) * ndim
+        halo = (1, 2, 2) if signal.kind == "video" and config.model.arch != "siren" else (0,) * ndim
+        overlaps = tuple(h if c > 1 else 0 for h, c in zip(halo, factors))  # none on unsplit axes
     return PartitionGrid(signal.shape, factors, overlaps)
 
 

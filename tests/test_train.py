@@ -38,6 +38,16 @@ def test_plan_defaults_follow_the_signal_kind():
     assert abs(total / (256 * 256 * 3 / 4) - 1) < 0.05
 
 
+def test_default_video_halo_only_on_split_axes():
+    from distlg.signal import Signal
+
+    short = Signal.from_array(np.zeros((32, 64, 64, 3), np.uint8), "video")  # one partition in time
+    plan = make_plan(Config(), short)
+    assert plan.grid.factors[0] == 1 and plan.grid.overlaps == (0, 2, 2)
+    long = Signal.from_array(np.zeros((100, 64, 64, 3), np.uint8), "video")
+    assert make_plan(Config(), long).grid.overlaps == (1, 2, 2)
+
+
 def test_config_files_and_overrides(tmp_path):
     (tmp_path / "a.yaml").write_text("model: {arch: siren, params: 1000}\ntrain: {steps: 7}\n")
     (tmp_path / "b.toml").write_text("[model]\narch = 'siren'\nparams = 1000\n[train]\nsteps = 7\n")
