@@ -60,8 +60,8 @@ def main() -> None:
         region = parse_box(keep, signal.shape, axes) if keep else ((0, 64), (0, 256))
         sl = tuple(slice(a, b) for a, b in region)
         before, after = full[sl], render(report.path, region)
-        score = psnr(float(np.mean(((after - truth[sl]) / 2) ** 2)), 1.0)
-        score_before = psnr(float(np.mean(((before - truth[sl]) / 2) ** 2)), 1.0)
+        score, score_before = (psnr(float(np.mean((x - truth[sl]) ** 2)), signal.psnr_peak)
+                               for x in (after, before))
         lines.append(f"| {name} (`{'--keep ' + keep if keep else '--drop ' + drop}`) | "
                      f"{len(report.kept)} of {len(report.kept) + len(report.dropped)} | "
                      f"{report.after['total']:,} | {report.after['total'] / report.before['total']:.1%} | "

@@ -17,12 +17,13 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import write_results  # noqa: E402
 from stream_volume import generate  # noqa: E402
+
+from distlg.store import is_complete  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "storage" / "bench" / "memory"
@@ -32,7 +33,7 @@ BUDGETS = {"default (4 GiB)": None, "8 MiB": 1 / 128}
 
 def store_for(size: int) -> Path:
     store = BENCH / f"volume-{size}.zarr"
-    if not (store / "zarr.json").exists() or "complete" not in (store / "zarr.json").read_text():
+    if not is_complete(store):
         source = BENCH / "volume.npy"
         generate(source, size)
         subprocess.run([sys.executable, "-m", "distlg", "ingest", str(source), str(store),
@@ -42,21 +43,20 @@ def store_for(size: int) -> Path:
     return store
 
 
-def train(store: Path, budget: float | None) -> tuple[float, str, float]:
-    """(peak RSS MiB, sampler mode, wall seconds) of a 20-step run."""
+def train(store: Path, budget: float | None) -> tuple[float, str]:
+    """(peak RSS MiB, sampler mode) of a 20-step run."""
     cmd = [sys.executable, "-m", "distlg", "train", "--signal", str(store), "--factors", "8",
            "--params", "200000", "--samples-per-partition", "100", "--steps", "20",
            "--threads", "1", "--out", str(BENCH / "run"), "--no-progress", "--no-tensorboard",
            "--checkpoint-every", "0"]
     if budget is not None:
         cmd += ["--memory-budget-gib", str(budget)]
-    t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     if proc.returncode:
         sys.exit(proc.stdout + proc.stderr)
     rss = float(re.search(r"peak RSS per worker: ([\d.]+) MiB", proc.stdout).group(1))
     mode = re.search(r"sampler (\w+)", proc.stdout).group(1)
-    return rss, mode, time.perf_counter() - t0
+    return rss, mode
 
 
 def main() -> None:
@@ -67,7 +67,7 @@ def main() -> None:
         store = store_for(size)
         cells = []
         for budget in BUDGETS.values():
-            rss, mode, _ = train(store, budget)
+            rss, mode = train(store, budget)
             cells.append(f"{mode}, {rss:,.0f} MiB")
             print(size, mode, rss, flush=True)
         lines.append(f"| {size}^3 | {size ** 3 / 2**20:,.0f} MiB | " + " | ".join(cells) + " |")

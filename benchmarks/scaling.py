@@ -34,8 +34,9 @@ ARGS = ["--signal", str(STORE), "--factors", "5", "8", "8", "--overlaps", "1", "
 
 
 def ingest() -> None:
-    if not (STORE / "zarr.json").exists():
-        subprocess.run([sys.executable, "-m", "distlg", "ingest", str(SOURCE), str(STORE)], check=True)
+    """Ingest bikes.mp4 (a complete store is kept as it is; an interrupted one resumes)."""
+    subprocess.run([sys.executable, "-m", "distlg", "ingest", str(SOURCE), str(STORE),
+                    "--factors", "5", "8", "8", "--no-progress"], check=True)
 
 
 def train(workers: int, out: str) -> dict:

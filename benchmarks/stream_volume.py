@@ -212,7 +212,9 @@ def main() -> None:
         return
     BENCH.mkdir(parents=True, exist_ok=True)
     store = BENCH / f"volume-{args.size}.zarr"
-    prep = {} if (store / "zarr.json").is_file() and _complete(store) else ingest(args.size, store)
+    from distlg.store import is_complete
+
+    prep = {} if is_complete(store) else ingest(args.size, store)
     budget = str(args.budget_mib << 20)
     resident = run_phase("shard", str(store), "40", budget)
     print("resident:", resident)
@@ -223,13 +225,6 @@ def main() -> None:
     report(args.size, args.budget_mib << 20, store, prep, resident, streaming, trained)
     if args.clean:
         shutil.rmtree(store)
-
-
-def _complete(store: Path) -> bool:
-    from distlg.store import info, open_array
-
-    array = open_array(store)
-    return array is not None and bool(info(array).get("complete"))
 
 
 if __name__ == "__main__":

@@ -120,6 +120,12 @@ def info(array: zarr.Array) -> dict:
     return dict(array.attrs[KEY])
 
 
+def is_complete(path: str | Path) -> bool:
+    """Whether ``path`` holds a distlg store whose ingest finished."""
+    array = open_array(path)
+    return array is not None and bool(info(array).get("complete"))
+
+
 def update(array: zarr.Array, **changes) -> None:
     """Merge ``changes`` into the store's description (one atomic rewrite of zarr.json)."""
     array.update_attributes({KEY: {**info(array), **changes}})

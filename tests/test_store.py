@@ -212,6 +212,7 @@ def test_interrupted_ingest_is_incomplete_then_resumes(tmp_path, monkeypatch):
     with pytest.raises(Interrupt):
         ingest(tmp_path / "v.npy", tmp_path / "v.zarr", options)
     assert desc(tmp_path / "v.zarr")["complete"] is False
+    assert not store.is_complete(tmp_path / "v.zarr")
     assert desc(tmp_path / "v.zarr")["ingest"]["done"] == 15
     with pytest.raises(StoreError, match="incomplete.*15 of 40"):
         open_store(tmp_path / "v.zarr")
@@ -219,6 +220,7 @@ def test_interrupted_ingest_is_incomplete_then_resumes(tmp_path, monkeypatch):
     interrupt_after(monkeypatch, 10**9, starts)
     assert ingest(tmp_path / "v.npy", tmp_path / "v.zarr", options).status == "resumed"
     assert starts == [0, 15]  # the second run read only what was missing
+    assert store.is_complete(tmp_path / "v.zarr")
     assert np.array_equal(read_all(tmp_path / "v.zarr")[..., 0], volume)
     assert ingest(tmp_path / "v.npy", tmp_path / "v.zarr", options).status == "up to date"
 
