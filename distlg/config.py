@@ -85,6 +85,10 @@ class TrainConfig:
     """Learning-rate schedule: constant (the paper's) or cosine decay to --lr-final x lr."""
     lr_final: float = 0.05
     """Final learning rate of the cosine schedule, as a fraction of --lr."""
+    global_lr: Optional[float] = None
+    """Learning rate of a Local-Global model's replicated part (global branch and merge), as a
+    fraction of --lr (the local sub-networks train at --lr). Default: 0.3 for images, 1
+    otherwise."""
     sample_fraction: Optional[float] = None
     """Fraction of the signal's positions drawn per step, spread equally over partitions.
     Default: full batch (every position every step) for images and audio, 0.02 otherwise."""

@@ -74,7 +74,7 @@ def _train(config: Config, world: World, signal: Signal | None, out: Path) -> Tr
     pids = shard(plan.grid, world.size)[world.rank]
     model = INR(plan.arch, pids, seed=config.train.seed).to(world.device)
     bucket = GlobalGradBucket(model, world)
-    optimizer = torch.optim.Adam(model.parameters(), lr=plan.lr)
+    optimizer = make_optimizer(model, plan.lr, plan.global_lr)
     start = _resume(config, model, optimizer, world, plan) if config.run.resume else 0
     sampler = make_sampler(signal, plan.grid, pids, plan.samples_per_partition, config.train.seed,
                            int(config.train.memory_budget_gib * 2**30), world.device)
@@ -150,7 +150,20 @@ def _set_lr(optimizer: torch.optim.Optimizer, config: Config, plan: Plan, step: 
         final = plan.lr * config.train.lr_final
         lr = final + 0.5 * (plan.lr - final) * (1 + math.cos(math.pi * step / plan.steps))
     for group in optimizer.param_groups:
-        group["lr"] = lr
+        group["lr"] = lr * group["lr_scale"]
+
+
+def make_optimizer(model: INR, lr: float, global_lr: float = 1.0) -> torch.optim.Adam:
+    """Adam over the model; a Local-Global model's replicated part (global branch, merge) steps
+    at ``global_lr * lr``, its local sub-networks at ``lr``. Every step of the replicated part
+    moves the whole signal at once, where a local step moves one partition."""
+    shared = global_lr if model.arch.arch == "local-global" else 1.0
+    groups = [{"params": model.local_parameters(), "lr_scale": 1.0},
+              {"params": model.global_parameters(), "lr_scale": shared}]
+    groups = [g for g in groups if g["params"]]
+    for g in groups:
+        g["lr"] = lr * g["lr_scale"]
+    return torch.optim.Adam(groups, lr=lr)
 
 
 def _resume(config: Config, model: INR, optimizer: torch.optim.Optimizer, world: World,
@@ -199,6 +212,8 @@ class _Tracker:
               f"parameters; grid {g.factors} = {g.num_partitions} partitions, halo {g.overlaps}; "
               f"{world.size} worker(s) on {world.device}; sampler {sampler.mode}; "
               f"{plan.samples_per_step:,} samples/step; all-reduce {bucket.bytes_per_step:,} B/step")
+        shared = f" (replicated part x{plan.global_lr:g})" if plan.arch.arch == "local-global" else ""
+        print(f"distlg: {plan.steps} steps, Adam lr {plan.lr:g}{shared}, {config.train.schedule} schedule")
         if self.tb:
             flat = {f"{s}.{k}": (v if isinstance(v, (int, float, str, bool)) else str(v))
                     for s, sec in config.to_dict().items() for k, v in sec.items()}

@@ -5,6 +5,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 
 from distlg.config import Config, ConfigError, load
 from distlg.modeldir import ModelDir
@@ -28,12 +29,31 @@ def test_local_global_fits_a_real_image(tmp_path):
     assert model.params()["total"] == result.plan.arch.total_params(16)
 
 
+def test_global_lr_scales_only_the_replicated_part(tmp_path):
+    """global_lr 0 freezes a Local-Global model's global branch and merge while its local
+    sub-networks train; a SIREN (all of it replicated) trains at the full rate regardless."""
+    from distlg.model import INR
+
+    settings = dict(path="builtin:camera@32x32", factors=[2, 2], params=800, steps=20)
+    result = train(quick(tmp_path, global_lr=0.0, **settings))
+    init = INR(result.plan.arch, range(4), seed=0)
+    trained = result.model
+    for name in result.plan.arch.global_shapes():
+        assert torch.equal(trained[name], init[name]), name
+    assert not torch.equal(trained["local.0.weight"], init["local.0.weight"])
+
+    siren = dict(settings, arch="siren", factors=[1, 1])
+    a = train(quick(tmp_path / "a", global_lr=0.0, **siren)).model
+    b = train(quick(tmp_path / "b", **siren)).model
+    assert all(torch.equal(a[n], b[n]) for n in a.arch.global_shapes())
+
+
 def test_plan_defaults_follow_the_signal_kind():
     image = builtin("astronaut@256x256")
     plan = make_plan(Config(), image)
     assert plan.grid.factors == (8, 8)  # 32x32-pixel partitions
     assert plan.samples_per_partition is None  # full batch
-    assert plan.lr == 5e-4 and plan.steps == 2000
+    assert plan.lr == 5e-4 and plan.steps == 2000 and plan.global_lr == 0.3
     total = plan.arch.total_params(64)
     assert abs(total / (256 * 256 * 3 / 4) - 1) < 0.05
 
@@ -73,6 +93,7 @@ def test_config_files_and_overrides(tmp_path):
     (["--factors", "2", "2", "2"], "needs 1 or 2 values"),
     (["--steps", "0"], "steps must be"),
     (["--params", "10", "--factors", "8", "8"], "parameters within"),
+    (["--global-lr", "-1"], "global lr must be"),
 ])
 def test_cli_errors_are_one_line_with_status_2(tmp_path, args, needle):
     proc = subprocess.run([sys.executable, "-m", "distlg", "train", *args, "--out", str(tmp_path),
