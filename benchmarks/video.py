@@ -243,28 +243,27 @@ def read(runs: dict, equal: float, step: int) -> str:
 NOTES = """
 Why Local-Global does not come out ahead here (the PSNR at each step is deterministic for a seed,
 so these per-step numbers repeat from run to run; the timings do not):
-- Against SIREN it leads at equal steps, as in the paper, but narrowly: +0.24 dB at 900 steps
-  (the paper's full-size margin is +0.57 dB); its curve is the steeper one at the end (+1.09 dB
-  over steps 600-900 vs SIREN's +0.78), so longer runs would likely widen the gap. At equal time
-  the two are within timing noise of each other: with the paper's sample fractions one
-  Local-Global step (78,720 samples) costs about as much as one SIREN step (14,942 samples),
-  because Local-Global is only ~5x cheaper per sample on this CPU although it needs ~15x fewer
-  multiply-adds. Local-Global's time advantage grows with the budget: at the paper's full-size
-  widths (3.19 M weights) it processes 13x more samples per second than SIREN
-  (results/speed.md), against ~5x at this 160 K budget.
-- Against per-partition it trails, by 0.94 dB at 900 steps at the learning rate both prefer
+- Against SIREN it leads at equal steps, as in the paper: +0.75 dB at 900 steps (the paper's
+  full-size margin is +0.57 dB). At equal time the two are close (31.89 vs 31.16 dB here): with
+  the paper's sample fractions one Local-Global step (78,720 samples) costs about as much as one
+  SIREN step (14,942 samples), because Local-Global is only ~5x cheaper per sample on this CPU
+  although it needs ~15x fewer multiply-adds. Local-Global's time advantage grows with the
+  budget: at the paper's full-size widths (3.19 M weights) it processes 13x more samples per
+  second than SIREN (results/speed.md), against ~5x at this 160 K budget.
+- Against per-partition it trails, by 0.43 dB at 900 steps at the learning rate both prefer
   (1e-3); at the paper's 1e-4 the two were level in REFERENCE.md (30.36 vs 30.20 dB after 1500
-  steps). Local-Global's path through each depth has a second sine layer (the merge, shared by
-  all partitions and depths) whose weights take the gradients of all 320 partitions; our
-  unverified guess is that the large Adam steps that speed up the independent local networks
-  suit that shared, deeper path less well. Per-partition is also 5x cheaper per sample (no
-  global branch, no merge), so at equal time its lead grows to several dB.
+  steps). Local-Global's shared part (global branch and merge) takes the gradients of all 320
+  partitions and every one of its steps moves the whole clip; at the full 1e-3 it held
+  Local-Global back: stepping it at 0.3x (`--global-lr 0.3`, used here) gave 31.19 vs 30.33 dB
+  after 600 steps in a probe, and 31.94 vs 31.42 dB after 900 steps in this benchmark (the
+  previous run of this command, at 1x). Per-partition is also 5x cheaper per sample (no global
+  branch, no merge), so at equal time its lead grows to several dB.
 - Both partitioned methods still show faint partition seams at these step counts (frame figure);
   Local-Global's global branch has not removed them by 900 steps.
 - Settings tried and not found to reverse this (probes below): learning rate 1e-4 to 2e-3,
-  global share 5 % and 10 %, 0.5 % and 2 % of the pixels per step. At this reduced size and
+  global share 5 % and 10 %, 0.5 % and 2 % of the pixels per step, the shared part at 0.3x. At this reduced size and
   step budget on one CPU thread we found no fair setting in which Local-Global beats both
-  baselines; it beats SIREN per step and ties it per second.
+  baselines; it beats SIREN per step and slightly per second.
 
 Why the learning rates differ from the paper's 1e-4: short probes on this clip (same budget,
 1 thread; development runs, not part of this command) gave, for Local-Global at 2 % per step
