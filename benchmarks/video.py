@@ -261,9 +261,9 @@ so these per-step numbers repeat from run to run; the timings do not):
 - Both partitioned methods still show faint partition seams at these step counts (frame figure);
   Local-Global's global branch has not removed them by 900 steps.
 - Settings tried and not found to reverse this (probes below): learning rate 1e-4 to 2e-3,
-  global share 5 % and 10 %, 0.5 % and 2 % of the pixels per step, the shared part at 0.3x. At this reduced size and
-  step budget on one CPU thread we found no fair setting in which Local-Global beats both
-  baselines; it beats SIREN per step and slightly per second.
+  global share 5 % and 10 %, 0.5 % and 2 % of the pixels per step, the shared part at 0.3x.
+  At this reduced size and step budget on one CPU thread we found no fair setting in which
+  Local-Global beats both baselines; it beats SIREN per step and slightly per second.
 
 Why the learning rates differ from the paper's 1e-4: short probes on this clip (same budget,
 1 thread; development runs, not part of this command) gave, for Local-Global at 2 % per step
