@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -77,6 +78,7 @@ def main() -> None:
     parser.add_argument("--global-lr", type=float, default=None,
                         help="Local-Global's --global-lr (default: distlg's default for images)")
     args = parser.parse_args()
+    t_start = time.perf_counter()
     runs = {}
     for arch in ("siren", "local-global", "per-partition"):
         runs[arch] = run_config(seed=args.seeds[0], out=str(SCRATCH / arch),
@@ -128,6 +130,8 @@ def main() -> None:
     curves = plot_training(runs, "paper_image", "astronaut 256x256, ~49 K parameters")
     lines += ["", f"![PSNR against step and time]({curves})",
               "", f"![Reconstructions]({plot_images(images, 'paper_image_reconstructions')})"]
+    minutes = (time.perf_counter() - t_start) / 60
+    lines += ["", f"Run time: {minutes:.1f} minutes (training, evaluations, plots; 1 thread)."]
     for line in lines:
         print(line)
     write_results("paper_image", "Image: astronaut 256x256, ~49 K parameters, (8, 8) partitions",
