@@ -57,7 +57,8 @@ def select(md: ModelDir, keep: Sequence[Box] = (), drop: Sequence[Box] = (),
         if any(not 0 <= i < grid.factors[axis] for i in indices):
             raise ModelDirError(f"axis {md.signal['axes'][axis]} has partition indices "
                                 f"0-{grid.factors[axis] - 1}, got {id_ranges(indices)}")
-        kept = {p for p in kept if grid.index(p)[axis] not in set(indices)}
+        gone = set(indices)
+        kept = {p for p in kept if grid.index(p)[axis] not in gone}
     if not kept:
         raise ModelDirError("the crop would leave no partition; keep at least one")
     return sorted(kept)
@@ -82,7 +83,8 @@ def crop(model: str | Path | ModelDir, kept: Sequence[int], out: str | Path | No
         raise ModelDirError(f"{md.path}: file {lost[0]} listed in the manifest is missing")
     manifest = manifest_for(md.grid, md.arch, md.signal, dict(md.manifest["global"]),
                             [dict(entries[p]) for p in kept])
-    dropped = [p for p in md.partition_ids if p not in set(kept)]
+    kept_set = set(kept)
+    dropped = [p for p in md.partition_ids if p not in kept_set]
     if out is None:
         path = md.path
         write_manifest(path, manifest)

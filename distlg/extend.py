@@ -38,6 +38,7 @@ from .modeldir import (
 from .plan import DEFAULT_FRACTION, DEFAULT_LR, DEFAULT_STEPS
 from .sampler import make_sampler
 from .signal import Signal
+from .train import scheduled_lr
 
 
 class ExtendError(DistlgError):
@@ -137,10 +138,8 @@ def _train(model: INR, signal: Signal, grid: PartitionGrid, settings: ExtendSett
     optimizer = torch.optim.Adam(model.local_parameters(), lr=lr)
     try:
         for step in tqdm(range(steps), unit="step", disable=not settings.progress):
-            if settings.schedule == "cosine":
-                final = lr * settings.lr_final
-                cosine = 0.5 * (1 + math.cos(math.pi * step / steps))
-                optimizer.param_groups[0]["lr"] = final + (lr - final) * cosine
+            optimizer.param_groups[0]["lr"] = scheduled_lr(lr, step, steps, settings.schedule,
+                                                           settings.lr_final)
             batch = sampler.batch(step)
             fused.forward_backward(model, batch.coords, batch.values, scale)
             optimizer.step()

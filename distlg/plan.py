@@ -27,7 +27,7 @@ DEFAULT_GLOBAL_LR = {"image": 0.3}
 """Learning rate of Local-Global's replicated part relative to the local sub-networks. At the
 image rate (5e-4, full batch) the shared branch, whose every step moves the whole image, makes
 the PSNR oscillate by ~0.5 dB late in training; 0.3x removes that (astronaut 256x256, 2000
-steps: +1.1 / +0.7 dB on two seeds, benchmarks/results/paper_image.md). At the paper's 1e-4 for
+steps: +1.1 / +0.7 / +0.9 dB on three seeds, benchmarks/results/paper_image.md). At the paper's 1e-4 for
 audio it slowed training (bach, 1000 steps: 33.80 vs 34.20 dB), so other kinds keep 1."""
 
 

@@ -145,12 +145,17 @@ def _evaluate(model: INR, plan: Plan, signal: Signal, world: World, full: bool) 
 
 
 def _set_lr(optimizer: torch.optim.Optimizer, config: Config, plan: Plan, step: int) -> None:
-    lr = plan.lr
-    if config.train.schedule == "cosine":
-        final = plan.lr * config.train.lr_final
-        lr = final + 0.5 * (plan.lr - final) * (1 + math.cos(math.pi * step / plan.steps))
+    lr = scheduled_lr(plan.lr, step, plan.steps, config.train.schedule, config.train.lr_final)
     for group in optimizer.param_groups:
         group["lr"] = lr * group["lr_scale"]
+
+
+def scheduled_lr(lr: float, step: int, steps: int, schedule: str, final: float) -> float:
+    """The learning rate at ``step``: ``lr`` (constant), or cosine decay from ``lr`` to
+    ``final * lr`` over ``steps``."""
+    if schedule != "cosine":
+        return lr
+    return lr * (final + 0.5 * (1 - final) * (1 + math.cos(math.pi * step / steps)))
 
 
 def make_optimizer(model: INR, lr: float, global_lr: float = 1.0) -> torch.optim.Adam:
@@ -158,12 +163,9 @@ def make_optimizer(model: INR, lr: float, global_lr: float = 1.0) -> torch.optim
     at ``global_lr * lr``, its local sub-networks at ``lr``. Every step of the replicated part
     moves the whole signal at once, where a local step moves one partition."""
     shared = global_lr if model.arch.arch == "local-global" else 1.0
-    groups = [{"params": model.local_parameters(), "lr_scale": 1.0},
-              {"params": model.global_parameters(), "lr_scale": shared}]
-    groups = [g for g in groups if g["params"]]
-    for g in groups:
-        g["lr"] = lr * g["lr_scale"]
-    return torch.optim.Adam(groups, lr=lr)
+    groups = [(model.local_parameters(), 1.0), (model.global_parameters(), shared)]
+    return torch.optim.Adam([{"params": params, "lr": lr * scale, "lr_scale": scale}
+                             for params, scale in groups if params])
 
 
 def _resume(config: Config, model: INR, optimizer: torch.optim.Optimizer, world: World,

@@ -130,3 +130,12 @@ def test_normalisation_round_trips():
     sig = builtin("camera@32x32")
     raw = sig.read(((0, 32), (0, 32)))
     assert np.array_equal(sig.denormalise(sig.normalise(raw)), raw)
+
+
+def test_cosine_schedule_runs_from_lr_to_its_final_fraction():
+    from distlg.train import scheduled_lr
+
+    assert scheduled_lr(1e-3, 0, 100, "cosine", 0.1) == pytest.approx(1e-3)
+    assert scheduled_lr(1e-3, 50, 100, "cosine", 0.1) == pytest.approx(0.55e-3)
+    assert scheduled_lr(1e-3, 100, 100, "cosine", 0.1) == pytest.approx(1e-4)
+    assert scheduled_lr(1e-3, 50, 100, "constant", 0.1) == 1e-3
