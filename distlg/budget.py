@@ -37,7 +37,9 @@ def _count(arch: str, in_dims: int, out_dims: int, layers: int, merge: str, part
     else:
         l_params = l_params + (in_dims + 1) * local + hidden * (local * local + local) \
             + local * out_dims + out_dims
-    if arch == "local-global":
+    if arch == "local-global" and merge == "bias":  # lattice projections and output term
+        g_params = g_params + (layers + 1) * glob * local + glob * out_dims + out_dims
+    elif arch == "local-global":
         depths = layers + 1
         merges = 1 if merge == "shared" else depths
         rows = glob if merge == "add" else local + glob
@@ -47,11 +49,12 @@ def _count(arch: str, in_dims: int, out_dims: int, layers: int, merge: str, part
 
 def fit_widths(arch: str, params: int, partitions: int, in_dims: int, out_dims: int,
                hidden_layers: int = 3, merge: str = "shared", global_share: float = 0.1,
-               **kwargs) -> Architecture:
+               max_global_width: int | None = None, **kwargs) -> Architecture:
     """The architecture of kind ``arch`` whose parameter count is closest to ``params``.
 
     For Local-Global, among the width pairs whose total lies within 5 % of the budget, the one
-    whose global share is closest to ``global_share`` wins. The baselines have one width, so
+    whose global share is closest to ``global_share`` wins; ``max_global_width`` caps the
+    global width (the rest of the budget goes to the local sub-networks). The baselines have one width, so
     they get the closest count (within 25 %, as the width's step allows). Extra ``kwargs`` (w0, coord_scale)
     pass through to the ``Architecture``.
     """
@@ -75,7 +78,8 @@ def fit_widths(arch: str, params: int, partitions: int, in_dims: int, out_dims: 
         l = int(widths[np.argmin(np.abs(total - params))])
         best = Architecture(arch, local_width=l, **common)
     else:
-        local, glob = np.meshgrid(widths[:1024], widths, indexing="ij")
+        cap = min(MAX_WIDTH, max_global_width or MAX_WIDTH)
+        local, glob = np.meshgrid(widths[:1024], widths[:cap], indexing="ij")
         g_count, total = count(local, glob)
         miss = np.abs(total / params - 1)
         share_miss = np.abs(g_count / total - global_share)

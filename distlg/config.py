@@ -53,6 +53,11 @@ class PartitionConfig:
 class ModelConfig:
     arch: Literal["local-global", "per-partition", "siren"] = "local-global"
     """Model family: Local-Global SIREN, SIREN per partition (local only), or one SIREN."""
+    recipe: Literal["distlg", "paper"] = "distlg"
+    """How Local-Global is built. distlg: the global branch capped at --max-global-width and
+    evaluated on a coarse lattice per partition, its features entering every local layer as a
+    bias (merge "bias"): the cost per sample does not grow with the signal. paper: the
+    paper's formulation (global share 10 %, concat merge evaluated at every sample)."""
     params: Optional[int] = None
     """Total parameter budget; the widths are chosen to match it. Default: signal values
     divided by --compression."""
@@ -70,9 +75,17 @@ class ModelConfig:
     """Hidden layers after the first sine layer, in each branch."""
     w0: float = 30.0
     """SIREN frequency factor: each layer computes sin(w0 (x W + b))."""
-    merge: Literal["shared", "per-depth", "add"] = "shared"
+    merge: Optional[Literal["shared", "per-depth", "add", "bias"]] = None
     """How local and global features meet: one concat+sine layer shared by all depths (the
-    paper's code), one per depth, or adding a sine projection of the global features."""
+    paper's code), one per depth, adding a sine projection of the global features, or the
+    global branch on a lattice added as a bias inside each local layer. Default: bias for the
+    distlg recipe, shared for the paper's."""
+    lattice: Optional[list[int]] = None
+    """Lattice cells per partition per axis where the global branch runs (merge bias). Default:
+    about 8 samples per cell, coarsened until the corners cost at most a local layer."""
+    max_global_width: Optional[int] = None
+    """Largest global width the budget may pick. Default: 64 for the distlg recipe, none for
+    the paper's."""
 
 
 @dataclass
@@ -97,7 +110,11 @@ class TrainConfig:
     seed: int = 0
     """Seed of the initialisation and of the sampling."""
     eval_every: int = 0
-    """Evaluate PSNR over the whole signal every this many steps (0: only at the end)."""
+    """Evaluate PSNR every this many steps (0: only at the end)."""
+    eval: Literal["auto", "full", "sample"] = "auto"
+    """How the PSNR is scored: full (every value, streamed over all workers), sample (a fixed
+    random subset of whole partitions, about 4 M values, reported with its 95 % confidence
+    interval), or auto (sample above 10^7 values, else full)."""
     log_every: int = 25
     """Log the loss every this many steps."""
     memory_budget_gib: float = 4.0

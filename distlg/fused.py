@@ -16,11 +16,12 @@ All functions run under ``torch.no_grad`` and write ``.grad`` themselves.
 
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 from torch import Tensor
 
+from . import lattice
 from .model import INR
 
 CHUNK_SAMPLES = 2048
@@ -64,14 +65,67 @@ class _Local:
         return t.index_select(0, self.slots[self.ps].to(t.device))
 
 
-def _forward(model: INR, x: Tensor, local: _Local, tape: list | None) -> Tensor:
-    """Output [pc, nc, out] for scaled coordinates x [pc, nc, in]; fills ``tape`` if given."""
+class _Lattice:
+    """The global branch on its lattice (merge "bias"), for the partitions of one batch.
+
+    The lattice is small (K corners per partition), so its features are computed once per
+    call with autograd; chunks interpolate them to their samples with one batched product,
+    accumulate their gradients per depth, and ``finish`` pushes those through the global
+    branch. The interpolation weights depend only on the coordinates, so a full-batch run
+    (the same coordinate tensor every step) computes them once.
+    """
+
+    def __init__(self, model: INR, coords: Tensor, slots: Tensor | None, train: bool):
+        ids = model.partitions if slots is None else model.partitions.index_select(
+            0, slots.to(model.partitions.device))
+        self.model = model
+        with torch.enable_grad() if train else torch.no_grad():
+            self.u = model.lattice_features(ids)                     # [P, K, C]
+        self.values = self.u.detach()
+        self.weights = _cached_weights(model, coords, ids)          # [P, n, K]
+        width, depths = model.arch.local_width, model.arch.depths
+        self.du = [torch.zeros_like(self.values[..., :width]) for _ in range(depths)] + \
+            [torch.zeros_like(self.values[..., depths * width:])] if train else []
+
+    def features(self, ps: slice, ss: slice) -> Tensor:
+        """Interpolated features [pc, nc, C] of a chunk's samples."""
+        return torch.bmm(self.weights[ps, ss], self.values[ps])
+
+    def grad(self, ps: slice, ss: slice) -> Callable[[int, Tensor, float], None]:
+        """For a chunk: add ``alpha`` x the gradient ``dz`` [pc, nc, .] of depth d's features
+        (d = depths: the output term)."""
+        wt = self.weights[ps, ss].transpose(1, 2)
+        return lambda d, dz, alpha: self.du[d][ps].baddbmm_(wt, dz, alpha=alpha)
+
+    def finish(self, grads: dict[str, Tensor]) -> None:
+        names = list(self.model.arch.global_shapes())
+        params = [self.model[n] for n in names]
+        for name, g in zip(names, torch.autograd.grad(self.u, params, torch.cat(self.du, dim=2))):
+            grads[name].add_(g)
+
+
+def _cached_weights(model: INR, coords: Tensor, ids: Tensor) -> Tensor:
+    cache = getattr(model, "_lattice_weights", None)
+    if cache is not None and cache[0] is coords and cache[1] == coords._version \
+            and torch.equal(cache[2], ids):
+        return cache[3]
+    weights = lattice.interp_weights(model.arch, coords, ids)
+    model._lattice_weights = (coords, coords._version, ids, weights)
+    return weights
+
+
+def _forward(model: INR, x: Tensor, local: _Local, tape: list | None,
+             zg: Tensor | None = None) -> Tensor:
+    """Output [pc, nc, out] for scaled coordinates x [pc, nc, in]; fills ``tape`` if given.
+
+    ``zg`` [pc, nc, C] are the lattice features interpolated to the samples (merge "bias")."""
     a, w0 = model.arch, model.arch.w0
     pc, nc, _ = x.shape
     rows = pc * nc
     g, h = x.reshape(rows, a.in_dims), x
+    width = a.local_width
     for d in range(a.depths):
-        if a.has_global:
+        if a.has_global and zg is None:
             z = torch.addmm(model[f"global.{d}.bias"], g, model[f"global.{d}.weight"], beta=w0, alpha=w0)
             g_in, g = g, (torch.sin(z) if tape is not None else z.sin_())
             if tape is not None:
@@ -79,14 +133,17 @@ def _forward(model: INR, x: Tensor, local: _Local, tape: list | None) -> Tensor:
         if a.has_local:
             z = torch.baddbmm(local(f"local.{d}.bias").unsqueeze(1), h, local(f"local.{d}.weight"),
                               beta=w0, alpha=w0)
+            if zg is not None:
+                z.add_(zg[..., d * width:(d + 1) * width], alpha=w0)
             h_in, l = h, (torch.sin(z) if tape is not None else z.sin_())
             if tape is not None:
                 tape.append((h_in, z, l))
-            h = _merge_forward(model, d, l, g, tape) if a.arch == "local-global" else l
+            h = _merge_forward(model, d, l, g, tape) if a.arch == "local-global" and zg is None else l
     if not a.has_local:
         out = torch.addmm(model["out.bias"], g, model["out.weight"]).view(pc, nc, a.out_dims)
         return out
-    return torch.baddbmm(local("local.out.bias").unsqueeze(1), h, local("local.out.weight"))
+    out = torch.baddbmm(local("local.out.bias").unsqueeze(1), h, local("local.out.weight"))
+    return out if zg is None else out.add_(zg[..., a.depths * width:])
 
 
 def _merge_forward(model: INR, d: int, l: Tensor, g: Tensor, tape: list | None) -> Tensor:
@@ -109,9 +166,13 @@ def _merge_forward(model: INR, d: int, l: Tensor, g: Tensor, tape: list | None) 
     return h
 
 
-def _backward(model: INR, tape: list, dout: Tensor, local: _Local, grads: dict[str, Tensor]) -> None:
-    """Accumulate parameter gradients given dL/d(output) [pc, nc, out]; consumes the tape."""
+def _backward(model: INR, tape: list, dout: Tensor, local: _Local, grads: dict[str, Tensor],
+              lattice_grad: Callable[[int, Tensor, float], None] | None = None) -> None:
+    """Accumulate parameter gradients given dL/d(output) [pc, nc, out]; consumes the tape.
+
+    With lattice features (merge "bias") their gradients go to ``lattice_grad``."""
     a, w0 = model.arch, model.arch.w0
+    width = a.local_width
     pc, nc, _ = dout.shape
     rows = pc * nc
     ps = local.ps
@@ -132,8 +193,11 @@ def _backward(model: INR, tape: list, dout: Tensor, local: _Local, grads: dict[s
         grads["out.bias"].add_(d2.sum(0))
         dg = torch.mm(d2, model["out.weight"].t())
 
+    on_lattice = lattice_grad is not None
+    if on_lattice:
+        lattice_grad(a.depths, dout, 1.0)
     for d in reversed(range(a.depths)):
-        if a.arch == "local-global":
+        if a.arch == "local-global" and not on_lattice:
             zm, _ = tape.pop()
             h_in, zl, l = tape.pop()
             dl, dg = _merge_backward(model, d, zm, dh, l, tape[-1][2], dg, grads)
@@ -142,11 +206,13 @@ def _backward(model: INR, tape: list, dout: Tensor, local: _Local, grads: dict[s
             dl = dh
         if a.has_local:
             c = zl.cos_().mul_(dl)
+            if on_lattice:
+                lattice_grad(d, c, w0)
             lgrad(f"local.{d}.weight").baddbmm_(h_in.transpose(1, 2), c, alpha=w0)
             lgrad(f"local.{d}.bias").add_(c.sum(1), alpha=w0)
             if d > 0:
                 dh = _bmm(c, local(f"local.{d}.weight").transpose(1, 2), w0)
-        if a.has_global:
+        if a.has_global and not on_lattice:
             g_in, zg, _ = tape.pop()
             c = zg.cos_().mul_(dg)
             grads[f"global.{d}.weight"].addmm_(g_in.t(), c, alpha=w0)
@@ -192,13 +258,17 @@ def forward_backward(model: INR, coords: Tensor, values: Tensor, scale: float) -
         grads[name] = p.grad
     sse = torch.zeros((), dtype=torch.float64, device=values.device)
     x_all = coords * model.coord_scale
+    lat = _Lattice(model, coords, None, train=True) if model.arch.on_lattice else None
     for ps, ss in chunks(x_all.shape[0], x_all.shape[1]):
         local = _Local(model, ps, None)
         tape: list = []
-        out = _forward(model, x_all[ps, ss].contiguous(), local, tape)
+        zg = lat.features(ps, ss) if lat else None
+        out = _forward(model, x_all[ps, ss].contiguous(), local, tape, zg)
         err = out.sub_(values[ps, ss])
         sse += err.pow(2).sum(dtype=torch.float64)
-        _backward(model, tape, err.mul_(2.0 * scale), local, grads)
+        _backward(model, tape, err.mul_(2.0 * scale), local, grads, lat.grad(ps, ss) if lat else None)
+    if lat:
+        lat.finish(grads)
     return sse
 
 
@@ -208,6 +278,8 @@ def predict(model: INR, coords: Tensor, pids=None) -> Tensor:
     slots = model.slots(pids)
     x_all = coords * model.coord_scale
     out = torch.empty(x_all.shape[:2] + (model.arch.out_dims,), device=coords.device)
+    lat = _Lattice(model, coords, slots, train=False) if model.arch.on_lattice else None
     for ps, ss in chunks(x_all.shape[0], x_all.shape[1], target=4 * CHUNK_SAMPLES):
-        out[ps, ss] = _forward(model, x_all[ps, ss].contiguous(), _Local(model, ps, slots), None)
+        zg = lat.features(ps, ss) if lat else None
+        out[ps, ss] = _forward(model, x_all[ps, ss].contiguous(), _Local(model, ps, slots), None, zg)
     return out

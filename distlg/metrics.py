@@ -47,6 +47,13 @@ def ssim(truth: np.ndarray, pred: np.ndarray, kind: str) -> float | None:
     return float(structural_similarity(a, b, **kw))
 
 
+SAMPLED_ABOVE = 10**7
+"""Signals with more values than this are scored on a fixed subset of partitions by default."""
+SAMPLED_VALUES = 1 << 22
+"""Values the sampled score evaluates (whole partitions, at least ``SAMPLED_MIN_PARTITIONS``)."""
+SAMPLED_MIN_PARTITIONS = 16
+
+
 @dataclass
 class Evaluation:
     mse: float
@@ -54,11 +61,66 @@ class Evaluation:
     ssim: float | None = None
     reconstruction: np.ndarray | None = None
     """Normalised [-1, 1] reconstruction (only when asked for and small enough)."""
+    sampled: tuple[int, int] | None = None
+    """(partitions scored, partitions in all) when scored on a subset, else None."""
+    psnr_interval: tuple[float, float] | None = None
+    """95 % confidence interval of a sampled PSNR."""
+
+    def describe(self) -> str:
+        text = f"PSNR {self.psnr:.2f} dB"
+        if self.sampled:
+            lo, hi = self.psnr_interval
+            text += (f" (sampled: {self.sampled[0]} of {self.sampled[1]} partitions, "
+                     f"95 % CI {lo:.2f}-{hi:.2f})")
+        return text + (f", SSIM {self.ssim:.4f}" if self.ssim is not None else "")
+
+
+def score_subset(grid: PartitionGrid, channels: int, mode: str = "auto") -> list[int] | None:
+    """The partitions a score evaluates: None for all of them (``mode`` full, or auto on a
+    signal of at most ``SAMPLED_ABOVE`` values), else a fixed random subset (seed 0, the
+    same for any worker count) holding about ``SAMPLED_VALUES`` values."""
+    if mode not in ("auto", "full", "sample"):
+        raise ValueError(f"unknown evaluation mode {mode!r}")
+    total = math.prod(grid.shape) * channels
+    if mode == "full" or (mode == "auto" and total <= SAMPLED_ABOVE):
+        return None
+    per_partition = math.prod(grid.part_shape) * channels
+    count = max(SAMPLED_MIN_PARTITIONS, SAMPLED_VALUES // per_partition)
+    if count >= grid.num_partitions:
+        return None
+    rng = np.random.default_rng(0)
+    return sorted(int(p) for p in rng.choice(grid.num_partitions, size=count, replace=False))
+
+
+def evaluate_sampled(model: INR, grid: PartitionGrid, signal: Signal, subset: Sequence[int],
+                     reduce: Callable[[list[float]], list[float]] | None = None) -> Evaluation:
+    """Estimate the PSNR over the whole signal from the partitions ``subset`` (each worker
+    scores those it holds): a cluster sample, the MSE the ratio of summed squared errors to
+    summed counts, its 95 % interval from the spread of the per-partition errors."""
+    index = {p: i for i, p in enumerate(subset)}
+    held = [p for p in model.partition_ids if p in index]
+    sums = [0.0] * (2 * len(subset))
+    for pid, box, values in render_partitions(model, grid, held):
+        truth = signal.normalise(signal.read(box))
+        i = index[pid]
+        sums[2 * i] += float(np.square(np.clip(values, -1.0, 1.0) - truth, dtype=np.float64).sum())
+        sums[2 * i + 1] += values.size
+    if reduce is not None:
+        sums = reduce(sums)
+    sse, count = np.asarray(sums[0::2]), np.asarray(sums[1::2])
+    k, total = len(subset), grid.num_partitions
+    mse = sse.sum() / count.sum()
+    # ratio estimator's standard error, with the finite-population correction
+    resid = (sse - mse * count) / count.mean()
+    se = math.sqrt(max(0.0, 1 - k / total) * resid.var(ddof=1) / k) if k > 1 else 0.0
+    peak = signal.psnr_peak
+    interval = (psnr(mse + 1.96 * se, peak), psnr(max(mse - 1.96 * se, 1e-30), peak))
+    return Evaluation(float(mse), psnr(mse, peak), sampled=(k, total), psnr_interval=interval)
 
 
 def evaluate(model: INR, grid: PartitionGrid, signal: Signal, pids: Sequence[int] | None = None,
              reduce: Callable[[list[float]], list[float]] | None = None,
-             full: bool = False) -> Evaluation:
+             full: bool = False, progress: bool = False) -> Evaluation:
     """Score the model's partitions against the signal, each position by its own partition.
 
     ``reduce`` sums [sse, count] over workers (identity by default). With ``full`` (single
@@ -69,7 +131,12 @@ def evaluate(model: INR, grid: PartitionGrid, signal: Signal, pids: Sequence[int
     recon = np.zeros(signal.shape + (signal.channels,), np.float32) if keep else None
     truth_all = np.zeros_like(recon) if keep else None
     sse, count = 0.0, 0
-    for _, box, values in render_partitions(model, grid, pids):
+    parts = render_partitions(model, grid, pids)
+    if progress:
+        from tqdm.auto import tqdm
+        held = len(pids) if pids is not None else model.num_partitions
+        parts = tqdm(parts, total=held, unit="partition", desc="scoring", leave=False)
+    for _, box, values in parts:
         truth = signal.normalise(signal.read(box))
         pred = np.clip(values, -1.0, 1.0)
         sse += float(np.square(pred - truth, dtype=np.float64).sum())

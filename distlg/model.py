@@ -12,9 +12,19 @@ stacked, ``[P, in, out]``, so every local layer is one batched matmul. ``arch`` 
 
 - ``local-global``: both branches and the merge (one merge shared by all depths as in the
   paper's code; ``merge="per-depth"`` gives each depth its own; ``merge="add"`` instead adds a
-  per-depth sine projection of g_d to l_d);
+  per-depth sine projection of g_d to l_d; ``merge="bias"`` is distlg's default, below);
 - ``per-partition``: the local branch alone, h_d = l_d (the KiloNeRF-style baseline);
 - ``siren``: the global branch alone with a linear output layer (one MLP for the signal).
+
+With ``merge="bias"`` the global branch runs on a coarse lattice of points per partition
+(``distlg.lattice``) instead of at every sample, and its projections enter the local layers as
+a position-dependent bias:
+
+    l_d = sin(w0 (l_{d-1} Wl_d[p] + bl_d[p] + Z_d(x)))     y = l_L Wo[p] + bo[p] + Z_out(x)
+
+where Z_d, Z_out interpolate g_d M_d and g_L Wgo + bgo from the lattice. Per sample that costs
+one small product per partition, whatever the global width, so the cost per sample does not
+grow with the signal.
 
 Initialisation is SIREN's: first layers U(-1/in, 1/in), later layers U(-sqrt(6/in)/w0, ..),
 biases U(-1/sqrt(in), 1/sqrt(in)). Partition p's local weights are drawn from a generator seeded
@@ -32,10 +42,11 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from . import lattice
 from .errors import DistlgError
 
 ARCHS = ("local-global", "per-partition", "siren")
-MERGES = ("shared", "per-depth", "add")
+MERGES = ("shared", "per-depth", "add", "bias")
 
 
 @dataclass(frozen=True)
@@ -52,6 +63,14 @@ class Architecture:
     merge: str = "shared"
     coord_scale: tuple[float, ...] = ()
     """Factor applied to each input coordinate (audio uses 100: its time axis spans [-100, 100])."""
+    lattice: tuple[int, ...] = ()
+    """Lattice cells per partition per axis where the global branch runs (merge "bias")."""
+    grid_factors: tuple[int, ...] = ()
+    """Partitions per axis of the grid the lattice follows (ids are their C-order ravel)."""
+    cell_origin: tuple[float, ...] = ()
+    """Coordinate of partition 0's lower box edge, per axis (before ``coord_scale``)."""
+    part_size: tuple[float, ...] = ()
+    """Extent of one partition's box in coordinates, per axis."""
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHS:
@@ -68,6 +87,14 @@ class Architecture:
         if len(scale) != self.in_dims:
             raise DistlgError(f"coord_scale has {len(scale)} entries for {self.in_dims} input dims")
         object.__setattr__(self, "coord_scale", scale)
+        for name in ("lattice", "grid_factors", "cell_origin", "part_size"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        if self.on_lattice:
+            geometry = (self.lattice, self.grid_factors, self.cell_origin, self.part_size)
+            if any(len(t) != self.in_dims for t in geometry) or min(self.lattice) < 1 \
+                    or min(self.grid_factors) < 1 or min(self.part_size) <= 0:
+                raise DistlgError("merge 'bias' needs lattice, grid_factors, cell_origin and "
+                                  f"part_size with {self.in_dims} valid entries each")
 
     @property
     def has_local(self) -> bool:
@@ -76,6 +103,11 @@ class Architecture:
     @property
     def has_global(self) -> bool:
         return self.arch != "per-partition"
+
+    @property
+    def on_lattice(self) -> bool:
+        """The global branch runs on a lattice of points, not at every sample."""
+        return self.arch == "local-global" and self.merge == "bias"
 
     @property
     def depths(self) -> int:
@@ -110,6 +142,12 @@ class Architecture:
                 shapes[f"global.{d}.weight"] = (self.in_dims if d == 0 else g, g)
                 shapes[f"global.{d}.bias"] = (g,)
         h, g = self.local_width, self.global_width
+        if self.on_lattice:
+            for d in range(self.depths):
+                shapes[f"merge.{d}.weight"] = (g, h)
+            shapes["global.out.weight"] = (g, self.out_dims)
+            shapes["global.out.bias"] = (self.out_dims,)
+            return shapes
         for m in range(self.merge_count):
             rows = g if self.merge == "add" else h + g
             shapes[f"merge.{m}.weight"] = (rows, h)
@@ -131,14 +169,19 @@ class Architecture:
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        d["coord_scale"] = list(self.coord_scale)
+        for name in _TUPLES:
+            d[name] = list(d[name])
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "Architecture":
         d = dict(d)
-        d["coord_scale"] = tuple(d.get("coord_scale", ()))
+        for name in _TUPLES:
+            d[name] = tuple(d.get(name, ()))
         return cls(**d)
+
+
+_TUPLES = ("coord_scale", "lattice", "grid_factors", "cell_origin", "part_size")
 
 
 # -- initialisation ------------------------------------------------------------------------------
@@ -162,6 +205,8 @@ def _weight_shape(bias_name: str, arch: Architecture) -> tuple[int, ...]:
 
 def _init_bound(name: str, shape: tuple[int, ...], arch: Architecture) -> float:
     fan_in = _fan_in(name, shape, arch)
+    if name.startswith("global.out."):
+        return 0.0  # the lattice's output term starts at zero: the local nets start as SIREN's
     if name.endswith(".bias"):
         return 1.0 / math.sqrt(fan_in)
     if name in ("local.0.weight", "global.0.weight"):
@@ -291,6 +336,16 @@ class INR(nn.Module):
             t = self[name]
             return t if slots is None else t.index_select(0, slots)
 
+        if a.on_lattice:
+            ids = self.partitions if slots is None else self.partitions.index_select(0, slots)
+            z = torch.bmm(lattice.interp_weights(a, coords, ids), self.lattice_features(ids))
+            h, width = x, a.local_width
+            for d in range(a.depths):
+                pre = torch.bmm(h, local(f"local.{d}.weight")) + local(f"local.{d}.bias").unsqueeze(1)
+                h = torch.sin(a.w0 * (pre + z[..., d * width:(d + 1) * width]))
+            out = torch.bmm(h, local("local.out.weight")) + local("local.out.bias").unsqueeze(1)
+            return out + z[..., a.depths * width:]
+
         g = x.reshape(groups * n, a.in_dims)
         h = x
         for d in range(a.depths):
@@ -303,6 +358,19 @@ class INR(nn.Module):
         if not a.has_local:
             return (g @ self["out.weight"] + self["out.bias"]).reshape(groups, n, a.out_dims)
         return torch.bmm(h, local("local.out.weight")) + local("local.out.bias").unsqueeze(1)
+
+    def lattice_features(self, pids: Tensor) -> Tensor:
+        """The global branch's projections at the lattice corners of ``pids``: [P, K, C] with
+        C = depths x local width + outputs (``distlg.lattice``), differentiable."""
+        a = self.arch
+        points = lattice.lattice_points(a, pids.cpu()).to(self.coord_scale.device)
+        g = (points * self.coord_scale).reshape(-1, a.in_dims)
+        feats = []
+        for d in range(a.depths):
+            g = torch.sin(a.w0 * (g @ self[f"global.{d}.weight"] + self[f"global.{d}.bias"]))
+            feats.append(g @ self[f"merge.{d}.weight"])
+        feats.append(g @ self["global.out.weight"] + self["global.out.bias"])
+        return torch.cat(feats, dim=1).view(points.shape[0], points.shape[1], -1)
 
     def _merge(self, l: Tensor, g: Tensor, d: int, groups: int, n: int) -> Tensor:
         a = self.arch

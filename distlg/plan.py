@@ -8,12 +8,16 @@ partitions (Local-Global's replicated part at 0.3x that rate, distlg's own choic
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
+
+import numpy as np
 
 from .budget import fit_widths
 from .config import Config, ConfigError
 from .geometry import PartitionGrid, auto_factors
+from .lattice import default_lattice
 from .model import Architecture
 from .signal import Signal
 
@@ -23,6 +27,10 @@ DEFAULT_COMPRESSION = {"image": 4.0, "audio": 1.5, "video": 64.0, "volume": 64.0
 """Signal values per parameter: images as in the paper's 512x512 / 200 K runs; audio about the
 paper's 198 K parameters for its 7-second clip."""
 DEFAULT_FRACTION = {"video": 0.02, "volume": 0.02}
+DEFAULT_MAX_GLOBAL_WIDTH = 64
+"""Global width cap of the distlg recipe: the shared part's capacity does not grow with the
+budget (the rest goes to the local sub-networks), and on its lattice its cost per sample does
+not depend on it at all."""
 DEFAULT_GLOBAL_LR = {"image": 0.3}
 """Learning rate of Local-Global's replicated part relative to the local sub-networks. At the
 image rate (5e-4, full batch) the shared branch, whose every step moves the whole image, makes
@@ -92,24 +100,53 @@ def make_grid(config: Config, signal: Signal) -> PartitionGrid:
     return PartitionGrid(signal.shape, factors, overlaps)
 
 
-def make_arch(config: Config, signal: Signal, grid: PartitionGrid) -> Architecture:
+def make_arch(config: Config, signal: Signal, grid: PartitionGrid,
+              samples_per_partition: int | None = None) -> Architecture:
+    """The architecture of a run: widths from the budget, the recipe's merge and, for the
+    lattice merge, its lattice (``samples_per_partition`` None: full batch)."""
     m = config.model
+    merge = m.merge or ("shared" if m.recipe == "paper" else "bias")
     common = dict(in_dims=len(signal.shape), out_dims=signal.channels, hidden_layers=m.hidden_layers,
-                  merge=m.merge, w0=m.w0, coord_scale=signal.coord_scale)
+                  merge=merge, w0=m.w0, coord_scale=signal.coord_scale)
     if m.local_width or m.global_width:
-        return Architecture(m.arch, local_width=m.local_width or 0,
-                            global_width=m.global_width or 0, **common)
-    params = m.params
-    if params is None:
-        values = math.prod(signal.shape) * signal.channels
-        params = round(values / (m.compression or DEFAULT_COMPRESSION[signal.kind]))
-    return fit_widths(m.arch, params, grid.num_partitions, global_share=m.global_share, **common)
+        arch = Architecture(m.arch, local_width=m.local_width or 0,
+                            global_width=m.global_width or 0, **_lattice_stub(m.arch, merge, grid),
+                            **common)
+    else:
+        params = m.params
+        if params is None:
+            values = math.prod(signal.shape) * signal.channels
+            params = round(values / (m.compression or DEFAULT_COMPRESSION[signal.kind]))
+        cap = m.max_global_width
+        if cap is None and m.recipe != "paper":
+            cap = DEFAULT_MAX_GLOBAL_WIDTH
+        arch = fit_widths(m.arch, params, grid.num_partitions, global_share=m.global_share,
+                          max_global_width=cap, **_lattice_stub(m.arch, merge, grid), **common)
+    if not arch.on_lattice:
+        return arch
+    cells = _per_axis(m.lattice, grid.ndim, "lattice")
+    if cells is None:
+        n = samples_per_partition or math.prod(grid.sample_shape)
+        cells = default_lattice(grid.part_shape, n, arch.local_width)
+    if min(cells) < 1:
+        raise ConfigError(f"lattice cells per partition must be >= 1, got {list(cells)}")
+    return dataclasses.replace(arch, lattice=cells)
+
+
+def _lattice_stub(arch: str, merge: str, grid: PartitionGrid) -> dict:
+    """The lattice geometry of a grid (one cell per partition until the widths are known)."""
+    if arch != "local-global" or merge != "bias":
+        return {}
+    extent = np.maximum(np.asarray(grid.extent, dtype=np.float64) - 1, 1)
+    origin = -1.0 - 1.0 / extent                     # position -0.5: the first box's edge
+    size = 2.0 * np.asarray(grid.part_shape, dtype=np.float64) / extent
+    return dict(lattice=(1,) * grid.ndim, grid_factors=grid.factors,
+                cell_origin=tuple(origin.tolist()), part_size=tuple(size.tolist()))
 
 
 def make_plan(config: Config, signal: Signal) -> Plan:
     t = config.train
     grid = make_grid(config, signal)
-    arch = make_arch(config, signal, grid)
     steps = t.steps if t.steps is not None else DEFAULT_STEPS.get(signal.kind, 1500)
     lr = t.lr if t.lr is not None else DEFAULT_LR.get(signal.kind, 1e-4)
     if steps < 1:
@@ -128,4 +165,5 @@ def make_plan(config: Config, signal: Signal) -> Plan:
             n = max(1, round(fraction * math.prod(signal.shape) / grid.num_partitions))
     elif n < 1:
         raise ConfigError(f"samples per partition must be >= 1, got {n}")
+    arch = make_arch(config, signal, grid, n)
     return Plan(grid, arch, steps, lr, global_lr, n)

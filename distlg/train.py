@@ -27,7 +27,7 @@ from . import checkpoint, fused
 from .config import Config
 from .errors import WorkerLost
 from .geometry import shard
-from .metrics import Evaluation, evaluate
+from .metrics import Evaluation, evaluate, evaluate_sampled, score_subset
 from .model import INR
 from .parallel import GlobalGradBucket, World
 from .plan import Plan, make_plan
@@ -96,7 +96,7 @@ def _train(config: Config, world: World, signal: Signal | None, out: Path) -> Tr
             optimizer.zero_grad(set_to_none=False)
             done = step + 1
             if config.train.eval_every and done % config.train.eval_every == 0 and done < plan.steps:
-                tracker.eval(done, lambda: _evaluate(model, plan, signal, world, full=False))
+                tracker.eval(done, lambda: _evaluate(model, plan, signal, world, config, full=False))
             tracker.step(done, sse * scale)
             if config.run.checkpoint_every and done % config.run.checkpoint_every == 0:
                 save(done)
@@ -117,7 +117,7 @@ def _train(config: Config, world: World, signal: Signal | None, out: Path) -> Tr
     if not (config.run.checkpoint_every and plan.steps % config.run.checkpoint_every == 0):
         save(plan.steps)
     model_dir = checkpoint.write_model(out / "model", model, world, plan.grid, info)
-    final = tracker.eval(plan.steps, lambda: _evaluate(model, plan, signal, world,
+    final = tracker.eval(plan.steps, lambda: _evaluate(model, plan, signal, world, config,
                                                        full=not world.distributed))
     tracker.close()
     rss = world.all_gather(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
@@ -137,11 +137,18 @@ def signal_info(signal: Signal) -> dict:
             "meta": {k: v for k, v in signal.meta.items() if isinstance(v, (str, int, float))}}
 
 
-def _evaluate(model: INR, plan: Plan, signal: Signal, world: World, full: bool) -> Evaluation:
+def _evaluate(model: INR, plan: Plan, signal: Signal, world: World, config: Config,
+              full: bool) -> Evaluation:
+    """Score the model: every partition, or a fixed subset of them on large signals
+    (``--eval``); each worker scores the partitions it holds, the sums are all-reduced."""
     def reduce(values: list[float]) -> list[float]:
         return world.all_reduce_(torch.tensor(values, dtype=torch.float64)).tolist()
 
-    return evaluate(model, plan.grid, signal, reduce=reduce, full=full)
+    subset = score_subset(plan.grid, signal.channels, config.train.eval)
+    if subset is not None:
+        return evaluate_sampled(model, plan.grid, signal, subset, reduce=reduce)
+    return evaluate(model, plan.grid, signal, reduce=reduce, full=full,
+                    progress=world.is_main and config.run.progress)
 
 
 def _set_lr(optimizer: torch.optim.Optimizer, config: Config, plan: Plan, step: int) -> None:
@@ -214,7 +221,13 @@ class _Tracker:
               f"parameters; grid {g.factors} = {g.num_partitions} partitions, halo {g.overlaps}; "
               f"{world.size} worker(s) on {world.device}; sampler {sampler.mode}; "
               f"{plan.samples_per_step:,} samples/step; all-reduce {bucket.bytes_per_step:,} B/step")
-        shared = f" (replicated part x{plan.global_lr:g})" if plan.arch.arch == "local-global" else ""
+        shared = ""
+        if plan.arch.arch == "local-global":
+            a = plan.arch
+            where = (f"on a {'x'.join(map(str, a.lattice))} lattice per partition" if a.on_lattice
+                     else "at every sample")
+            print(f"distlg: recipe {config.model.recipe}: merge {a.merge}, global branch {where}")
+            shared = f" (replicated part x{plan.global_lr:g})"
         print(f"distlg: {plan.steps} steps, Adam lr {plan.lr:g}{shared}, {config.train.schedule} schedule")
         if self.tb:
             flat = {f"{s}.{k}": (v if isinstance(v, (int, float, str, bool)) else str(v))
@@ -246,9 +259,12 @@ class _Tracker:
         t0 = time.perf_counter()
         ev = evaluate()
         self.paused += time.perf_counter() - t0
-        self._record({"step": step, "psnr": ev.psnr, "ssim": ev.ssim, "time": self.elapsed()})
+        record = {"step": step, "psnr": ev.psnr, "ssim": ev.ssim, "time": self.elapsed()}
+        if ev.sampled:
+            record["psnr_ci"] = list(ev.psnr_interval)
+        self._record(record)
         if self.world.is_main:
-            msg = f"step {step}: PSNR {ev.psnr:.2f} dB" + (f", SSIM {ev.ssim:.4f}" if ev.ssim else "")
+            msg = f"step {step}: {ev.describe()}"
             (self.bar.write if self.bar is not None else print)(msg)
             if self.tb:
                 scalars = {"eval/psnr": ev.psnr}

@@ -29,10 +29,9 @@ def run(args: argparse.Namespace) -> int:
         return 0
     r, plan = result, result.plan
     total = plan.arch.total_params(plan.grid.num_partitions)
-    ssim = f", SSIM {r.final.ssim:.4f}" if r.final.ssim is not None else ""
     print(f"trained {r.steps_run} steps in {r.seconds:.1f} s "
           f"({r.samples_per_second:,.0f} samples/s over {len(r.peak_rss_mib)} worker(s)); "
-          f"PSNR {r.final.psnr:.2f} dB{ssim}; {total:,} parameters; model in {r.model_dir}")
+          f"{r.final.describe()}; {total:,} parameters; model in {r.model_dir}")
     print("peak RSS per worker: " + ", ".join(f"{m:.0f} MiB" for m in r.peak_rss_mib)
           + f"; all-reduce {r.allreduce_bytes:,} B/step")
     return 0

@@ -1,0 +1,142 @@
+"""Training cost per sample against signal size: Local-Global (distlg recipe and the paper's),
+SIREN-per-partition and SIREN, with the widths ``distlg train`` picks at a fixed compression.
+
+    python benchmarks/scale.py                 # ~10 minutes on 2 cores; results/scale.md + .png
+    python benchmarks/scale.py --threads 1 --sizes 3   # quicker
+
+Video-shaped signals (RGB, 25 fps-like aspect) from 10^5 to 3.6 x 10^8 values, the default
+video partitioning (50x32x32 samples), 64 values per weight, 32 samples per partition per step
+(the issue's measurement; at least 16,384 samples per step on the smallest signals, so that a
+step's fixed costs do not dominate). No data is read: the batch is drawn from the partitions' sampling
+boxes and the values are random, since the cost of a step does not depend on them. Each
+method's fused forward + backward (``distlg.fused.forward_backward``) is timed in this process,
+methods interleaved over rounds; the median is reported as microseconds per training sample.
+SIREN runs on a fixed 4,096-sample batch (its cost per sample does not depend on the batch).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import RESULTS, _pyplot, write_results  # noqa: E402
+
+from distlg import fused  # noqa: E402
+from distlg.config import Config  # noqa: E402
+from distlg.model import INR  # noqa: E402
+from distlg.plan import make_plan  # noqa: E402
+from distlg.sampler import random_positions  # noqa: E402
+from distlg.signal import Signal  # noqa: E402
+
+SIZES = [(8, 64, 72), (16, 144, 256), (32, 288, 512), (64, 360, 640), (132, 720, 1280)]
+"""Frames x rows x columns; x 3 channels: 1.1e5, 1.8e6, 1.4e7, 4.4e7, 3.6e8 values."""
+METHODS = {
+    "Local-Global (distlg)": dict(arch="local-global"),
+    "Local-Global (paper)": dict(arch="local-global", recipe="paper"),
+    "SIREN-per-partition": dict(arch="per-partition"),
+    "SIREN": dict(arch="siren"),
+}
+SAMPLES = 32
+MIN_STEP_SAMPLES = 16384
+SIREN_BATCH = 4096
+
+
+def fake_video(shape: tuple[int, int, int]) -> Signal:
+    """A signal of ``shape`` x 3 whose data takes no memory (only its geometry is used)."""
+    return Signal(np.broadcast_to(np.zeros((1, 1, 1, 1), np.uint8), shape + (3,)), "video", (0, 255))
+
+
+def setup(signal: Signal, settings: dict):
+    partitions = make_plan(Config().replace(**METHODS["SIREN-per-partition"]), signal).grid.num_partitions
+    n = max(SAMPLES, -(-MIN_STEP_SAMPLES // partitions))
+    plan = make_plan(Config().replace(samples_per_partition=n, **settings), signal)
+    pids = list(range(plan.grid.num_partitions))
+    model = INR(plan.arch, pids)
+    n = n if plan.arch.has_local else SIREN_BATCH
+    pos = random_positions(plan.grid, pids, n, seed=0, step=0)
+    coords = torch.from_numpy(plan.grid.normalise(pos))
+    values = torch.rand(coords.shape[:-1] + (3,)) * 2 - 1
+    return plan, model, coords, values
+
+
+def time_step(model, coords, values) -> float:
+    t0 = time.perf_counter()
+    fused.forward_backward(model, coords, values, 1.0 / values.numel())
+    return time.perf_counter() - t0
+
+
+def measure(shape, rounds: int) -> dict[str, dict]:
+    signal = fake_video(shape)
+    runs = {name: setup(signal, s) for name, s in METHODS.items()}
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for name, (_, model, coords, values) in runs.items():
+        time_step(model, coords, values)  # warm-up
+    for _ in range(rounds):
+        for name, (_, model, coords, values) in runs.items():
+            samples = coords.shape[0] * coords.shape[1]
+            times[name].append(time_step(model, coords, values) / samples * 1e6)
+    out = {}
+    for name, (plan, *_rest) in runs.items():
+        a = plan.arch
+        out[name] = dict(us=statistics.median(times[name]), local=a.local_width, glob=a.global_width,
+                         params=a.total_params(plan.grid.num_partitions),
+                         partitions=plan.grid.num_partitions, lattice=a.lattice)
+    return out
+
+
+def plot(table: dict, values: list[int]) -> str:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    for name in METHODS:
+        ax.loglog(values, [table[v][name]["us"] for v in values], "o-", label=name)
+    ax.set(xlabel="signal values", ylabel="training cost (µs per sample)",
+           title="Cost per training sample vs signal size (64 values / weight)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(RESULTS / "scale.png", dpi=110)
+    plt.close(fig)
+    return "scale.png"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    parser.add_argument("--sizes", type=int, default=len(SIZES), help="how many of the sizes to run")
+    parser.add_argument("--rounds", type=int, default=3, help="timed rounds per method (median)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    started = time.perf_counter()
+    table, values = {}, []
+    for shape in SIZES[:args.sizes]:
+        v = int(np.prod(shape)) * 3
+        values.append(v)
+        table[v] = measure(shape, args.rounds)
+        row = ", ".join(f"{k}: {r['us']:.2f}" for k, r in table[v].items())
+        print(f"{shape} ({v:.2e} values): {row} µs/sample", flush=True)
+    lines = ["| values | partitions | method | widths local / global | lattice | weights | µs / sample | "
+             "vs per-partition |", "|---|---|---|---|---|---|---|---|"]
+    for v in values:
+        pp = table[v]["SIREN-per-partition"]["us"]
+        for name, r in table[v].items():
+            lines.append(f"| {v:.2e} | {r['partitions']:,} | {name} | {r['local'] or '-'} / "
+                         f"{r['glob'] or '-'} | {'x'.join(map(str, r['lattice'])) or '-'} | "
+                         f"{r['params']:,} | {r['us']:.2f} | {r['us'] / pp:.2f}x |")
+    lg = [table[v]["Local-Global (distlg)"]["us"] for v in values]
+    ratios = [table[v]["Local-Global (distlg)"]["us"] / table[v]["SIREN-per-partition"]["us"] for v in values]
+    notes = (f"Local-Global (distlg) cost per sample: {min(lg):.2f}-{max(lg):.2f} µs "
+             f"(spread {max(lg) / min(lg) - 1:.0%} across sizes); vs per-partition at equal "
+             f"weights {min(ratios):.2f}x-{max(ratios):.2f}x.\n\n![cost per sample]({plot(table, values)})\n\n"
+             f"{args.threads} thread(s); run time {(time.perf_counter() - started) / 60:.1f} minutes.")
+    write_results("scale", "Cost per training sample against signal size", lines, notes)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,104 @@
+"""The global branch on a coarse lattice: evaluated where it is cheap, interpolated to samples.
+
+What the partitions have in common is smooth at the partition scale, so the global branch need
+not run at every sample. Each partition's un-grown box is cut into ``r_i`` cells per axis; the
+global branch runs at the ``prod(r_i + 1)`` corners of those cells (K points per partition), and
+its projected features are interpolated multilinearly to the partition's samples:
+
+    U[p]   = [g_0 M_0, ..., g_L M_L, g_L Wo + bo]   at the K corner points of partition p
+    Z(x)   = sum_k  w_k(x) U[p, k]                  (hat-function weights, sum_k w_k = 1)
+
+so the per-sample cost of the shared part is one [n, K] x [K, C] product per partition instead
+of a full-width MLP. Corner points on a border between two partitions are the same coordinates
+in both, so the interpolated features are continuous across partition borders. Samples in a
+training halo (outside the box) take the box's edge values (clamped), never another
+partition's lattice, so a partition's output depends on its own corners alone.
+
+Everything here is a function of the architecture and partition ids: which other partitions a
+model holds never matters (crop and subset bit-identity rely on it). Nothing here knows about
+distribution.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from typing import TYPE_CHECKING, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+if TYPE_CHECKING:
+    from .model import Architecture
+
+
+def partition_index(arch: "Architecture", pids: Tensor) -> Tensor:
+    """Per-axis grid index [P, d] (int64) of each partition id.
+
+    Ids are the C-order ravel over ``arch.grid_factors``; the first axis is left unbounded so
+    that an extended model (partitions appended along axis 0) keeps its ids."""
+    factors = arch.grid_factors
+    index, rest = [], pids.to(torch.long)
+    for f in reversed(factors[1:]):
+        index.append(rest % f)
+        rest = rest // f
+    index.append(rest)
+    return torch.stack(index[::-1], dim=-1)
+
+
+def corner_offsets(lattice: Sequence[int]) -> Tensor:
+    """The K = prod(r_i + 1) corner offsets of a partition's cells, C order: int64 [K, d]."""
+    return torch.tensor(list(itertools.product(*[range(r + 1) for r in lattice])),
+                        dtype=torch.long).reshape(-1, len(lattice))
+
+
+def corner_count(lattice: Sequence[int]) -> int:
+    return math.prod(r + 1 for r in lattice)
+
+
+def lattice_points(arch: "Architecture", pids: Tensor) -> Tensor:
+    """Coordinates [P, K, d] (float32, before ``coord_scale``) of each partition's corners."""
+    index = partition_index(arch, pids).to(torch.float64)            # [P, d]
+    cells = torch.tensor(arch.lattice, dtype=torch.float64)
+    size = torch.tensor(arch.part_size, dtype=torch.float64)
+    origin = torch.tensor(arch.cell_origin, dtype=torch.float64)
+    offsets = corner_offsets(arch.lattice).to(torch.float64) / cells  # [K, d] in partitions
+    points = origin + (index.unsqueeze(1) + offsets.unsqueeze(0)) * size
+    return points.to(torch.float32)
+
+
+def interp_weights(arch: "Architecture", coords: Tensor, pids: Tensor) -> Tensor:
+    """Multilinear weights [P, n, K] of each sample's corners in its partition's lattice.
+
+    ``coords`` [P, n, d] are raw coordinates (before ``coord_scale``), grouped by ``pids``.
+    Each axis contributes hat functions max(0, 1 - |t - k|) over its r_i + 1 corners, with t
+    the sample's position in cells, clamped to the box; the weights are their outer product.
+    """
+    device = coords.device
+    index = partition_index(arch, pids).to(device=device, dtype=coords.dtype)  # [P, d]
+    size = torch.tensor(arch.part_size, dtype=coords.dtype, device=device)
+    origin = torch.tensor(arch.cell_origin, dtype=coords.dtype, device=device)
+    weights = None
+    for axis, r in enumerate(arch.lattice):
+        local = coords[..., axis] - (origin[axis] + index[:, axis:axis + 1] * size[axis])
+        t = (local * (r / size[axis])).clamp_(0, r)                 # [P, n] in cells
+        k = torch.arange(r + 1, dtype=coords.dtype, device=device)
+        hat = (1 - (t.unsqueeze(-1) - k).abs()).clamp_(min=0)      # [P, n, r + 1]
+        weights = hat if weights is None else \
+            (weights.unsqueeze(-1) * hat.unsqueeze(-2)).flatten(-2)
+    return weights
+
+
+def default_lattice(part_shape: Sequence[int], samples_per_partition: int, local_width: int,
+                    cell: int = 8) -> tuple[int, ...]:
+    """Cells per partition per axis: about ``cell`` samples per cell, coarsened (largest
+    count first) until the K corners cost at most what a local layer does per sample
+    (K <= 2 x local width) and the lattice holds at most a quarter of the step's samples."""
+    ndim = len(part_shape)
+    cells = [max(1, round(p / cell)) for p in part_shape]
+    limit = max(2 ** ndim, min(2 * local_width, samples_per_partition // 4))
+    while corner_count(cells) > limit and max(cells) > 1:
+        axis = int(np.argmax(cells))
+        cells[axis] = max(1, cells[axis] - max(1, cells[axis] // 4))
+    return tuple(cells)
