@@ -27,6 +27,18 @@ CHUNK_SAMPLES = 2048
 """Samples per chunk and thread: about what keeps one chunk's activations in L2/L3 cache."""
 
 
+def device_chunk_samples(model: INR, device: torch.device) -> int | None:
+    """Samples per chunk on ``device``: None on the CPU (``CHUNK_SAMPLES`` per thread, sized
+    for the caches); on a GPU as many as keep one chunk's saved activations within 1/16 of its
+    memory (the whole batch, usually: one launch per layer instead of one per chunk)."""
+    if device.type != "cuda":
+        return None
+    a = model.arch
+    floats = a.depths * 3 * (a.local_width + a.global_width + a.local_width) + 4 * a.out_dims
+    budget = torch.cuda.get_device_properties(device).total_memory // 16
+    return max(CHUNK_SAMPLES, budget // (4 * max(1, floats)))
+
+
 def chunks(groups: int, n: int, target: int | None = None) -> Iterator[tuple[slice, slice]]:
     """Cover a [groups, n] batch with (partition slice, sample slice) pieces of ~target samples."""
     target = target or CHUNK_SAMPLES * max(1, torch.get_num_threads())
@@ -192,7 +204,7 @@ def forward_backward(model: INR, coords: Tensor, values: Tensor, scale: float) -
         grads[name] = p.grad
     sse = torch.zeros((), dtype=torch.float64, device=values.device)
     x_all = coords * model.coord_scale
-    for ps, ss in chunks(x_all.shape[0], x_all.shape[1]):
+    for ps, ss in chunks(x_all.shape[0], x_all.shape[1], device_chunk_samples(model, values.device)):
         local = _Local(model, ps, None)
         tape: list = []
         out = _forward(model, x_all[ps, ss].contiguous(), local, tape)
@@ -208,6 +220,7 @@ def predict(model: INR, coords: Tensor, pids=None) -> Tensor:
     slots = model.slots(pids)
     x_all = coords * model.coord_scale
     out = torch.empty(x_all.shape[:2] + (model.arch.out_dims,), device=coords.device)
-    for ps, ss in chunks(x_all.shape[0], x_all.shape[1], target=4 * CHUNK_SAMPLES):
+    target = device_chunk_samples(model, coords.device) or 4 * CHUNK_SAMPLES
+    for ps, ss in chunks(x_all.shape[0], x_all.shape[1], target=target):
         out[ps, ss] = _forward(model, x_all[ps, ss].contiguous(), _Local(model, ps, slots), None)
     return out

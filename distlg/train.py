@@ -91,13 +91,13 @@ def _train(config: Config, world: World, signal: Signal | None, out: Path) -> Tr
             _set_lr(optimizer, config, plan, step)
             batch = sampler.batch(step)
             sse = fused.forward_backward(model, batch.coords, batch.values, scale)
-            (sse,) = bucket.reduce(float(sse))
+            sse = bucket.reduce(sse)  # stays on the device: read only when logged
             optimizer.step()
             optimizer.zero_grad(set_to_none=False)
             done = step + 1
             if config.train.eval_every and done % config.train.eval_every == 0 and done < plan.steps:
                 tracker.eval(done, lambda: _evaluate(model, plan, signal, world, full=False))
-            tracker.step(done, sse * scale)
+            tracker.step(done, sse, scale)
             if config.run.checkpoint_every and done % config.run.checkpoint_every == 0:
                 save(done)
         step = plan.steps
@@ -138,10 +138,9 @@ def signal_info(signal: Signal) -> dict:
 
 
 def _evaluate(model: INR, plan: Plan, signal: Signal, world: World, full: bool) -> Evaluation:
-    def reduce(values: list[float]) -> list[float]:
-        return world.all_reduce_(torch.tensor(values, dtype=torch.float64)).tolist()
-
-    return evaluate(model, plan.grid, signal, reduce=reduce, full=full)
+    # host sums (sse, count) travel as objects: exact in float64 on NCCL too, which reduces
+    # CUDA tensors only
+    return evaluate(model, plan.grid, signal, reduce=world.sum_values, full=full)
 
 
 def _set_lr(optimizer: torch.optim.Optimizer, config: Config, plan: Plan, step: int) -> None:
@@ -229,11 +228,14 @@ class _Tracker:
         """Training time so far: wall time less the time spent evaluating."""
         return time.perf_counter() - self.t0 - self.paused
 
-    def step(self, step: int, loss: float) -> None:
+    def step(self, step: int, sse: torch.Tensor, scale: float) -> None:
+        """``sse``: the step's summed squared error (a tensor on the device), read here only on
+        the steps that are logged, so other steps never wait for the device."""
         if self.bar is not None:
             self.bar.update(1)
         if step % self.config.train.log_every and step != self.plan.steps:
             return
+        loss = float(sse[0]) * scale
         self._record({"step": step, "loss": loss, "time": self.elapsed()})
         if self.world.is_main:
             if self.bar is not None:
