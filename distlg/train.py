@@ -23,7 +23,7 @@ from typing import Callable
 
 import torch
 
-from . import checkpoint, fused
+from . import checkpoint
 from .config import Config
 from .errors import WorkerLost
 from .geometry import shard
@@ -33,6 +33,7 @@ from .parallel import GlobalGradBucket, World
 from .plan import Plan, make_plan
 from .sampler import make_sampler
 from .signal import Signal, open_signal
+from .step import training_step
 
 
 @dataclass
@@ -81,6 +82,7 @@ def _train(config: Config, world: World, signal: Signal | None, out: Path) -> Tr
     scale = 1.0 / (plan.samples_per_step * signal.channels)
     info = signal_info(signal)
     tracker = _Tracker(world, config, plan, sampler, bucket, start)
+    forward_backward = training_step(config.train.precision, config.train.kernel, world.device)
 
     def save(step: int) -> None:
         checkpoint.save(out, step, model, optimizer, world, plan.grid, info, config.to_dict())
@@ -90,7 +92,7 @@ def _train(config: Config, world: World, signal: Signal | None, out: Path) -> Tr
         for step in range(start, plan.steps):
             _set_lr(optimizer, config, plan, step)
             batch = sampler.batch(step)
-            sse = fused.forward_backward(model, batch.coords, batch.values, scale)
+            sse = forward_backward(model, batch.coords, batch.values, scale)
             sse = bucket.reduce(sse)  # stays on the device: read only when logged
             optimizer.step()
             optimizer.zero_grad(set_to_none=False)
