@@ -16,6 +16,7 @@ triton = pytest.importorskip("triton", reason="triton cannot be imported here")
 from distlg.kernels.grouped_mlp import BLOCK_K, BLOCK_M, BLOCK_N  # noqa: E402
 from distlg.kernels.grouped_mlp import grouped_linear, torch_grouped_linear  # noqa: E402
 
+pytestmark = pytest.mark.device  # runs on the GPU in benchmarks/gpu_check.sh
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 # (P, n, K, M): first layers (K = 3), hidden and output layers, sizes on and off the blocks
