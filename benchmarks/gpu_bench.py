@@ -50,12 +50,16 @@ def env(out: Path) -> None:
         tri = triton.__version__
     except ImportError as exc:
         tri = f"not importable ({exc})"
+    try:
+        nccl = torch.cuda.nccl.version()
+        nccl = ".".join(map(str, nccl)) if isinstance(nccl, tuple) else str(nccl)
+    except Exception as exc:  # noqa: BLE001 - a version string is not worth failing for
+        nccl = f"unknown ({exc})"
     props = torch.cuda.get_device_properties(0)
     emit(out, f"- device: {torch.cuda.get_device_name(0)} x {torch.cuda.device_count()}, "
               f"{props.total_memory / 2**30:.0f} GiB, {props.multi_processor_count} SMs "
               f"(nvidia-smi: {smi.stdout.strip() or smi.stderr.strip()[:100]})",
-         f"- torch {torch.__version__}, CUDA {torch.version.cuda}, NCCL "
-         f"{'.'.join(map(str, torch.cuda.nccl.version()))}, Triton {tri}, Python "
+         f"- torch {torch.__version__}, CUDA {torch.version.cuda}, NCCL {nccl}, Triton {tri}, Python "
          f"{sys.version.split()[0]}")
 
 

@@ -79,7 +79,7 @@ if [ "$NGPU" -gt 0 ]; then
         $XDIST -m "not slow and not device" tests > "$LOG/tests-cpu.log" 2>&1; echo $? > "$WORK/tests-cpu.rc") &
     CPU_TESTS=$!
     run env 15 $PY benchmarks/gpu_bench.py env "$WORK/parts/env.md"
-    run tests-gpu 45 $PY -m pytest -q -p no:cacheprovider -m "device" tests
+    run tests-gpu 60 $PY -m pytest -q -p no:cacheprovider -m "device" tests
     # (b) a real NCCL job: train + evaluate + checkpoint, resume, export, render
     run nccl 70 bash -c "
         set -ex
@@ -96,7 +96,7 @@ if [ "$NGPU" -gt 0 ]; then
     run speed 90 $PY benchmarks/speed.py 5 --device cuda --precisions fp32 tf32 bf16 \
         --samples 200 2000 --markdown "$WORK/parts/speed.md"
     # (d) the paper's image setting at full size; (e) peak memory
-    run image 110 $PY benchmarks/gpu_bench.py image "$WORK/parts/image.md"
+    run image 105 $PY benchmarks/gpu_bench.py image "$WORK/parts/image.md"
     run memory 20 $PY benchmarks/gpu_bench.py memory "$WORK/parts/memory.md"
     wait $CPU_TESTS
     rc=$(cat "$WORK/tests-cpu.rc" 2>/dev/null || echo "?")

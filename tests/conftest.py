@@ -28,6 +28,15 @@ def device(request) -> torch.device:
     return torch.device(request.param)
 
 
+@pytest.fixture(autouse=True)
+def _float32_matmuls():
+    """Each test starts with IEEE float32 matmuls on CUDA (``--precision`` sets these flags
+    process-wide; a test that sets tf32 must not loosen the next one's comparisons)."""
+    yield
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+
+
 def pytest_collection_modifyitems(items):
     for item in items:
         if "device" in getattr(item, "fixturenames", ()):

@@ -151,7 +151,7 @@ def test_training_on_every_device(tmp_path, device):
                               out=str(tmp_path / "run"), tensorboard=False, progress=False)
     result = train(config)
     assert next(result.model.parameters()).device.type == device.type
-    assert result.final.psnr > 10
+    assert result.final.psnr > 8  # a smoke test: 30 steps
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
