@@ -6,6 +6,7 @@
 #                                            # dependencies the GPU machine lacks, as wheels for
 #                                            # CPython 3.12 manylinux x86_64, into .wheels/
 #   bash benchmarks/gpu_check.sh             # on the GPU machine (no network; ~6 minutes)
+#   DISTLG_COMMIT=abc1234 bash benchmarks/gpu_check.sh   # where the copy has no .git
 #
 # The GPU machine is assumed to have a CUDA build of torch, accelerate, safetensors,
 # scikit-image, pytest (+ pytest-timeout, pytest-xdist), Triton and numpy; .wheels/ adds zarr,
@@ -75,8 +76,8 @@ skip() { STATUS+=("$1|-|0|no GPU: skipped"); say "$1: no GPU: skipped"; }
 if [ "$NGPU" -gt 0 ]; then
     # (a) tests. CPU correctness (the 2-worker gloo suite among them) in the background with the
     # GPU hidden: 2 workers on one GPU cannot form an NCCL group. Device tests on CUDA meanwhile.
-    (CUDA_VISIBLE_DEVICES="" timeout -k 10 150 $PY -m pytest -q -x -p no:cacheprovider \
-        $XDIST -m "not slow and not device" tests > "$LOG/tests-cpu.log" 2>&1; echo $? > "$WORK/tests-cpu.rc") &
+    (CUDA_VISIBLE_DEVICES="" timeout -k 10 150 $PY -m pytest -q -p no:cacheprovider \
+        --timeout 120 $XDIST -m "not slow and not device" tests > "$LOG/tests-cpu.log" 2>&1; echo $? > "$WORK/tests-cpu.rc") &
     CPU_TESTS=$!
     run env 15 $PY benchmarks/gpu_bench.py env "$WORK/parts/env.md"
     run tests-gpu 60 $PY -m pytest -q -p no:cacheprovider -m "device" tests
@@ -113,7 +114,8 @@ REPORT=$WORK/gpu.md
     echo "# GPU check"
     echo
     echo "- command: \`bash benchmarks/gpu_check.sh\`"
-    echo "- commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git status --porcelain --untracked-files=no 2>/dev/null | grep -q . && echo ' (with uncommitted changes)')"
+    COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo "${DISTLG_COMMIT:-unknown (no .git here: set DISTLG_COMMIT)}")
+    echo "- commit: $COMMIT$(git status --porcelain --untracked-files=no 2>/dev/null | grep -q . && echo ' (with uncommitted changes)')"
     echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC'); total $(elapsed) s"
     echo "- machine: $(uname -m), $(nproc) cores, $NGPU GPU(s)"
     if [ -s "$WORK/parts/env.md" ]; then cat "$WORK/parts/env.md"; else
