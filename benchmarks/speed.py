@@ -1,18 +1,25 @@
 """Training throughput of the paper's video configuration: distlg vs a straightforward baseline.
 
     python benchmarks/speed.py            # ~3 minutes on 2 cores; writes benchmarks/results/speed.md
+    python benchmarks/speed.py --device cuda --precisions fp32 tf32 bf16 --markdown FILE
+                                          # on a GPU (benchmarks/gpu_check.sh runs this)
 
 Configuration (the paper's cat-video widths): 3 input dims, 3 outputs, 320 partitions, 55 local
 and 180 global hidden units, 3 hidden layers, 200 samples per partition per step (64,000).
 Every method runs whole training steps (forward, backward, Adam) on the same batch, in this
 process, interleaved over several rounds; the median step time of each is reported, for 1 and
-2 threads. Achieved GFLOP/s counts the matmul work of forward and backward; the float32 matmul
-peak (2048x2048) is measured in the same run.
+2 threads (CPU) or each precision (GPU). Achieved GFLOP/s counts the matmul work of forward and
+backward; the matmul peak (2048x2048 on a CPU, 8192x8192 on a GPU, at the row's precision) is
+measured in the same run.
 
-- baseline: the same network written the straightforward way (what the paper's code does):
-  autograd, one batched matmul per local layer, ``sin(30 * x)``, concatenation + linear merge.
+- baseline: the paper's own formulation, as its public code's ``LocalGlobalBlock`` (concat_and_fc)
+  computes it: per depth the global layer, then the local layer (``bmm``, bias added in place,
+  ``sin(30 x)``), then the shared merge (concatenate, linear, ``sin(30 x)``); linear layers as its
+  ``BatchLinear`` (matmul with the transposed weight, bias added in place); autograd; mean
+  squared error. (Its coordinates also require a gradient; that cost is left out here.)
 - distlg: ``distlg.fused.forward_backward`` (w0 in the GEMMs, split merge, in-place sine
-  backward, cache-sized chunks) on an ``INR``.
+  backward, chunks sized for the device) on an ``INR``; on a GPU also the autograd step with
+  bf16 matmuls and the Triton kernel for the local layers (``distlg.step``).
 - SIREN: one MLP with the same number of parameters (width 1030), distlg's fused step.
 """
 
@@ -38,38 +45,63 @@ SIREN_WIDTH = 1030
 
 
 class Baseline(nn.Module):
-    """Local-Global SIREN, straightforward: autograd, bmm, sin(30 x), concat + linear merge."""
+    """Local-Global SIREN as the paper's code computes it (``LocalGlobalBlock``, concat_and_fc)."""
 
     def __init__(self):
         super().__init__()
         def u(shape, bound):
             return nn.Parameter(torch.empty(shape).uniform_(-bound, bound))
+        # local layers as its LocallyConnectedLayer: weight [P, in, out], bias [P, out]
         self.lw = nn.ParameterList([u((P, D, HL), 1 / D)] +
                                    [u((P, HL, HL), math.sqrt(6 / HL) / W0) for _ in range(LAYERS)])
-        self.lb = nn.ParameterList([u((P, 1, HL), 0.5) for _ in range(LAYERS + 1)])
-        self.ow, self.ob = u((P, HL, O), math.sqrt(6 / HL) / W0), u((P, 1, O), 0.1)
-        self.glob = nn.ModuleList([nn.Linear(D if d == 0 else HG, HG) for d in range(LAYERS + 1)])
-        self.merge = nn.Linear(HL + HG, HL)
+        self.lb = nn.ParameterList([u((P, HL), 0.5) for _ in range(LAYERS + 1)])
+        self.ow, self.ob = u((P, HL, O), math.sqrt(6 / HL) / W0), u((P, O), 0.1)
+        # global layers and merge as its BatchLinear: weight [out, in], bias [out]
+        self.gw = nn.ParameterList([u((HG, D), 1 / D)] +
+                                   [u((HG, HG), math.sqrt(6 / HG) / W0) for _ in range(LAYERS)])
+        self.gb = nn.ParameterList([u((HG,), 0.5) for _ in range(LAYERS + 1)])
+        self.mw, self.mb = u((HL, HL + HG), math.sqrt(6 / (HL + HG)) / W0), u((HL,), 0.1)
 
-    def forward(self, x):  # x [P, n, D]
-        g, h = x.reshape(-1, D), x
+    @staticmethod
+    def local(x, w, b):  # LocallyConnectedLayer.forward
+        out = torch.bmm(x, w)
+        out += b.unsqueeze(1)
+        return out
+
+    @staticmethod
+    def batch_linear(x, w, b):  # BatchLinear.forward
+        out = x.matmul(w.permute(-1, -2))
+        out += b.unsqueeze(-2)
+        return out
+
+    def forward(self, coords):  # coords [P, n, D]
+        p, n = coords.shape[:2]
+        g, h = coords.reshape(p * n, D), coords
         for d in range(LAYERS + 1):
-            g = torch.sin(W0 * self.glob[d](g))
-            l = torch.sin(W0 * (torch.bmm(h, self.lw[d]) + self.lb[d]))
-            cat = torch.cat([l, g.reshape(P, N, HG)], dim=2)
-            h = torch.sin(W0 * self.merge(cat))
-        return torch.bmm(h, self.ow) + self.ob
+            g = torch.sin(30 * self.batch_linear(g, self.gw[d], self.gb[d]))
+            l = torch.sin(30 * self.local(h, self.lw[d], self.lb[d]))
+            cat = torch.cat([l, g.reshape(p, n, -1)], dim=2).reshape(p * n, -1)
+            h = torch.sin(30 * self.batch_linear(cat, self.mw, self.mb)).reshape(p, n, -1)
+        return self.local(h, self.ow, self.ob)
 
 
-def baseline_step(model, opt, x, y):
-    loss = ((model(x) - y) ** 2).mean()
+BASELINE = "baseline (paper's formulation)"
+
+
+def baseline_step(model, opt, x, y, precision="fp32"):
+    if precision == "bf16":  # the straightforward way: autocast the whole forward
+        with torch.autocast(x.device.type, dtype=torch.bfloat16):
+            out = model(x)
+        loss = ((out.float() - y) ** 2).mean()
+    else:
+        loss = ((model(x) - y) ** 2).mean()
     loss.backward()
     opt.step()
     opt.zero_grad()
 
 
-def fused_step(model, opt, x, y):
-    fused.forward_backward(model, x, y, 1.0 / y.numel())
+def fused_step(model, opt, x, y, step=None):
+    (step or fused.forward_backward)(model, x, y, 1.0 / y.numel())
     opt.step()
     opt.zero_grad(set_to_none=False)
 
@@ -82,70 +114,127 @@ def matmul_flops_per_sample(arch: Architecture, partitions_dims: int) -> float:
     return 2.0 * (3 * macs - first)
 
 
-def peak_gflops() -> float:
-    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+def peak_gflops(device: torch.device = torch.device("cpu"), precision: str = "fp32") -> float:
+    """Measured matmul peak: 2048^3 float32 on a CPU; 8192^3 at ``precision`` on a GPU."""
+    size = 2048 if device.type == "cpu" else 8192
+    dtype = torch.bfloat16 if precision == "bf16" and device.type == "cuda" else torch.float32
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
     a @ b
-    best = min(_time(lambda: a @ b) for _ in range(5))
-    return 2 * 2048**3 / best / 1e9
+    best = min(_time(lambda: a @ b, device) for _ in range(5))
+    return 2 * size**3 / best / 1e9
 
 
-def _time(fn) -> float:
+def _time(fn, device: torch.device = torch.device("cpu")) -> float:
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    sync()
     t0 = time.perf_counter()
     fn()
+    sync()
     return time.perf_counter() - t0
 
 
-def measure(threads: int, rounds: int) -> dict:
-    torch.set_num_threads(threads)
-    torch.manual_seed(0)
-    x, y = torch.rand(P, N, D) * 2 - 1, torch.rand(P, N, O) * 2 - 1
+def methods_for(device: torch.device, precision: str, x, y) -> dict:
+    """name -> (model, step(model, optimizer), architecture or None for the baseline)."""
+    from distlg.step import set_matmul_precision, training_step
+
+    set_matmul_precision(precision)
     lg = Architecture("local-global", D, O, LAYERS, HL, HG)
     siren = Architecture("siren", D, O, LAYERS, 0, SIREN_WIDTH)
-    base = Baseline()
-    ours = INR(lg, range(P))
-    mlp = INR(siren, [0])
-    methods = {
-        "baseline (straightforward)": (base, lambda m, o: baseline_step(m, o, x, y)),
-        "distlg": (ours, lambda m, o: fused_step(m, o, x, y)),
-        "SIREN (distlg, equal params)": (mlp, lambda m, o: fused_step(m, o, x.reshape(1, -1, D),
-                                                                      y.reshape(1, -1, O))),
-    }
-    opts = {k: torch.optim.Adam(m.parameters(), lr=1e-4) for k, (m, _) in methods.items()}
+    xs, ys = x.reshape(1, -1, D), y.reshape(1, -1, O)
+    ours = training_step(precision, "torch", device)
+    out = {BASELINE: (Baseline().to(device), lambda m, o: baseline_step(m, o, x, y, precision), lg),
+           "distlg": (INR(lg, range(P)).to(device), lambda m, o: fused_step(m, o, x, y, ours), lg)}
+    if device.type == "cuda":
+        try:
+            tri = training_step(precision, "triton", device)
+            out["distlg, Triton local layers"] = (
+                INR(lg, range(P)).to(device), lambda m, o: fused_step(m, o, x, y, tri), lg)
+        except Exception as exc:  # noqa: BLE001 - reported, the other rows still run
+            print(f"Triton path unavailable: {exc}", flush=True)
+    out["SIREN (distlg, equal params)"] = (
+        INR(siren, [0]).to(device), lambda m, o: fused_step(m, o, xs, ys, ours), siren)
+    return out
+
+
+def measure(threads: int, rounds: int, device: torch.device = torch.device("cpu"),
+            precision: str = "fp32", n: int = N) -> dict:
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    x = (torch.rand(P, n, D) * 2 - 1).to(device)
+    y = (torch.rand(P, n, O) * 2 - 1).to(device)
+    methods = methods_for(device, precision, x, y)
+    opts = {k: torch.optim.Adam(m.parameters(), lr=1e-4) for k, (m, _, _) in methods.items()}
     times = {k: [] for k in methods}
-    for k, (m, step) in methods.items():  # warm-up
-        step(m, opts[k])
+    for k, (m, step, _) in list(methods.items()):  # warm-up (compiles Triton kernels)
+        try:
+            step(m, opts[k])
+            step(m, opts[k])
+        except Exception as exc:  # noqa: BLE001 - a failing path is reported, not fatal
+            print(f"{k}: failed ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})", flush=True)
+            del methods[k], times[k]
     for _ in range(rounds):
-        for k, (m, step) in methods.items():
-            times[k].append(_time(lambda m=m, step=step, k=k: step(m, opts[k])))
-    peak = peak_gflops()
-    flops = {"baseline (straightforward)": matmul_flops_per_sample(lg, P),
-             "distlg": matmul_flops_per_sample(lg, P),
-             "SIREN (distlg, equal params)": matmul_flops_per_sample(siren, 1)}
-    params = {"baseline (straightforward)": sum(p.numel() for p in base.parameters()),
-              "distlg": lg.total_params(P), "SIREN (distlg, equal params)": siren.total_params(1)}
+        for k, (m, step, _) in methods.items():
+            times[k].append(_time(lambda m=m, step=step, k=k: step(m, opts[k]), device))
+    peak = peak_gflops(device, precision)
     rows = {}
     for k, ts in times.items():
+        model, _, arch = methods[k]
         t = statistics.median(ts)
-        rate = P * N / t
-        rows[k] = {"params": params[k], "ms_per_step": 1e3 * t, "samples_per_s": rate,
-                   "gflops": rate * flops[k] / 1e9, "peak": peak}
+        rate = P * n / t
+        parts = P if arch.arch != "siren" else 1
+        rows[k] = {"params": sum(p.numel() for p in model.parameters()), "ms_per_step": 1e3 * t,
+                   "samples_per_s": rate, "gflops": rate * matmul_flops_per_sample(arch, parts) / 1e9,
+                   "peak": peak}
     return rows
 
 
-def main() -> None:
-    rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 7
-    lines = ["| threads | method | parameters | ms/step | samples/s | speed-up vs baseline | "
+def table(rows_by_setting: dict, echo: bool = True) -> list[str]:
+    lines = ["| setting | method | parameters | ms/step | samples/s | speed-up vs baseline | "
              "GFLOP/s | % of matmul peak |", "|---|---|---|---|---|---|---|---|"]
-    for threads in (1, 2):
-        rows = measure(threads, rounds)
-        base = rows["baseline (straightforward)"]["samples_per_s"]
+    for setting, rows in rows_by_setting.items():
+        base = rows.get(BASELINE, {}).get("samples_per_s", float("nan"))
         for name, r in rows.items():
-            line = (f"| {threads} | {name} | {r['params']:,} | {r['ms_per_step']:.0f} | "
+            line = (f"| {setting} | {name} | {r['params']:,} | {r['ms_per_step']:.1f} | "
                     f"{r['samples_per_s']:,.0f} | {r['samples_per_s'] / base:.2f}x | "
-                    f"{r['gflops']:.0f} | {100 * r['gflops'] / r['peak']:.0f} % of "
-                    f"{r['peak']:.0f} |")
-            print(line, flush=True)
+                    f"{r['gflops']:,.0f} | {100 * r['gflops'] / r['peak']:.1f} % of "
+                    f"{r['peak']:,.0f} |")
+            if echo:
+                print(line, flush=True)
             lines.append(line)
+    return lines
+
+
+def main() -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("rounds", type=int, nargs="?", default=7, help="timed steps per method")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--threads", type=int, nargs="+", default=None,
+                        help="CPU threads to measure (default: 1 and 2 on a CPU)")
+    parser.add_argument("--precisions", nargs="+", default=["fp32"], choices=["fp32", "tf32", "bf16"])
+    parser.add_argument("--samples", type=int, nargs="+", default=[N],
+                        help="samples per partition per step (default: the paper's 200)")
+    parser.add_argument("--markdown", default=None,
+                        help="write the table to this file instead of results/speed.md")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    threads = args.threads or ([1, 2] if device.type == "cpu" else [torch.get_num_threads()])
+    settings = {}
+    for n in args.samples:
+        for precision in args.precisions:
+            for t in threads:
+                label = (f"{t} thread{'s' * (t > 1)}" if device.type == "cpu" else precision)
+                label += f", {P}x{n}" if args.samples != [N] else ""
+                if device.type == "cpu" and len(args.precisions) > 1:
+                    label += f", {precision}"
+                settings[label] = measure(t, args.rounds, device, precision, n)
+                if args.markdown:  # as it goes: a run stopped by a time limit keeps its rows
+                    Path(args.markdown).write_text("\n".join(table(settings, echo=False)) + "\n")
+    lines = table(settings)
+    if args.markdown:
+        return
     write_results("speed", "Training throughput, paper's video configuration (320 partitions, "
                   "55 local / 180 global, 200 samples per partition per step)", lines)
 

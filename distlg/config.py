@@ -123,6 +123,12 @@ class TrainConfig:
     """CPU threads per worker. Default: the cores divided among the workers on this machine."""
     device: Optional[str] = None
     """Device to train on (cpu, cuda). Default: the accelerator's choice."""
+    precision: Literal["fp32", "tf32", "bf16"] = "fp32"
+    """Matmul precision: fp32; tf32 (CUDA's TF32 tensor cores for float32 matmuls; the same as
+    fp32 on a CPU); bf16 (bfloat16 matmul inputs, float32 results; sines, biases and the loss
+    stay float32)."""
+    kernel: Literal["torch", "triton"] = "torch"
+    """Local layers through torch (every device) or a fused Triton kernel (CUDA only)."""
 
 
 @dataclass
@@ -286,7 +292,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         for f in dataclasses.fields(cls):
             tp, _ = _unwrap(hints[f.name])
             default = f.default if f.default is not dataclasses.MISSING else None
-            help_text = docs.get(f.name, "")
+            help_text = docs.get(f.name, "").replace("%", "%%")  # argparse formats help with %
             if default is not None and "Default" not in help_text:
                 help_text += f" (default: {default})"
             kwargs: dict[str, Any] = dict(dest=f"{section}__{f.name}", default=argparse.SUPPRESS,

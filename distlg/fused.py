@@ -28,6 +28,18 @@ CHUNK_SAMPLES = 2048
 """Samples per chunk and thread: about what keeps one chunk's activations in L2/L3 cache."""
 
 
+def device_chunk_samples(model: INR, device: torch.device) -> int | None:
+    """Samples per chunk on ``device``: None on the CPU (``CHUNK_SAMPLES`` per thread, sized
+    for the caches); on a GPU as many as keep one chunk's saved activations within 1/16 of its
+    memory (the whole batch, usually: one launch per layer instead of one per chunk)."""
+    if device.type != "cuda":
+        return None
+    a = model.arch
+    floats = a.depths * 3 * (a.local_width + a.global_width + a.local_width) + 4 * a.out_dims
+    budget = torch.cuda.get_device_properties(device).total_memory // 16
+    return max(CHUNK_SAMPLES, budget // (4 * max(1, floats)))
+
+
 def chunks(groups: int, n: int, target: int | None = None) -> Iterator[tuple[slice, slice]]:
     """Cover a [groups, n] batch with (partition slice, sample slice) pieces of ~target samples."""
     target = target or CHUNK_SAMPLES * max(1, torch.get_num_threads())
@@ -105,12 +117,14 @@ class _Lattice:
 
 
 def _cached_weights(model: INR, coords: Tensor, ids: Tensor) -> Tensor:
-    cache = getattr(model, "_lattice_weights", None)
-    if cache is not None and cache[0] is coords and cache[1] == coords._version \
-            and torch.equal(cache[2], ids):
+    """Interpolation weights of ``coords``, reused while a full-batch run passes the same
+    (unmodified) coordinate tensor for the held partitions every step."""
+    cache = model.__dict__.get("_lattice_weights")
+    if cache is not None and cache[0] is coords and cache[1] == coords._version and cache[2] is ids:
         return cache[3]
     weights = lattice.interp_weights(model.arch, coords, ids)
-    model._lattice_weights = (coords, coords._version, ids, weights)
+    if ids is model.partitions:
+        model.__dict__["_lattice_weights"] = (coords, coords._version, ids, weights)
     return weights
 
 
@@ -259,7 +273,7 @@ def forward_backward(model: INR, coords: Tensor, values: Tensor, scale: float) -
     sse = torch.zeros((), dtype=torch.float64, device=values.device)
     x_all = coords * model.coord_scale
     lat = _Lattice(model, coords, None, train=True) if model.arch.on_lattice else None
-    for ps, ss in chunks(x_all.shape[0], x_all.shape[1]):
+    for ps, ss in chunks(x_all.shape[0], x_all.shape[1], device_chunk_samples(model, values.device)):
         local = _Local(model, ps, None)
         tape: list = []
         zg = lat.features(ps, ss) if lat else None
@@ -279,7 +293,8 @@ def predict(model: INR, coords: Tensor, pids=None) -> Tensor:
     x_all = coords * model.coord_scale
     out = torch.empty(x_all.shape[:2] + (model.arch.out_dims,), device=coords.device)
     lat = _Lattice(model, coords, slots, train=False) if model.arch.on_lattice else None
-    for ps, ss in chunks(x_all.shape[0], x_all.shape[1], target=4 * CHUNK_SAMPLES):
+    target = device_chunk_samples(model, coords.device) or 4 * CHUNK_SAMPLES
+    for ps, ss in chunks(x_all.shape[0], x_all.shape[1], target=target):
         zg = lat.features(ps, ss) if lat else None
         out[ps, ss] = _forward(model, x_all[ps, ss].contiguous(), _Local(model, ps, slots), None, zg)
     return out

@@ -363,7 +363,7 @@ class INR(nn.Module):
         """The global branch's projections at the lattice corners of ``pids``: [P, K, C] with
         C = depths x local width + outputs (``distlg.lattice``), differentiable."""
         a = self.arch
-        points = lattice.lattice_points(a, pids.cpu()).to(self.coord_scale.device)
+        points = self._lattice_points(pids)
         g = (points * self.coord_scale).reshape(-1, a.in_dims)
         feats = []
         for d in range(a.depths):
@@ -371,6 +371,17 @@ class INR(nn.Module):
             feats.append(g @ self[f"merge.{d}.weight"])
         feats.append(g @ self["global.out.weight"] + self["global.out.bias"])
         return torch.cat(feats, dim=1).view(points.shape[0], points.shape[1], -1)
+
+    def _lattice_points(self, pids: Tensor) -> Tensor:
+        """Lattice coordinates of ``pids``; those of the held partitions are computed once (no
+        host round trip per training step)."""
+        cached = self.__dict__.get("_points")
+        if cached is not None and cached[0] is pids:
+            return cached[1]
+        points = lattice.lattice_points(self.arch, pids.cpu()).to(self.coord_scale.device)
+        if pids is self.partitions:
+            self.__dict__["_points"] = (pids, points)
+        return points
 
     def _merge(self, l: Tensor, g: Tensor, d: int, groups: int, n: int) -> Tensor:
         a = self.arch

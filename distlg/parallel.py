@@ -27,6 +27,13 @@ from .model import INR
 COLLECTIVE_TIMEOUT = timedelta(seconds=60)
 """How long a collective may wait for a peer before the job fails instead of hanging."""
 
+BACKEND_DEVICES = {"nccl": ("cuda",), "gloo": ("cpu",), "mpi": ("cpu",)}
+"""Device types whose tensors each process-group backend can reduce (NCCL: CUDA tensors only)."""
+
+
+class CollectiveDeviceError(RuntimeError):
+    """A tensor was handed to a collective on a device its process group cannot use."""
+
 
 @dataclass
 class World:
@@ -37,6 +44,11 @@ class World:
     local_size: int = 1
     device: torch.device = torch.device("cpu")
     accelerator: Any = None
+    backend: str | None = None
+    """The process group's backend (nccl, gloo, ...; None: no group). Tensors handed to
+    ``all_reduce_`` must be on a device type it supports (``BACKEND_DEVICES``): checked on every
+    call, so a CPU run over gloo also proves that no collective gets a tensor NCCL would refuse
+    as long as tensors follow ``device``."""
 
     @property
     def is_main(self) -> bool:
@@ -60,14 +72,35 @@ class World:
                           project_dir=log_dir,
                           kwargs_handlers=[InitProcessGroupKwargs(timeout=COLLECTIVE_TIMEOUT)])
         local = int(os.environ.get("LOCAL_WORLD_SIZE", acc.num_processes))
-        return cls(acc.process_index, acc.num_processes, max(1, local), acc.device, acc)
+        backend = dist.get_backend() if dist.is_available() and dist.is_initialized() else None
+        return cls(acc.process_index, acc.num_processes, max(1, local), acc.device, acc, backend)
+
+    @property
+    def collectives(self) -> bool:
+        """Whether collectives run: several workers, or a process group of one (``accelerate
+        launch`` on one GPU forms an NCCL group of size 1, which then runs every collective)."""
+        return self.distributed or self.backend is not None
+
+    def check_device(self, tensor: torch.Tensor) -> None:
+        """``CollectiveDeviceError`` unless the backend can reduce a tensor on ``tensor.device``."""
+        allowed = BACKEND_DEVICES.get(self.backend or "", None)
+        if allowed is None and self.backend and ":" in self.backend:  # e.g. "cpu:gloo,cuda:nccl"
+            allowed = tuple(part.split(":")[0] for part in self.backend.split(","))
+        if allowed is not None and tensor.device.type not in allowed:
+            raise CollectiveDeviceError(
+                f"a {tensor.device.type} tensor was handed to a collective of the {self.backend} "
+                f"group, which takes {' or '.join(allowed)} tensors only")
 
     def default_threads(self) -> int:
         return max(1, (os.cpu_count() or 1) // self.local_size)
 
     def all_reduce_(self, tensor: torch.Tensor) -> torch.Tensor:
-        """Sum ``tensor`` over workers, in place; ``WorkerLost`` if a peer is gone."""
-        if self.distributed:
+        """Sum ``tensor`` over workers, in place; ``WorkerLost`` if a peer is gone.
+
+        ``tensor`` must live where the group's backend reduces (``check_device``): for NCCL on
+        the GPU, for gloo on the CPU. Host values go through ``sum_values``."""
+        self.check_device(tensor)
+        if self.collectives:
             try:
                 dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
             except RuntimeError as exc:  # gloo/NCCL report a dead or silent peer this way
@@ -76,9 +109,17 @@ class World:
                 raise WorkerLost(f"worker {self.rank} lost contact with the others ({reason})") from None
         return tensor
 
+    def sum_values(self, values: list[float]) -> list[float]:
+        """Host numbers summed over workers, exactly in float64 and in rank order whatever the
+        backend: they travel as Python objects, so no tensor meets the group's device rule."""
+        if not self.collectives:
+            return list(values)
+        gathered = self.all_gather([float(v) for v in values])
+        return [float(sum(column)) for column in zip(*gathered)]
+
     def all_gather(self, obj: Any) -> list[Any]:
         """Small Python objects from every worker (metadata only, never weights)."""
-        if not self.distributed:
+        if not self.collectives:
             return [obj]
         out: list[Any] = [None] * self.size
         dist.all_gather_object(out, obj)
@@ -86,14 +127,14 @@ class World:
 
     def broadcast(self, obj: Any) -> Any:
         """The main worker's ``obj`` on every worker."""
-        if not self.distributed:
+        if not self.collectives:
             return obj
         box = [obj]
         dist.broadcast_object_list(box, src=0)
         return box[0]
 
     def barrier(self) -> None:
-        if self.distributed:
+        if self.collectives:
             dist.barrier()
 
     def close(self) -> None:
@@ -105,8 +146,10 @@ class World:
 class GlobalGradBucket:
     """The replicated tensors' gradients laid out in one flat buffer, plus a few scalars.
 
-    ``reduce(extras)`` sums the gradients and ``extras`` (per-step statistics such as the loss)
-    over all workers in a single all-reduce and returns the summed extras.
+    ``reduce(extras)`` sums the gradients and ``extras`` (per-step statistics such as the loss,
+    0-d tensors on the model's device) over all workers in a single all-reduce and returns the
+    summed extras as a tensor view on the device: nothing is read back to the host, so a step
+    never waits for the GPU. The view is overwritten by the next ``reduce``.
     """
 
     def __init__(self, model: INR, world: World, extras: int = 2):
@@ -124,9 +167,10 @@ class GlobalGradBucket:
         """Bytes each worker all-reduces per step: the replicated gradients and the extras."""
         return self.buffer.numel() * self.buffer.element_size()
 
-    def reduce(self, *extras: float) -> list[float]:
+    def reduce(self, *extras: torch.Tensor | float) -> torch.Tensor:
         tail = self.buffer[self.numel:]
         tail.zero_()
-        tail[:len(extras)] = torch.tensor(extras, dtype=tail.dtype)
+        for i, value in enumerate(extras):
+            tail[i].copy_(value if isinstance(value, torch.Tensor) else torch.tensor(value))
         self.world.all_reduce_(self.buffer)
-        return tail[:len(extras)].tolist()
+        return tail[:len(extras)]

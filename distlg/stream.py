@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from .geometry import PartitionGrid
-from .sampler import Batch, SamplerError, random_positions, shard_region
+from .sampler import Batch, SamplerError, random_positions, shard_region, to_device
 from .signal import Signal
 from .store import chunk_shape
 
@@ -189,8 +189,8 @@ class StreamingSampler:
         window = step // self.window
         self._enter(window)
         pos, raw = self.positions(step), self._values[window % 2][step - window * self.window]
-        return Batch(torch.from_numpy(self.grid.normalise(pos)).to(self.device),
-                     torch.from_numpy(self.signal.normalise(raw)).to(self.device))
+        return Batch(to_device(self.grid.normalise(pos), self.device),
+                     to_device(self.signal.normalise(raw), self.device))
 
     def close(self) -> None:
         """Stop the background gather (after the one in flight, if any)."""

@@ -23,7 +23,7 @@ from typing import Callable
 
 import torch
 
-from . import checkpoint, fused
+from . import checkpoint
 from .config import Config
 from .errors import WorkerLost
 from .geometry import shard
@@ -33,6 +33,7 @@ from .parallel import GlobalGradBucket, World
 from .plan import Plan, make_plan
 from .sampler import make_sampler
 from .signal import Signal, open_signal
+from .step import training_step
 
 
 @dataclass
@@ -81,6 +82,7 @@ def _train(config: Config, world: World, signal: Signal | None, out: Path) -> Tr
     scale = 1.0 / (plan.samples_per_step * signal.channels)
     info = signal_info(signal)
     tracker = _Tracker(world, config, plan, sampler, bucket, start)
+    forward_backward = training_step(config.train.precision, config.train.kernel, world.device)
 
     def save(step: int) -> None:
         checkpoint.save(out, step, model, optimizer, world, plan.grid, info, config.to_dict())
@@ -90,14 +92,14 @@ def _train(config: Config, world: World, signal: Signal | None, out: Path) -> Tr
         for step in range(start, plan.steps):
             _set_lr(optimizer, config, plan, step)
             batch = sampler.batch(step)
-            sse = fused.forward_backward(model, batch.coords, batch.values, scale)
-            (sse,) = bucket.reduce(float(sse))
+            sse = forward_backward(model, batch.coords, batch.values, scale)
+            sse = bucket.reduce(sse)  # stays on the device: read only when logged
             optimizer.step()
             optimizer.zero_grad(set_to_none=False)
             done = step + 1
             if config.train.eval_every and done % config.train.eval_every == 0 and done < plan.steps:
                 tracker.eval(done, lambda: _evaluate(model, plan, signal, world, config, full=False))
-            tracker.step(done, sse * scale)
+            tracker.step(done, sse, scale)
             if config.run.checkpoint_every and done % config.run.checkpoint_every == 0:
                 save(done)
         step = plan.steps
@@ -141,9 +143,8 @@ def _evaluate(model: INR, plan: Plan, signal: Signal, world: World, config: Conf
               full: bool) -> Evaluation:
     """Score the model: every partition, or a fixed subset of them on large signals
     (``--eval``); each worker scores the partitions it holds, the sums are all-reduced."""
-    def reduce(values: list[float]) -> list[float]:
-        return world.all_reduce_(torch.tensor(values, dtype=torch.float64)).tolist()
-
+    # host sums travel as objects: exact in float64 on NCCL too, which reduces CUDA tensors only
+    reduce = world.sum_values
     subset = score_subset(plan.grid, signal.channels, config.train.eval)
     if subset is not None:
         return evaluate_sampled(model, plan.grid, signal, subset, reduce=reduce)
@@ -242,11 +243,14 @@ class _Tracker:
         """Training time so far: wall time less the time spent evaluating."""
         return time.perf_counter() - self.t0 - self.paused
 
-    def step(self, step: int, loss: float) -> None:
+    def step(self, step: int, sse: torch.Tensor, scale: float) -> None:
+        """``sse``: the step's summed squared error (a tensor on the device), read here only on
+        the steps that are logged, so other steps never wait for the device."""
         if self.bar is not None:
             self.bar.update(1)
         if step % self.config.train.log_every and step != self.plan.steps:
             return
+        loss = float(sse[0]) * scale
         self._record({"step": step, "loss": loss, "time": self.elapsed()})
         if self.world.is_main:
             if self.bar is not None:

@@ -1,0 +1,143 @@
+"""Which training step runs, by precision and kernel; the matmul precision flags.
+
+- ``fp32`` / ``tf32`` with the torch kernel: ``distlg.fused.forward_backward`` (the default;
+  tf32 lets CUDA's float32 matmuls use TF32 tensor cores, a no-op on the CPU);
+- ``bf16``, or the ``triton`` kernel: ``autograd_forward_backward`` below, the model's forward
+  written with autograd, where every matmul takes bfloat16 inputs under bf16 (float32 results)
+  and the local layers run as Triton kernels under ``triton``. Biases, sines, the loss and the
+  gradients' accumulation stay in float32: sin(w0 z) with w0 = 30 loses its phase in bfloat16.
+
+Both return the step's sum of squared errors as a float64 tensor on the device and add the
+gradient of ``scale * sse`` to every ``.grad`` in place (the replicated gradients are views into
+the all-reduce bucket).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+from . import fused, lattice
+from .errors import DistlgError
+from .model import INR
+
+PRECISIONS = ("fp32", "tf32", "bf16")
+KERNELS = ("torch", "triton")
+
+
+def set_matmul_precision(precision: str) -> None:
+    """Float32 matmuls in IEEE float32 (fp32) or TF32 (tf32, bf16) on CUDA."""
+    if precision not in PRECISIONS:
+        raise DistlgError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    torch.backends.cuda.matmul.allow_tf32 = precision != "fp32"
+    torch.backends.cudnn.allow_tf32 = precision != "fp32"
+
+
+def training_step(precision: str = "fp32", kernel: str = "torch",
+                  device: torch.device | None = None) -> Callable[[INR, Tensor, Tensor, float], Tensor]:
+    """The step function for ``precision`` and ``kernel`` on ``device``; a one-line
+    ``DistlgError`` for a combination that cannot run there."""
+    if kernel not in KERNELS:
+        raise DistlgError(f"unknown kernel {kernel!r}; choose one of {', '.join(KERNELS)}")
+    set_matmul_precision(precision)
+    if kernel == "triton":
+        if device is None or device.type != "cuda":
+            raise DistlgError("--kernel triton needs a CUDA device (the torch kernel runs everywhere)")
+        try:
+            from .kernels import grouped_mlp  # noqa: F401
+        except ImportError as exc:
+            raise DistlgError(f"--kernel triton: triton cannot be imported ({exc})") from None
+    if kernel == "torch" and precision != "bf16":
+        return fused.forward_backward
+
+    def step(model: INR, coords: Tensor, values: Tensor, scale: float) -> Tensor:
+        return autograd_forward_backward(model, coords, values, scale, precision, kernel)
+
+    return step
+
+
+def _bf16(t: Tensor) -> Tensor:
+    return t.to(torch.bfloat16)
+
+
+def _linear(x: Tensor, w: Tensor, b: Tensor, alpha: float, low: bool) -> Tensor:
+    """alpha (x W + b), float32; the matmul in bfloat16 when ``low``."""
+    if low:
+        return (_bf16(x) @ _bf16(w)).float().add_(b).mul_(alpha)
+    return torch.addmm(b, x, w, beta=alpha, alpha=alpha)
+
+
+def _grouped(x: Tensor, w: Tensor, b: Tensor, w0: float, sine: bool, precision: str,
+             kernel: str) -> Tensor:
+    if kernel == "triton":
+        from .kernels.grouped_mlp import grouped_linear
+
+        return grouped_linear(x, w, b, w0, sine, precision)
+    if precision == "bf16":
+        z = torch.bmm(_bf16(x), _bf16(w)).float().add_(b.unsqueeze(1))
+    else:
+        z = torch.baddbmm(b.unsqueeze(1), x, w)
+    return torch.sin(w0 * z) if sine else z
+
+
+def autograd_forward(model: INR, x: Tensor, precision: str = "fp32", kernel: str = "torch") -> Tensor:
+    """``INR.forward`` for scaled coordinates ``x`` [P, n, in] over every held partition, with
+    bf16 matmuls and/or Triton local layers."""
+    a, w0, low = model.arch, model.arch.w0, precision == "bf16"
+    groups, n, _ = x.shape
+    g, h = x.reshape(groups * n, a.in_dims), x
+    if a.on_lattice:
+        return _lattice_forward(model, x, precision, kernel)
+    for d in range(a.depths):
+        if a.has_global:
+            g = torch.sin(_linear(g, model[f"global.{d}.weight"], model[f"global.{d}.bias"], w0, low))
+        if a.has_local:
+            l = _grouped(h, model[f"local.{d}.weight"], model[f"local.{d}.bias"], w0, True,
+                         precision, kernel)
+            h = _merge(model, d, l, g, low) if a.arch == "local-global" else l
+    if not a.has_local:
+        return _linear(g, model["out.weight"], model["out.bias"], 1.0, low).view(groups, n, -1)
+    return _grouped(h, model["local.out.weight"], model["local.out.bias"], 1.0, False,
+                    precision, kernel)
+
+
+def _lattice_forward(model: INR, x: Tensor, precision: str, kernel: str) -> Tensor:
+    """The lattice merge ("bias"): interpolated global features added inside each local layer."""
+    a, w0, width = model.arch, model.arch.w0, model.arch.local_width
+    ids = model.partitions
+    weights = lattice.interp_weights(a, x / model.coord_scale, ids)
+    zg = torch.bmm(weights, model.lattice_features(ids))
+    h = x
+    for d in range(a.depths):
+        pre = _grouped(h, model[f"local.{d}.weight"], model[f"local.{d}.bias"], 1.0, False,
+                       precision, kernel)
+        h = torch.sin(w0 * (pre + zg[..., d * width:(d + 1) * width]))
+    out = _grouped(h, model["local.out.weight"], model["local.out.bias"], 1.0, False, precision, kernel)
+    return out + zg[..., a.depths * width:]
+
+
+def _merge(model: INR, d: int, l: Tensor, g: Tensor, low: bool) -> Tensor:
+    a, w0 = model.arch, model.arch.w0
+    m = 0 if a.merge == "shared" else d
+    w, b = model[f"merge.{m}.weight"], model[f"merge.{m}.bias"]
+    groups, n, width = l.shape
+    if a.merge == "add":
+        return l + torch.sin(_linear(g, w, b, w0, low)).view(groups, n, width)
+    lg = torch.cat([l.reshape(groups * n, width), g], dim=1)
+    return torch.sin(_linear(lg, w, b, w0, low)).view(groups, n, width)
+
+
+def autograd_forward_backward(model: INR, coords: Tensor, values: Tensor, scale: float,
+                              precision: str = "fp32", kernel: str = "torch") -> Tensor:
+    """Add the gradient of ``scale * sse`` to every ``.grad`` (in place); return sse."""
+    for p in model.parameters():
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+    with torch.enable_grad():
+        out = autograd_forward(model, coords * model.coord_scale, precision, kernel)
+        err = out - values
+        sse = err.pow(2).sum(dtype=torch.float64)
+        torch.autograd.backward(err.pow(2).sum().mul(scale))
+    return sse.detach()
