@@ -97,7 +97,7 @@ if [ "$NGPU" -gt 0 ]; then
     run speed 90 $PY benchmarks/speed.py 5 --device cuda --precisions fp32 tf32 bf16 \
         --samples 200 2000 --markdown "$WORK/parts/speed.md"
     # (d) the paper's image setting at full size; (e) peak memory
-    run image 105 $PY benchmarks/gpu_bench.py image "$WORK/parts/image.md"
+    run image 150 $PY benchmarks/gpu_bench.py image "$WORK/parts/image.md"
     run memory 20 $PY benchmarks/gpu_bench.py memory "$WORK/parts/memory.md"
     wait $CPU_TESTS
     rc=$(cat "$WORK/tests-cpu.rc" 2>/dev/null || echo "?")

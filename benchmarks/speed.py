@@ -25,6 +25,7 @@ measured in the same run.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import statistics
 import sys
@@ -38,7 +39,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import write_results  # noqa: E402
 
 from distlg import fused  # noqa: E402
+from distlg.budget import fit_widths  # noqa: E402
+from distlg.geometry import PartitionGrid  # noqa: E402
+from distlg.lattice import corner_count, default_lattice  # noqa: E402
 from distlg.model import INR, Architecture  # noqa: E402
+from distlg.plan import DEFAULT_MAX_GLOBAL_WIDTH, lattice_geometry  # noqa: E402
 
 P, N, D, O, LAYERS, HL, HG, W0 = 320, 200, 3, 3, 3, 55, 180, 30.0
 SIREN_WIDTH = 1030
@@ -108,10 +113,25 @@ def fused_step(model, opt, x, y, step=None):
 
 def matmul_flops_per_sample(arch: Architecture, partitions_dims: int) -> float:
     """Forward + backward matmul FLOPs per sample (no input gradient for the coordinates)."""
-    shapes = {**arch.global_shapes(), **arch.local_shapes()}
+    if arch.on_lattice:  # per sample: the local layers and the interpolation (forward, backward)
+        shapes = arch.local_shapes()
+        width = arch.depths * arch.local_width + arch.out_dims
+        lattice_macs = 2 * corner_count(arch.lattice) * width
+    else:
+        shapes, lattice_macs = {**arch.global_shapes(), **arch.local_shapes()}, 0
     macs = sum(s[0] * s[1] for n, s in shapes.items() if n.endswith("weight"))
     first = sum(s[0] * s[1] for n, s in shapes.items() if n in ("global.0.weight", "local.0.weight"))
-    return 2.0 * (3 * macs - first)
+    return 2.0 * (3 * macs - first + lattice_macs)
+
+
+def lattice_arch(n: int) -> Architecture:
+    """distlg's recipe at the same budget: the paper's video grid (5, 8, 8) over a 60x256x256
+    clip, widths as ``distlg train`` picks them, the lattice for ``n`` samples per partition."""
+    grid = PartitionGrid((60, 256, 256), (5, 8, 8))
+    lg = Architecture("local-global", D, O, LAYERS, HL, HG)
+    arch = fit_widths("local-global", lg.total_params(P), P, D, O, LAYERS, merge="bias",
+                      max_global_width=DEFAULT_MAX_GLOBAL_WIDTH, **lattice_geometry(grid))
+    return dataclasses.replace(arch, lattice=default_lattice(grid.part_shape, n, arch.local_width))
 
 
 def peak_gflops(device: torch.device = torch.device("cpu"), precision: str = "fp32") -> float:
@@ -143,8 +163,11 @@ def methods_for(device: torch.device, precision: str, x, y) -> dict:
     siren = Architecture("siren", D, O, LAYERS, 0, SIREN_WIDTH)
     xs, ys = x.reshape(1, -1, D), y.reshape(1, -1, O)
     ours = training_step(precision, "torch", device)
+    lat = lattice_arch(x.shape[1])
     out = {BASELINE: (Baseline().to(device), lambda m, o: baseline_step(m, o, x, y, precision), lg),
-           "distlg": (INR(lg, range(P)).to(device), lambda m, o: fused_step(m, o, x, y, ours), lg)}
+           "distlg": (INR(lg, range(P)).to(device), lambda m, o: fused_step(m, o, x, y, ours), lg),
+           "distlg recipe (lattice, equal params)": (
+               INR(lat, range(P)).to(device), lambda m, o: fused_step(m, o, x, y, ours), lat)}
     if device.type == "cuda":
         try:
             tri = training_step(precision, "triton", device)

@@ -110,7 +110,7 @@ def make_arch(config: Config, signal: Signal, grid: PartitionGrid,
                   merge=merge, w0=m.w0, coord_scale=signal.coord_scale)
     if m.local_width or m.global_width:
         arch = Architecture(m.arch, local_width=m.local_width or 0,
-                            global_width=m.global_width or 0, **_lattice_stub(m.arch, merge, grid),
+                            global_width=m.global_width or 0, **lattice_geometry(grid, m.arch, merge),
                             **common)
     else:
         params = m.params
@@ -121,7 +121,7 @@ def make_arch(config: Config, signal: Signal, grid: PartitionGrid,
         if cap is None and m.recipe != "paper":
             cap = DEFAULT_MAX_GLOBAL_WIDTH
         arch = fit_widths(m.arch, params, grid.num_partitions, global_share=m.global_share,
-                          max_global_width=cap, **_lattice_stub(m.arch, merge, grid), **common)
+                          max_global_width=cap, **lattice_geometry(grid, m.arch, merge), **common)
     if not arch.on_lattice:
         return arch
     cells = _per_axis(m.lattice, grid.ndim, "lattice")
@@ -133,8 +133,9 @@ def make_arch(config: Config, signal: Signal, grid: PartitionGrid,
     return dataclasses.replace(arch, lattice=cells)
 
 
-def _lattice_stub(arch: str, merge: str, grid: PartitionGrid) -> dict:
-    """The lattice geometry of a grid (one cell per partition until the widths are known)."""
+def lattice_geometry(grid: PartitionGrid, arch: str = "local-global", merge: str = "bias") -> dict:
+    """The ``Architecture`` fields that place a lattice on ``grid`` (one cell per partition
+    until the widths are known); none for models without one."""
     if arch != "local-global" or merge != "bias":
         return {}
     extent = np.maximum(np.asarray(grid.extent, dtype=np.float64) - 1, 1)
