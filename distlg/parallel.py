@@ -68,6 +68,12 @@ class World:
         from accelerate import Accelerator, InitProcessGroupKwargs
 
         cpu = device == "cpu" or (device is None and not torch.cuda.is_available())
+        if not (dist.is_available() and dist.is_initialized()):
+            # accelerate keeps one device per process: a second run in this process (the Python
+            # API, tests) on another device would silently keep the first run's
+            from accelerate.state import AcceleratorState
+
+            AcceleratorState._reset_state(reset_partial_state=True)
         acc = Accelerator(cpu=cpu, log_with="tensorboard" if log_dir else None,
                           project_dir=log_dir,
                           kwargs_handlers=[InitProcessGroupKwargs(timeout=COLLECTIVE_TIMEOUT)])
