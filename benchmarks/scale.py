@@ -53,17 +53,22 @@ def fake_video(shape: tuple[int, int, int]) -> Signal:
     return Signal(np.broadcast_to(np.zeros((1, 1, 1, 1), np.uint8), shape + (3,)), "video", (0, 255))
 
 
-def setup(signal: Signal, settings: dict):
+def setup(signal: Signal, settings: dict, batches: int):
+    """The plan, a model and ``batches`` batches (coordinates, values) drawn as the sampler
+    draws them, each step its own positions (a sampled run recomputes everything that depends
+    on them, e.g. the lattice's interpolation weights, every step)."""
     partitions = make_plan(Config().replace(**METHODS["SIREN-per-partition"]), signal).grid.num_partitions
     n = max(SAMPLES, -(-MIN_STEP_SAMPLES // partitions))
     plan = make_plan(Config().replace(samples_per_partition=n, **settings), signal)
     pids = list(range(plan.grid.num_partitions))
     model = INR(plan.arch, pids)
     n = n if plan.arch.has_local else SIREN_BATCH
-    pos = random_positions(plan.grid, pids, n, seed=0, step=0)
-    coords = torch.from_numpy(plan.grid.normalise(pos))
-    values = torch.rand(coords.shape[:-1] + (3,)) * 2 - 1
-    return plan, model, coords, values
+    out = []
+    for step in range(batches):
+        pos = random_positions(plan.grid, pids, n, seed=0, step=step)
+        coords = torch.from_numpy(plan.grid.normalise(pos))
+        out.append((coords, torch.rand(coords.shape[:-1] + (3,)) * 2 - 1))
+    return plan, model, out
 
 
 def time_step(model, coords, values) -> float:
@@ -74,12 +79,13 @@ def time_step(model, coords, values) -> float:
 
 def measure(shape, rounds: int) -> dict[str, dict]:
     signal = fake_video(shape)
-    runs = {name: setup(signal, s) for name, s in METHODS.items()}
+    runs = {name: setup(signal, s, rounds + 1) for name, s in METHODS.items()}
     times: dict[str, list[float]] = {name: [] for name in runs}
-    for name, (_, model, coords, values) in runs.items():
-        time_step(model, coords, values)  # warm-up
-    for _ in range(rounds):
-        for name, (_, model, coords, values) in runs.items():
+    for name, (_, model, batches) in runs.items():
+        time_step(model, *batches[0])  # warm-up
+    for r in range(rounds):
+        for name, (_, model, batches) in runs.items():
+            coords, values = batches[r + 1]
             samples = coords.shape[0] * coords.shape[1]
             times[name].append(time_step(model, coords, values) / samples * 1e6)
     out = {}

@@ -131,7 +131,8 @@ def lattice_arch(n: int) -> Architecture:
     lg = Architecture("local-global", D, O, LAYERS, HL, HG)
     arch = fit_widths("local-global", lg.total_params(P), P, D, O, LAYERS, merge="bias",
                       max_global_width=DEFAULT_MAX_GLOBAL_WIDTH, **lattice_geometry(grid))
-    return dataclasses.replace(arch, lattice=default_lattice(grid.part_shape, n, arch.local_width))
+    return dataclasses.replace(arch, lattice=default_lattice(grid.part_shape, n, arch.local_width,
+                                                                    arch.global_width, arch.depths))
 
 
 def peak_gflops(device: torch.device = torch.device("cpu"), precision: str = "fp32") -> float:

@@ -94,7 +94,7 @@ class _Lattice:
         with torch.enable_grad() if train else torch.no_grad():
             self.u = model.lattice_features(ids)                     # [P, K, C]
         self.values = self.u.detach()
-        self.weights = _cached_weights(model, coords, ids)          # [P, n, K]
+        self.weights, self.weights_t = _cached_weights(model, coords, ids)  # [P, n, K], [P, K, n]
         width, depths = model.arch.local_width, model.arch.depths
         self.du = [torch.zeros_like(self.values[..., :width]) for _ in range(depths)] + \
             [torch.zeros_like(self.values[..., depths * width:])] if train else []
@@ -106,7 +106,7 @@ class _Lattice:
     def grad(self, ps: slice, ss: slice) -> Callable[[int, Tensor, float], None]:
         """For a chunk: add ``alpha`` x the gradient ``dz`` [pc, nc, .] of depth d's features
         (d = depths: the output term)."""
-        wt = self.weights[ps, ss].transpose(1, 2)
+        wt = self.weights_t[ps, :, ss]
         return lambda d, dz, alpha: self.du[d][ps].baddbmm_(wt, dz, alpha=alpha)
 
     def finish(self, grads: dict[str, Tensor]) -> None:
@@ -116,13 +116,14 @@ class _Lattice:
             grads[name].add_(g)
 
 
-def _cached_weights(model: INR, coords: Tensor, ids: Tensor) -> Tensor:
-    """Interpolation weights of ``coords``, reused while a full-batch run passes the same
+def _cached_weights(model: INR, coords: Tensor, ids: Tensor) -> tuple[Tensor, Tensor]:
+    """Interpolation weights of ``coords`` and their transpose, reused while a full-batch run passes the same
     (unmodified) coordinate tensor for the held partitions every step."""
     cache = model.__dict__.get("_lattice_weights")
     if cache is not None and cache[0] is coords and cache[1] == coords._version and cache[2] is ids:
         return cache[3]
     weights = lattice.interp_weights(model.arch, coords, ids)
+    weights = (weights, weights.transpose(1, 2).contiguous())  # the backward's operand, laid out
     if ids is model.partitions:
         model.__dict__["_lattice_weights"] = (coords, coords._version, ids, weights)
     return weights

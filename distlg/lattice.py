@@ -59,13 +59,30 @@ def corner_count(lattice: Sequence[int]) -> int:
 
 def lattice_points(arch: "Architecture", pids: Tensor) -> Tensor:
     """Coordinates [P, K, d] (float32, before ``coord_scale``) of each partition's corners."""
-    index = partition_index(arch, pids).to(torch.float64)            # [P, d]
+    return _coordinates(arch, corner_indices(arch, pids))
+
+
+def corner_indices(arch: "Architecture", pids: Tensor) -> Tensor:
+    """Integer lattice index [P, K, d] of each partition's corners: neighbours share theirs."""
+    index = partition_index(arch, pids)                                 # [P, d]
+    cells = torch.tensor(arch.lattice, dtype=torch.long)
+    return (index * cells).unsqueeze(1) + corner_offsets(arch.lattice).unsqueeze(0)
+
+
+def unique_points(arch: "Architecture", pids: Tensor) -> tuple[Tensor, Tensor]:
+    """The distinct corner points of ``pids`` (float32 coordinates [M, d]) and, for each of
+    the P x K corners, its row among them [P * K]: a corner shared by neighbouring
+    partitions is evaluated once (in 3-D about 8x fewer points than corners at r = 1)."""
+    corners = corner_indices(arch, pids).reshape(-1, len(arch.lattice))
+    distinct, inverse = torch.unique(corners, dim=0, return_inverse=True)
+    return _coordinates(arch, distinct), inverse
+
+
+def _coordinates(arch: "Architecture", index: Tensor) -> Tensor:
     cells = torch.tensor(arch.lattice, dtype=torch.float64)
     size = torch.tensor(arch.part_size, dtype=torch.float64)
     origin = torch.tensor(arch.cell_origin, dtype=torch.float64)
-    offsets = corner_offsets(arch.lattice).to(torch.float64) / cells  # [K, d] in partitions
-    points = origin + (index.unsqueeze(1) + offsets.unsqueeze(0)) * size
-    return points.to(torch.float32)
+    return (origin + index.to(torch.float64) / cells * size).to(torch.float32)
 
 
 def interp_weights(arch: "Architecture", coords: Tensor, pids: Tensor) -> Tensor:
@@ -91,14 +108,23 @@ def interp_weights(arch: "Architecture", coords: Tensor, pids: Tensor) -> Tensor
 
 
 def default_lattice(part_shape: Sequence[int], samples_per_partition: int, local_width: int,
-                    cell: int = 8) -> tuple[int, ...]:
+                    global_width: int, depths: int = 4, cell: int = 8) -> tuple[int, ...]:
     """Cells per partition per axis: about ``cell`` samples per cell, coarsened (largest
-    count first) until the K corners cost at most what a local layer does per sample
-    (K <= 2 x local width) and the lattice holds at most a quarter of the step's samples."""
+    count first) until (1) interpolating from the K = prod(r_i + 1) corners costs at most what
+    the local layers do per sample (K <= 2 x local width), and (2) the global branch on the
+    lattice (about prod(r_i) distinct points per partition) costs at most a quarter of what
+    the local sub-networks do on the step's samples."""
     ndim = len(part_shape)
     cells = [max(1, round(p / cell)) for p in part_shape]
-    limit = max(2 ** ndim, min(2 * local_width, samples_per_partition // 4))
-    while corner_count(cells) > limit and max(cells) > 1:
+    w, g = local_width, global_width
+    local_cost = samples_per_partition * (depths - 1) * w * w
+    point_cost = (depths - 1) * g * g + depths * g * w
+    points = max(1, int(0.25 * local_cost / max(point_cost, 1)))
+
+    def too_dear(c) -> bool:
+        return corner_count(c) > max(2 ** ndim, 2 * w) or math.prod(c) > points
+
+    while too_dear(cells) and max(cells) > 1:
         axis = int(np.argmax(cells))
         cells[axis] = max(1, cells[axis] - max(1, cells[axis] // 4))
     return tuple(cells)

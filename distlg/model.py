@@ -361,27 +361,31 @@ class INR(nn.Module):
 
     def lattice_features(self, pids: Tensor) -> Tensor:
         """The global branch's projections at the lattice corners of ``pids``: [P, K, C] with
-        C = depths x local width + outputs (``distlg.lattice``), differentiable."""
+        C = depths x local width + outputs (``distlg.lattice``), differentiable. Corners that
+        neighbouring partitions share are evaluated once."""
         a = self.arch
-        points = self._lattice_points(pids)
-        g = (points * self.coord_scale).reshape(-1, a.in_dims)
+        points, inverse = self._lattice_points(pids)
+        g = points * self.coord_scale
         feats = []
         for d in range(a.depths):
             g = torch.sin(a.w0 * (g @ self[f"global.{d}.weight"] + self[f"global.{d}.bias"]))
             feats.append(g @ self[f"merge.{d}.weight"])
         feats.append(g @ self["global.out.weight"] + self["global.out.bias"])
-        return torch.cat(feats, dim=1).view(points.shape[0], points.shape[1], -1)
+        per_corner = torch.cat(feats, dim=1).index_select(0, inverse)
+        return per_corner.view(len(pids), -1, per_corner.shape[1])
 
-    def _lattice_points(self, pids: Tensor) -> Tensor:
-        """Lattice coordinates of ``pids``; those of the held partitions are computed once (no
-        host round trip per training step)."""
+    def _lattice_points(self, pids: Tensor) -> tuple[Tensor, Tensor]:
+        """Distinct lattice points of ``pids`` and each corner's row among them; those of the
+        held partitions are computed once (no host round trip per training step)."""
         cached = self.__dict__.get("_points")
         if cached is not None and cached[0] is pids:
             return cached[1]
-        points = lattice.lattice_points(self.arch, pids.cpu()).to(self.coord_scale.device)
+        device = self.coord_scale.device
+        points, inverse = lattice.unique_points(self.arch, pids.cpu())
+        out = (points.to(device), inverse.to(device))
         if pids is self.partitions:
-            self.__dict__["_points"] = (pids, points)
-        return points
+            self.__dict__["_points"] = (pids, out)
+        return out
 
     def _merge(self, l: Tensor, g: Tensor, d: int, groups: int, n: int) -> Tensor:
         a = self.arch

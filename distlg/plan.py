@@ -127,7 +127,7 @@ def make_arch(config: Config, signal: Signal, grid: PartitionGrid,
     cells = _per_axis(m.lattice, grid.ndim, "lattice")
     if cells is None:
         n = samples_per_partition or math.prod(grid.sample_shape)
-        cells = default_lattice(grid.part_shape, n, arch.local_width)
+        cells = default_lattice(grid.part_shape, n, arch.local_width, arch.global_width, arch.depths)
     if min(cells) < 1:
         raise ConfigError(f"lattice cells per partition must be >= 1, got {list(cells)}")
     return dataclasses.replace(arch, lattice=cells)
