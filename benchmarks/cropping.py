@@ -20,12 +20,12 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import plot_images, run_config, write_results  # noqa: E402
 
-from distlg.crop import crop, select  # noqa: E402
+from distlg.data.signal import open_signal  # noqa: E402
 from distlg.metrics import psnr  # noqa: E402
-from distlg.modeldir import ModelDir  # noqa: E402
-from distlg.region import box_text, parse_box  # noqa: E402
-from distlg.render import render  # noqa: E402
-from distlg.signal import open_signal  # noqa: E402
+from distlg.modeldir.crop import crop, select  # noqa: E402
+from distlg.modeldir.format import ModelDir  # noqa: E402
+from distlg.rendering.region import box_text, parse_box  # noqa: E402
+from distlg.rendering.render import render  # noqa: E402
 
 SIGNAL = "builtin:astronaut@256x256"
 SCRATCH = Path(__file__).resolve().parents[1] / "storage" / "bench" / "cropping"

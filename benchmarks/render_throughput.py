@@ -47,10 +47,10 @@ CASES = {
 
 
 def build_model(path: Path) -> None:
-    from distlg.budget import fit_widths
-    from distlg.checkpoint import write_model
     from distlg.geometry import PartitionGrid
-    from distlg.model import INR
+    from distlg.modeldir.checkpoint import write_model
+    from distlg.nn.budget import fit_widths
+    from distlg.nn.model import INR
     from distlg.parallel import World
 
     grid = PartitionGrid(SHAPE, FACTORS, OVERLAPS)
@@ -62,10 +62,10 @@ def build_model(path: Path) -> None:
 
 def child(model: str, region: str, scale: str, out: str) -> None:
     """One measurement in this (fresh) process: print it as JSON."""
-    from distlg.modeldir import ModelDir
-    from distlg.region import parse_box, parse_scale
-    from distlg.render import RegionRender
-    from distlg.writers import open_writer
+    from distlg.modeldir.format import ModelDir
+    from distlg.rendering.region import parse_box, parse_scale
+    from distlg.rendering.render import RegionRender
+    from distlg.rendering.writers import open_writer
 
     md = ModelDir.open(model)
     box = parse_box(None if region == "-" else region, md.grid.shape, md.signal["axes"])

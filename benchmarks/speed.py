@@ -30,8 +30,8 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import write_results  # noqa: E402
 
-from distlg import fused  # noqa: E402
-from distlg.model import INR, Architecture  # noqa: E402
+from distlg.nn import fused  # noqa: E402
+from distlg.nn.model import INR, Architecture  # noqa: E402
 
 P, N, D, O, LAYERS, HL, HG, W0 = 320, 200, 3, 3, 3, 55, 180, 30.0
 SIREN_WIDTH = 1030

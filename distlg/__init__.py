@@ -8,10 +8,10 @@ branch all-reduced) -> ``train`` -> ``checkpoint`` / ``modeldir`` (one file per 
 """
 
 from .config import Config
+from .data.signal import Signal, open_signal
 from .errors import DistlgError
 from .geometry import PartitionGrid
-from .model import INR, Architecture
-from .signal import Signal, open_signal
+from .nn.model import INR, Architecture
 
 __version__ = "0.1.0"
 

@@ -8,11 +8,11 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from .data.signal import Signal
 from .geometry import PartitionGrid
-from .model import INR
-from .region import box_text
-from .render import RegionRender, RenderError, Slab, render_partitions
-from .signal import Signal
+from .nn.model import INR
+from .rendering.region import box_text
+from .rendering.render import RegionRender, RenderError, Slab, render_partitions
 
 SSIM_MAX_BYTES = 512 << 20
 """Memory SSIM may take: the reconstruction and the signal are assembled (8 bytes a value), and

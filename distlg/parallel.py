@@ -22,7 +22,7 @@ import torch
 import torch.distributed as dist
 
 from .errors import WorkerLost
-from .model import INR
+from .nn.model import INR
 
 COLLECTIVE_TIMEOUT = timedelta(seconds=60)
 """How long a collective may wait for a peer before the job fails instead of hanging."""

@@ -11,11 +11,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .budget import fit_widths
 from .config import Config, ConfigError
+from .data.signal import Signal
 from .geometry import PartitionGrid, auto_factors
-from .model import Architecture
-from .signal import Signal
+from .nn.budget import fit_widths
+from .nn.model import Architecture
 
 DEFAULT_STEPS = {"image": 2000, "audio": 1000}
 DEFAULT_LR = {"image": 5e-4}

@@ -23,16 +23,17 @@ from typing import Callable
 
 import torch
 
-from . import checkpoint, fused
 from .config import Config
+from .data.sampler import make_sampler
+from .data.signal import Signal, open_signal
 from .errors import WorkerLost
 from .geometry import shard
 from .metrics import Evaluation, evaluate
-from .model import INR
+from .modeldir import checkpoint
+from .nn import fused
+from .nn.model import INR
 from .parallel import GlobalGradBucket, World
 from .plan import Plan, make_plan
-from .sampler import make_sampler
-from .signal import Signal, open_signal
 
 
 @dataclass

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import numpy as np
 
-from distlg.checkpoint import write_model
+from distlg.data.signal import AXES
 from distlg.geometry import PartitionGrid
-from distlg.model import INR, Architecture
+from distlg.modeldir.checkpoint import write_model
+from distlg.nn.model import INR, Architecture
 from distlg.parallel import World
-from distlg.signal import AXES
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

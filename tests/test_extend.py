@@ -5,11 +5,11 @@ import pytest
 from modelkit import bikes_clip, random_model
 
 from distlg.config import Config
-from distlg.extend import ExtendError, ExtendSettings, extend, extended_grid
+from distlg.data.signal import Signal
 from distlg.metrics import evaluate
-from distlg.modeldir import ModelDir
-from distlg.render import render
-from distlg.signal import Signal
+from distlg.modeldir.extend import ExtendError, ExtendSettings, extend, extended_grid
+from distlg.modeldir.format import ModelDir
+from distlg.rendering.render import render
 from distlg.train import train
 
 WIDTHS = dict(local_width=32, global_width=16, samples_per_partition=256, lr=5e-4, seed=0)
@@ -89,7 +89,7 @@ def test_extend_refuses_what_it_cannot_do(tmp_path):
 
 def write_store(path, array, kind):
     """``array`` as a complete signal store (what `distlg ingest` writes)."""
-    from distlg import store
+    from distlg.data import store
 
     signal = Signal.from_array(array, kind)
     info = {"kind": kind, "axes": list(signal.axes), "value_range": list(signal.value_range),

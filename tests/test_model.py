@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from distlg import fused
-from distlg.budget import fit_widths
-from distlg.model import INR, Architecture
+from distlg.nn import fused
+from distlg.nn.budget import fit_widths
+from distlg.nn.model import INR, Architecture
 
 VARIANTS = [("local-global", "shared"), ("local-global", "per-depth"), ("local-global", "add"),
             ("per-partition", "shared"), ("siren", "shared")]

@@ -8,16 +8,16 @@ import numpy as np
 import pytest
 from modelkit import random_model
 
-import distlg.region as region_module
-import distlg.render as render_module
+import distlg.rendering.region as region_module
+import distlg.rendering.render as render_module
 from distlg.cli import main
 from distlg.config import Config
-from distlg.crop import crop
+from distlg.data.signal import builtin, open_signal
 from distlg.metrics import evaluate
-from distlg.modeldir import ModelDir
-from distlg.region import Sampling
-from distlg.render import RegionRender, RenderError, render, render_partitions
-from distlg.signal import builtin, open_signal
+from distlg.modeldir.crop import crop
+from distlg.modeldir.format import ModelDir
+from distlg.rendering.region import Sampling
+from distlg.rendering.render import RegionRender, RenderError, render, render_partitions
 from distlg.train import train
 
 _OPENED: list[str] | None = None

@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 
 from distlg.config import Config
+from distlg.data.ingest import IngestOptions, ingest
+from distlg.data.sampler import SamplerError, make_sampler
+from distlg.data.signal import Signal
+from distlg.data.stream import StreamingSampler
 from distlg.geometry import PartitionGrid, shard
-from distlg.ingest import IngestOptions, ingest
-from distlg.sampler import SamplerError, make_sampler
-from distlg.signal import Signal
-from distlg.stream import StreamingSampler
 from distlg.train import train
 
 

@@ -13,12 +13,13 @@ import tifffile
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from distlg import cli, store
-from distlg import ingest as ingest_module
+from distlg import cli
+from distlg.data import ingest as ingest_module
+from distlg.data import store
+from distlg.data.ingest import IngestError, IngestOptions, ingest
+from distlg.data.signal import Signal, builtin
+from distlg.data.store import StoreError, chunk_shape, open_store
 from distlg.geometry import PartitionGrid
-from distlg.ingest import IngestError, IngestOptions, ingest
-from distlg.signal import Signal, builtin
-from distlg.store import StoreError, chunk_shape, open_store
 
 QUIET = IngestOptions(progress=False)
 
@@ -318,7 +319,7 @@ def test_opening_what_is_not_a_complete_store_names_it(tmp_path):
 
 def test_store_and_ingest_never_import_torch():
     """The store side of the data path stays free of torch (and so of torch.distributed)."""
-    root = Path(__file__).resolve().parents[1] / "distlg"
+    root = Path(__file__).resolve().parents[1] / "distlg" / "data"
     for name in ("store.py", "ingest.py"):
         tree = ast.parse((root / name).read_text())
         imported = {a.name for node in ast.walk(tree) if isinstance(node, ast.Import) for a in node.names}

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from distlg.config import Config, ConfigError, load
-from distlg.modeldir import ModelDir
+from distlg.data.signal import builtin
+from distlg.modeldir.format import ModelDir
 from distlg.plan import make_plan
-from distlg.signal import builtin
 from distlg.train import train
 
 
@@ -32,7 +32,7 @@ def test_local_global_fits_a_real_image(tmp_path):
 def test_global_lr_scales_only_the_replicated_part(tmp_path):
     """global_lr 0 freezes a Local-Global model's global branch and merge while its local
     sub-networks train; a SIREN (all of it replicated) trains at the full rate regardless."""
-    from distlg.model import INR
+    from distlg.nn.model import INR
 
     settings = dict(path="builtin:camera@32x32", factors=[2, 2], params=800, steps=20)
     result = train(quick(tmp_path, global_lr=0.0, **settings))
@@ -59,7 +59,7 @@ def test_plan_defaults_follow_the_signal_kind():
 
 
 def test_default_video_halo_only_on_split_axes():
-    from distlg.signal import Signal
+    from distlg.data.signal import Signal
 
     short = Signal.from_array(np.zeros((32, 64, 64, 3), np.uint8), "video")  # one partition in time
     plan = make_plan(Config(), short)

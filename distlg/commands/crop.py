@@ -38,10 +38,10 @@ def arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..crop import crop, select
     from ..errors import DistlgError
-    from ..modeldir import ModelDir
-    from ..region import bounding_box, box_text, parse_along, parse_box, parse_ids
+    from ..modeldir.crop import crop, select
+    from ..modeldir.format import ModelDir
+    from ..rendering.region import bounding_box, box_text, parse_along, parse_box, parse_ids
     from .info import weights_text
 
     if (args.out is None) == (not args.in_place):

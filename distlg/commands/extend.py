@@ -52,9 +52,9 @@ def arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from ..data.signal import open_signal
     from ..errors import DistlgError
-    from ..extend import ExtendSettings, extend
-    from ..signal import open_signal
+    from ..modeldir.extend import ExtendSettings, extend
     from .info import weights_text
 
     if (args.out is None) == (not args.in_place):

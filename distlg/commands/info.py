@@ -8,8 +8,8 @@ from __future__ import annotations
 import argparse
 import math
 
-from ..modeldir import ModelDir, id_ranges
-from ..region import bounding_box, box_text
+from ..modeldir.format import ModelDir, id_ranges
+from ..rendering.region import bounding_box, box_text
 
 HELP = "describe a model: geometry, partitions present and missing, weights, region covered"
 

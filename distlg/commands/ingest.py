@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..signal import KINDS
+from ..data.signal import KINDS
 
 HELP = "turn a video, frames, volume, image or audio file into a signal store"
 DEFAULT_ROOT = Path("storage") / "signals"
@@ -66,7 +66,7 @@ def default_store(source: str) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..ingest import IngestOptions, ingest
+    from ..data.ingest import IngestOptions, ingest
 
     options = IngestOptions(kind=args.kind, shape=args.shape, dtype=args.dtype,
                             factors=args.factors, partition_size=args.partition_size,

@@ -54,12 +54,12 @@ def run(args: argparse.Namespace) -> int:
     import torch
     from tqdm.auto import tqdm
 
+    from ..data.signal import open_signal
     from ..metrics import Comparison
-    from ..modeldir import ModelDir
-    from ..region import box_text, parse_box, parse_scale
-    from ..render import RegionRender
-    from ..signal import open_signal
-    from ..writers import open_writer
+    from ..modeldir.format import ModelDir
+    from ..rendering.region import box_text, parse_box, parse_scale
+    from ..rendering.render import RegionRender
+    from ..rendering.writers import open_writer
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -30,10 +30,10 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
+from ..errors import DistlgError
+from ..geometry import PartitionGrid
+from ..plan import default_factors, partition_size_for
 from . import store
-from .errors import DistlgError
-from .geometry import PartitionGrid
-from .plan import default_factors, partition_size_for
 from .signal import AXES, KINDS, builtin, default_range
 
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".webm", ".mov", ".avi")

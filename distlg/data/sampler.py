@@ -28,8 +28,8 @@ from typing import TYPE_CHECKING, Sequence
 import numpy as np
 import torch
 
-from .errors import DistlgError
-from .geometry import PartitionGrid
+from ..errors import DistlgError
+from ..geometry import PartitionGrid
 from .signal import Signal
 
 if TYPE_CHECKING:

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import DistlgError
+from ..errors import DistlgError
 
 KINDS = ("image", "video", "audio", "volume")
 AXES = {"image": ("y", "x"), "video": ("t", "y", "x"), "audio": ("t",), "volume": ("z", "y", "x")}

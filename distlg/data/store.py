@@ -28,7 +28,7 @@ import numpy as np
 import zarr
 from zarr.codecs import BloscCodec, BloscShuffle
 
-from .errors import DistlgError
+from ..errors import DistlgError
 from .signal import Signal
 
 FORMAT = "distlg-signal"

@@ -32,7 +32,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .geometry import PartitionGrid
+from ..geometry import PartitionGrid
 from .sampler import Batch, SamplerError, random_positions, shard_region
 from .signal import Signal
 from .store import chunk_shape

@@ -15,9 +15,10 @@ from pathlib import Path
 
 import torch
 
-from .geometry import PartitionGrid
-from .model import INR
-from .modeldir import (
+from ..geometry import PartitionGrid
+from ..nn.model import INR
+from ..parallel import World
+from .format import (
     GLOBAL_FILE,
     MANIFEST,
     OPTIM_PREFIX,
@@ -28,7 +29,6 @@ from .modeldir import (
     write_manifest,
     write_tensors,
 )
-from .parallel import World
 
 _STEP_DIR = re.compile(r"^step-(\d{8})$")
 ADAM_STATES = ("exp_avg", "exp_avg_sq")

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from .geometry import Box
-from .modeldir import (
+from ..geometry import Box
+from .format import (
     ModelDir,
     ModelDirError,
     id_ranges,

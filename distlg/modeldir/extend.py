@@ -21,12 +21,16 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from . import fused
-from .errors import DistlgError
-from .geometry import PartitionGrid
-from .metrics import evaluate
-from .model import INR
-from .modeldir import (
+from ..data.sampler import make_sampler
+from ..data.signal import Signal
+from ..errors import DistlgError
+from ..geometry import PartitionGrid
+from ..metrics import evaluate
+from ..nn import fused
+from ..nn.model import INR
+from ..plan import DEFAULT_FRACTION, DEFAULT_LR, DEFAULT_STEPS
+from ..train import scheduled_lr
+from .format import (
     ModelDir,
     link_or_copy,
     manifest_for,
@@ -35,10 +39,6 @@ from .modeldir import (
     write_manifest,
     write_tensors,
 )
-from .plan import DEFAULT_FRACTION, DEFAULT_LR, DEFAULT_STEPS
-from .sampler import make_sampler
-from .signal import Signal
-from .train import scheduled_lr
 
 
 class ExtendError(DistlgError):

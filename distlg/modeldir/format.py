@@ -31,10 +31,10 @@ import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-from .errors import DistlgError
-from .geometry import PartitionGrid
-from .model import INR, Architecture
-from .signal import Signal
+from ..data.signal import Signal
+from ..errors import DistlgError
+from ..geometry import PartitionGrid
+from ..nn.model import INR, Architecture
 
 FORMAT = "distlg-model"
 VERSION = 1

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .errors import DistlgError
+from ..errors import DistlgError
 
 ARCHS = ("local-global", "per-partition", "siren")
 MERGES = ("shared", "per-depth", "add")

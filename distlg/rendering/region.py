@@ -17,8 +17,8 @@ from typing import Sequence
 
 import numpy as np
 
-from .errors import DistlgError
-from .geometry import Box, PartitionGrid
+from ..errors import DistlgError
+from ..geometry import Box, PartitionGrid
 
 
 class RegionError(DistlgError):

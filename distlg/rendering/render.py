@@ -17,11 +17,11 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
-from . import fused
-from .errors import DistlgError
-from .geometry import Box, PartitionGrid
-from .model import INR
-from .modeldir import ModelDir, id_ranges
+from ..errors import DistlgError
+from ..geometry import Box, PartitionGrid
+from ..modeldir.format import ModelDir, id_ranges
+from ..nn import fused
+from ..nn.model import INR
 from .region import Sampling, box_text
 
 EVAL_SAMPLES = 1 << 18

@@ -23,9 +23,9 @@ from typing import Protocol
 
 import numpy as np
 
+from ..data.signal import Signal
 from .region import Sampling
 from .render import RegionRender, RenderError, Slab
-from .signal import Signal
 
 FORMATS = (".zarr", ".npy", ".mp4", ".png", ".wav", ".ply", ".obj")
 DEFAULT_FPS = 25.0
@@ -85,7 +85,7 @@ class ZarrWriter:
     marked complete when closed: ``open_signal`` reads it like an ingested signal."""
 
     def __init__(self, path: Path, plan: RegionRender):
-        from . import store
+        from ..data import store
 
         stub, sampling = plan.stub, plan.sampling
         part = [min(n, max(1, round(p * s))) for n, p, s in
