@@ -20,7 +20,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import plot_images, run_config, write_results  # noqa: E402
 
-from distlg.data.signal import open_signal  # noqa: E402
+from distlg.data.store import open_signal  # noqa: E402
 from distlg.metrics import psnr  # noqa: E402
 from distlg.modeldir.crop import crop, select  # noqa: E402
 from distlg.modeldir.format import ModelDir  # noqa: E402

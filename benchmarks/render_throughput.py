@@ -47,6 +47,9 @@ CASES = {
 
 
 def build_model(path: Path) -> None:
+    import numpy as np
+
+    from distlg.data.signal import SignalInfo
     from distlg.geometry import PartitionGrid
     from distlg.modeldir.checkpoint import write_model
     from distlg.nn.budget import fit_widths
@@ -55,8 +58,7 @@ def build_model(path: Path) -> None:
 
     grid = PartitionGrid(SHAPE, FACTORS, OVERLAPS)
     arch = fit_widths("local-global", PARAMS, grid.num_partitions, 3, 3)
-    info = {"kind": "video", "shape": list(SHAPE), "axes": ["t", "y", "x"], "channels": 3,
-            "dtype": "uint8", "value_range": [0.0, 255.0], "meta": {"fps": 25}}
+    info = SignalInfo("video", SHAPE, 3, np.dtype("uint8"), (0.0, 255.0), {"fps": 25})
     write_model(path, INR(arch, range(grid.num_partitions)), World(), grid, info)
 
 
@@ -68,7 +70,7 @@ def child(model: str, region: str, scale: str, out: str) -> None:
     from distlg.rendering.writers import open_writer
 
     md = ModelDir.open(model)
-    box = parse_box(None if region == "-" else region, md.grid.shape, md.signal["axes"])
+    box = parse_box(None if region == "-" else region, md.grid.shape, md.signal.axes)
     plan = RegionRender(md, box, parse_scale(scale, md.grid.ndim))
     writer = open_writer(out, plan) if out != "-" else None
     t0 = time.perf_counter()

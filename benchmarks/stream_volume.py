@@ -78,7 +78,7 @@ def ingest(size: int, store: Path) -> dict:
 # -- phases, each run in a fresh process -------------------------------------------------------------
 def open_plan(store: Path):
     from distlg.config import Config
-    from distlg.data.signal import open_signal
+    from distlg.data.store import open_signal
     from distlg.plan import make_plan
 
     signal = open_signal(str(store))
@@ -87,7 +87,7 @@ def open_plan(store: Path):
 
 
 def sampler_rate(store: Path, pids_kind: str, steps: int, budget: int) -> dict:
-    from distlg.data.sampler import make_sampler
+    from distlg.data.sampling import make_sampler
     from distlg.geometry import shard
 
     signal, plan = open_plan(store)
@@ -110,7 +110,7 @@ def sampler_rate(store: Path, pids_kind: str, steps: int, budget: int) -> dict:
 def train_phase(store: Path, steps: int, budget: int) -> dict:
     import torch
 
-    from distlg.data.sampler import make_sampler
+    from distlg.data.sampling import make_sampler
     from distlg.nn import fused
     from distlg.nn.model import INR
 

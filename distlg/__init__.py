@@ -8,7 +8,8 @@ branch all-reduced) -> ``train`` -> ``checkpoint`` / ``modeldir`` (one file per 
 """
 
 from .config import Config
-from .data.signal import Signal, open_signal
+from .data.signal import Signal
+from .data.store import open_signal
 from .errors import DistlgError
 from .geometry import PartitionGrid
 from .nn.model import INR, Architecture

@@ -1,5 +1,6 @@
 import pytest
 import torch
+from modelkit import subset
 
 from distlg.nn import fused
 from distlg.nn.budget import fit_widths
@@ -21,7 +22,7 @@ def test_subset_model_is_bit_identical_on_its_partitions(arch, merge):
     x = torch.rand(6, 50, 3) * 2 - 1
     ref = full(x)
     keep = [4, 1]
-    sub = full.subset(keep)
+    sub = subset(full, keep)
     assert torch.equal(sub(x[keep]), ref[keep])
     assert torch.equal(full(x[keep], keep), ref[keep])
     assert torch.equal(fused.predict(sub, x[keep]), fused.predict(full, x[keep], keep))

@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     if not (args.keep or args.drop or args.drop_partitions or args.drop_along):
         raise DistlgError("nothing to crop: give --keep, --drop, --drop-partitions or --drop-along")
     md = ModelDir.open(args.model)
-    shape, axes = md.grid.shape, md.signal["axes"]
+    shape, axes = md.grid.shape, md.signal.axes
     kept = select(md, keep=[parse_box(b, shape, axes) for b in args.keep],
                   drop=[parse_box(b, shape, axes) for b in args.drop],
                   drop_ids=[i for text in args.drop_partitions for i in parse_ids(text)],

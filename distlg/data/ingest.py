@@ -22,75 +22,52 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Sequence
 
 import numpy as np
 
-from ..errors import DistlgError
+from .. import defaults
 from ..geometry import PartitionGrid
-from ..plan import default_factors, partition_size_for
 from . import store
-from .signal import AXES, KINDS, builtin, default_range
+from .signal import AXES, default_range
+from .sources.arrays import RAW_SUFFIXES, open_npy, open_raw
+from .sources.audio import open_wav
+from .sources.base import IngestError, Source, SourceOptions
+from .sources.builtin import PREFIX, open_builtin
+from .sources.frames import IMAGE_SUFFIXES, TIFF_SUFFIXES, open_frames, open_image, open_tiff
+from .sources.video import VIDEO_SUFFIXES, open_video
 
-VIDEO_SUFFIXES = (".mp4", ".mkv", ".webm", ".mov", ".avi")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
-TIFF_SUFFIXES = (".tif", ".tiff")
-FRAME_SUFFIXES = IMAGE_SUFFIXES + TIFF_SUFFIXES
-RAW_SUFFIXES = (".raw", ".bin", ".dat")
-DTYPES = ("bool", "uint8", "uint16", "uint32", "int8", "int16", "int32", "float16", "float32",
-          "float64")
-"""Sample types a store may hold: all of them convert to float32 exactly or nearly so."""
-
-
-class IngestError(DistlgError):
-    """A source that cannot be ingested as given."""
+__all__ = ["IngestError", "IngestOptions", "IngestResult", "ingest", "open_source", "plan_chunks"]
 
 
 @dataclass
-class IngestOptions:
-    kind: str | None = None
-    """Signal kind to read the source as (default: from the source)."""
-    shape: Sequence[int] | None = None
-    """Array shape of a raw file ([*dims] or [*dims, channels])."""
-    dtype: str | None = None
-    """Sample type of a raw file (numpy name, e.g. uint8, <u2, float32)."""
+class IngestOptions(SourceOptions):
+    """How to read the source (``SourceOptions``), how to chunk the store, and whether to
+    replace one."""
+
     factors: Sequence[int] | None = None
-    """Partition factors training is expected to use (chunks align with them)."""
-    partition_size: Sequence[int] | None = None
-    """Target partition size when no factors are given (training's default otherwise)."""
+    """Partitions per axis that training will use (one value, or one per axis); chunks are cut
+    along their boundaries."""
+    partition_size: Sequence[int] | None = field(default=None, metadata={"by_kind": "partition_size"})
+    """Target partition size per axis when --factors is not given (training's default)."""
     chunks: Sequence[int] | None = None
     """Chunk shape per signal axis, overriding the partition-aligned choice."""
-    fps: float | None = None
-    """Frame rate to record for sources that carry none (frame folders, arrays)."""
-    sample_rate: float | None = None
-    """Sample rate to record for audio arrays."""
     overwrite: bool = False
-    """Replace a complete store that holds another signal."""
+    """Replace a complete store that holds a different signal (an incomplete one is always
+    resumed or restarted)."""
     progress: bool = True
     """Show a progress bar (on a terminal)."""
 
-
-@dataclass
-class Source:
-    """A readable source: what it becomes, and how to read it a slab at a time."""
-
-    path: str
-    nbytes: int
-    """Size of the source on disk (all files of a folder)."""
-    kind: str
-    shape: tuple[int, ...]
-    """Store shape [*dims, channels]; for some videos the first axis is an estimate."""
-    dtype: np.dtype
-    slabs: Callable[[int, int], Iterator[np.ndarray]]
-    """``slabs(start, rows)``: consecutive arrays of ``rows`` first-axis rows (the last may be
-    shorter) from row ``start`` to the end of the source."""
-    identity: dict
-    """What identifies the source's content (sizes, times): a changed source restarts ingest."""
-    meta: dict = field(default_factory=dict)
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name in ("factors", "partition_size", "chunks", "shape"):
+            values = getattr(self, name)
+            if values is not None and min(int(v) for v in values) < 1:
+                raise IngestError(f"--{name.replace('_', '-')} needs positive values, got "
+                                  f"{list(values)}")
 
 
 @dataclass
@@ -127,8 +104,8 @@ def plan_chunks(src: Source, options: IngestOptions) -> dict:
     """The partition grid ingest assumes and the chunk shape aligned with it."""
     dims = src.shape[:-1]
     size = _per_axis(options.partition_size, len(dims), "--partition-size") \
-        or partition_size_for(src.kind, dims)
-    factors = _per_axis(options.factors, len(dims), "--factors") or default_factors(dims, size)
+        or defaults.partition_size(src.kind, dims)
+    factors = _per_axis(options.factors, len(dims), "--factors") or defaults.factors(dims, size)
     grid = PartitionGrid(dims, factors)
     chunks = _per_axis(options.chunks, len(dims), "--chunks") or store.chunk_shape(
         dims, grid.part_shape, src.shape[-1] * src.dtype.itemsize)
@@ -208,289 +185,25 @@ def _extend_range(low, high, slab: np.ndarray, path: str, row: int) -> tuple[flo
 
 
 # -- sources ---------------------------------------------------------------------------------------
-def open_source(spec: str | Path, options: IngestOptions) -> Source:
+READERS = {**dict.fromkeys(VIDEO_SUFFIXES, open_video), **dict.fromkeys(IMAGE_SUFFIXES, open_image),
+           **dict.fromkeys(TIFF_SUFFIXES, open_tiff), **dict.fromkeys(RAW_SUFFIXES, open_raw),
+           ".npy": open_npy, ".wav": open_wav}
+"""The reader of each file suffix (``distlg.data.sources``); a folder is frames."""
+
+
+def open_source(spec: str | Path, options: SourceOptions) -> Source:
     """The source that ``spec`` names (see the module docstring), with its shape and dtype."""
     spec = str(spec)
-    if spec.startswith("builtin:"):
-        signal = builtin(spec[len("builtin:"):])
-        _kind(options.kind, ("image",), spec)
-        return _array_source(spec, 0, "image", signal.data, {"builtin": spec}, {})
+    if spec.startswith(PREFIX):
+        return open_builtin(spec, options)
     path = Path(spec)
     if not path.exists():
         raise IngestError(f"{path}: no such file or folder")
     if path.is_dir():
-        return _frames(path, options)
+        return open_frames(path, options)
     suffix = path.suffix.lower()
-    readers = {**dict.fromkeys(VIDEO_SUFFIXES, _video), **dict.fromkeys(IMAGE_SUFFIXES, _image),
-               **dict.fromkeys(TIFF_SUFFIXES, _tiff), **dict.fromkeys(RAW_SUFFIXES, _raw),
-               ".npy": _npy, ".wav": _wav}
-    if suffix not in readers:
+    if suffix not in READERS:
         raise IngestError(f"{path}: unsupported source type {suffix or '(no suffix)'}; use a video "
                           f"({', '.join(VIDEO_SUFFIXES)}), a folder of frames, .npy, raw "
                           f"({', '.join(RAW_SUFFIXES)}), TIFF, PNG/JPEG or .wav")
-    return readers[suffix](path, options)
-
-
-def _identity(path: Path) -> dict:
-    stat = path.stat()
-    return {"name": path.name, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
-
-
-def _kind(asked: str | None, allowed: Sequence[str], what: str) -> str:
-    """``asked`` if it is allowed for this source (else an error), or the source's default."""
-    if asked is None:
-        return allowed[0]
-    if asked not in allowed:
-        raise IngestError(f"{what}: cannot be read as {asked!r} (it can be: {', '.join(allowed)})")
-    return asked
-
-
-def _check_dtype(dtype: np.dtype, path: Path | str) -> np.dtype:
-    dtype = np.dtype(dtype)
-    if dtype.name not in DTYPES:
-        raise IngestError(f"{path}: unsupported sample type {dtype}; use one of {', '.join(DTYPES)}")
-    return dtype.newbyteorder("=")
-
-
-def _with_channels(shape: tuple[int, ...], kind: str, path: Path | str) -> tuple[int, ...]:
-    """[*dims, channels] for an array of ``shape`` read as ``kind`` (channels 1 if absent)."""
-    n = len(AXES[kind])
-    if len(shape) == n:
-        return tuple(shape) + (1,)
-    if len(shape) == n + 1:
-        return tuple(shape)
-    raise IngestError(f"{path}: an array of shape {tuple(shape)} cannot be read as {kind} "
-                      f"([{', '.join(AXES[kind])}] or [{', '.join(AXES[kind])}, channels])")
-
-
-def _array_source(path: str, nbytes: int, kind: str, array: np.ndarray, identity: dict,
-                  meta: dict) -> Source:
-    """A source over an array already in memory or memory-mapped."""
-    dtype = _check_dtype(array.dtype, path)
-    shape = _with_channels(array.shape, kind, path)
-
-    def slabs(start: int, rows: int) -> Iterator[np.ndarray]:
-        for a in range(start, shape[0], rows):
-            yield np.asarray(array[a:a + rows], dtype=dtype).reshape((-1,) + shape[1:])
-
-    return Source(path, nbytes, kind, shape, dtype, slabs, identity, meta)
-
-
-def _array_kind(ndim: int, options: IngestOptions, path: Path) -> str:
-    if options.kind is not None:
-        return _kind(options.kind, KINDS, str(path))
-    kind = {1: "audio", 2: "image", 3: "volume", 4: "volume"}.get(ndim)
-    if kind is None:
-        raise IngestError(f"{path}: a {ndim}-dimensional array is not a signal; pass --kind")
-    return kind
-
-
-def _array_meta(kind: str, options: IngestOptions) -> dict:
-    if kind == "video" and options.fps:
-        return {"fps": options.fps}
-    if kind == "audio" and options.sample_rate:
-        return {"sample_rate": options.sample_rate}
-    return {}
-
-
-def _file_source(path: Path, offset: int, shape: tuple[int, ...], file_dtype: np.dtype,
-                 options: IngestOptions) -> Source:
-    """A C-ordered array stored at ``offset`` in ``path``, read with plain file reads (no memory
-    map, so the pages read do not stay in this process) and converted to native byte order."""
-    kind = _array_kind(len(shape), options, path)
-    store_shape = _with_channels(shape, kind, path)
-    dtype = _check_dtype(file_dtype, path)
-    row = math.prod(shape[1:])
-
-    def slabs(start: int, rows: int) -> Iterator[np.ndarray]:
-        with open(path, "rb") as fh:
-            fh.seek(offset + start * row * file_dtype.itemsize)
-            for a in range(start, shape[0], rows):
-                k = min(rows, shape[0] - a)
-                data = np.fromfile(fh, file_dtype, count=k * row)
-                if data.size != k * row:
-                    raise IngestError(f"{path}: file ends early, in row {a + data.size // row}")
-                yield data.astype(dtype, copy=False).reshape((k,) + store_shape[1:])
-
-    return Source(str(path), path.stat().st_size, kind, store_shape, dtype, slabs, _identity(path),
-                  _array_meta(kind, options))
-
-
-def _npy(path: Path, options: IngestOptions) -> Source:
-    try:
-        with open(path, "rb") as fh:
-            version = np.lib.format.read_magic(fh)
-            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                           else np.lib.format.read_array_header_2_0)
-            shape, fortran, dtype = read_header(fh)
-            offset = fh.tell()
-    except ValueError as exc:
-        raise IngestError(f"{path}: not a readable .npy file ({exc})") from None
-    if not shape:
-        raise IngestError(f"{path}: holds a single number, not a signal")
-    if fortran:  # rare: columns first; read it through a memory map
-        array = np.load(path, mmap_mode="r")
-        kind = _array_kind(array.ndim, options, path)
-        return _array_source(str(path), path.stat().st_size, kind, array, _identity(path),
-                             _array_meta(kind, options))
-    return _file_source(path, offset, tuple(shape), dtype, options)
-
-
-def _raw(path: Path, options: IngestOptions) -> Source:
-    if not options.shape or not options.dtype:
-        raise IngestError(f"{path}: a raw file needs --shape and --dtype")
-    try:
-        dtype = np.dtype(options.dtype)
-    except TypeError:
-        raise IngestError(f"{path}: --dtype {options.dtype!r} is not a numpy type") from None
-    shape = tuple(int(d) for d in options.shape)
-    if min(shape) < 1:
-        raise IngestError(f"{path}: --shape must be positive, got {list(shape)}")
-    expected, size = math.prod(shape) * dtype.itemsize, path.stat().st_size
-    if size != expected:
-        raise IngestError(f"{path}: holds {size:,} bytes, but shape {list(shape)} of {dtype} "
-                          f"needs {expected:,}")
-    return _file_source(path, 0, shape, dtype, options)
-
-
-def _read_image(path: Path) -> np.ndarray:
-    import imageio.v3 as iio
-
-    try:
-        return np.asarray(iio.imread(path))
-    except Exception as exc:  # Pillow, tifffile and imageio raise many types for a bad file
-        raise IngestError(f"{path}: not a readable image ({_first_line(exc)})") from None
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
-def _image(path: Path, options: IngestOptions) -> Source:
-    _kind(options.kind, ("image",), str(path))
-    image = _read_image(path)
-    return _array_source(str(path), path.stat().st_size, "image", image, _identity(path), {})
-
-
-def _natural_key(path: Path) -> list:
-    """Order frame names as people number them: frame2 before frame10."""
-    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path.name)]
-
-
-def _frames(path: Path, options: IngestOptions) -> Source:
-    kind = _kind(options.kind, ("video", "volume"), f"{path} (a folder of frames)")
-    files = sorted((p for p in path.iterdir() if p.suffix.lower() in FRAME_SUFFIXES
-                    and not p.name.startswith(".")), key=_natural_key)
-    if not files:
-        raise IngestError(f"{path}: no PNG, JPEG or TIFF frames in this folder")
-    first = _read_image(files[0])
-    dtype = _check_dtype(first.dtype, files[0])
-    shape = (len(files),) + _with_channels(first.shape, "image", files[0])
-
-    def slabs(start: int, rows: int) -> Iterator[np.ndarray]:
-        for a in range(start, len(files), rows):
-            batch = files[a:a + rows]
-            out = np.empty((len(batch),) + shape[1:], dtype)
-            for i, f in enumerate(batch):
-                frame = _read_image(f)
-                if frame.shape[:2] + (frame.shape[2:] or (1,)) != shape[1:] or frame.dtype != dtype:
-                    raise IngestError(f"{f}: frame of shape {frame.shape} and type {frame.dtype} "
-                                      f"differs from {files[0].name} ({first.shape}, {first.dtype}); "
-                                      "all frames must match")
-                out[i] = frame.reshape(shape[1:])
-            yield out
-
-    stats = [f.stat() for f in files]
-    identity = {"name": path.name, "files": len(files), "size": sum(s.st_size for s in stats),
-                "mtime_ns": max(s.st_mtime_ns for s in stats), "first": files[0].name,
-                "last": files[-1].name}
-    meta = {"fps": options.fps} if options.fps and kind == "video" else {}
-    return Source(str(path), identity["size"], kind, shape, dtype, slabs, identity, meta)
-
-
-def _tiff(path: Path, options: IngestOptions) -> Source:
-    import tifffile
-
-    try:
-        with tifffile.TiffFile(path) as tif:
-            series = tif.series[0]
-            axes, full, dtype, page = series.axes, tuple(series.shape), series.dtype, series.pages[0].shape
-    except Exception as exc:  # tifffile raises its own and numpy's errors for a bad file
-        raise IngestError(f"{path}: not a readable TIFF file ({_first_line(exc)})") from None
-    leading = full[:len(full) - len(page)]
-    if len(leading) > 1:
-        raise IngestError(f"{path}: a TIFF of axes {axes} (shape {full}); only a stack of 2-D pages "
-                          "(one slice or frame per page) can be ingested")
-    if not leading:
-        _kind(options.kind, ("image",), f"{path} (a single-page TIFF)")
-        return _image(path, options)
-    kind = _kind(options.kind, ("volume", "video"), f"{path} (a TIFF stack)")
-    dtype = _check_dtype(dtype, path)
-    shape = _with_channels(full, kind, path)
-
-    def slabs(start: int, rows: int) -> Iterator[np.ndarray]:
-        with tifffile.TiffFile(path) as tif:
-            for a in range(start, shape[0], rows):
-                pages = range(a, min(a + rows, shape[0]))
-                yield tif.asarray(key=pages, series=0).reshape((len(pages),) + shape[1:])
-
-    meta = {"fps": options.fps} if options.fps and kind == "video" else {}
-    return Source(str(path), path.stat().st_size, kind, shape, dtype, slabs, _identity(path), meta)
-
-
-def _wav(path: Path, options: IngestOptions) -> Source:
-    from scipy.io import wavfile
-
-    _kind(options.kind, ("audio",), str(path))
-    try:
-        rate, data = wavfile.read(path, mmap=True)
-    except ValueError as exc:
-        if "24-bit" not in str(exc):
-            raise IngestError(f"{path}: not a readable WAV file ({_first_line(exc)})") from None
-        rate, data = wavfile.read(path)  # 24-bit samples cannot be memory-mapped
-    except Exception as exc:  # truncated or foreign files raise struct/OS errors
-        raise IngestError(f"{path}: not a readable WAV file ({_first_line(exc)})") from None
-    return _array_source(str(path), path.stat().st_size, "audio", data, _identity(path),
-                         {"sample_rate": int(rate)})
-
-
-def _video(path: Path, options: IngestOptions) -> Source:
-    import av
-
-    _kind(options.kind, ("video",), str(path))
-    try:
-        with av.open(str(path)) as container:
-            stream = container.streams.video[0]
-            fps = float(stream.average_rate or stream.guessed_rate or 0)
-            seconds = float(stream.duration * stream.time_base) if stream.duration else \
-                (container.duration or 0) / 1e6
-            frames = stream.frames or round(seconds * fps) or 1
-            height, width = stream.codec_context.height, stream.codec_context.width
-    except (av.error.FFmpegError, IndexError) as exc:
-        raise IngestError(f"{path}: not a readable video ({_first_line(exc) or 'no video stream'})") from None
-    shape = (frames, height, width, 3)
-
-    def slabs(start: int, rows: int) -> Iterator[np.ndarray]:
-        buf, k, index = np.empty((rows, height, width, 3), np.uint8), 0, 0
-        with av.open(str(path)) as container:
-            stream = container.streams.video[0]
-            stream.thread_type = "AUTO"
-            try:
-                for frame in container.decode(stream):
-                    if index >= start:
-                        if (frame.height, frame.width) != (height, width):
-                            raise IngestError(f"{path}: frame {index} is {frame.width}x{frame.height}, "
-                                              f"the first is {width}x{height}")
-                        buf[k], k = frame.to_ndarray(format="rgb24"), k + 1
-                        if k == rows:
-                            yield buf
-                            k = 0
-                    index += 1
-            except av.error.FFmpegError as exc:
-                raise IngestError(f"{path}: decoding failed at frame {index} ({_first_line(exc)})") from None
-        if k:
-            yield buf[:k]
-
-    return Source(str(path), path.stat().st_size, "video", shape, np.dtype(np.uint8), slabs,
-                  _identity(path), {"fps": fps} if fps else {})
+    return READERS[suffix](path, options)

@@ -267,14 +267,6 @@ class INR(nn.Module):
         for n, shape in self.arch.global_shapes().items():
             self[n].copy_(_checked(tensors, n, shape))
 
-    def subset(self, pids: Sequence[int]) -> "INR":
-        """A new model holding only ``pids`` (copies of their weights and the global branch)."""
-        out = INR(self.arch, pids, init=False).to(self.coord_scale.device)
-        out.load_global(self.global_state())
-        for p in pids:
-            out.load_local(p, self.local_state(p))
-        return out
-
     # -- reference forward (autograd) -------------------------------------------------------------
     def forward(self, coords: Tensor, pids: Sequence[int] | Tensor | None = None) -> Tensor:
         """Values at ``coords`` [P', n, in] grouped by partition; ``pids`` [P'] names the
