@@ -13,6 +13,8 @@ from .data.store import open_signal
 from .errors import DistlgError
 from .geometry import PartitionGrid
 from .nn.model import INR, Architecture
+from .train import TrainResult
+from .train import train as _train
 
 __version__ = "0.1.0"
 
@@ -20,9 +22,11 @@ __all__ = ["Architecture", "Config", "DistlgError", "INR", "PartitionGrid", "Sig
            "open_signal", "train"]
 
 
-def train(config: Config | None = None, **overrides):
-    """Train ``config`` (default: the embedded default signal) with ``field=value`` overrides."""
-    from .train import train as _train
+def train(config: Config | None = None, **overrides) -> TrainResult:
+    """Train ``config`` (default: the embedded default signal) with ``field=value`` overrides.
 
+    (The trainer module is imported above, not in here: importing ``distlg.train`` the first
+    time sets the package's ``train`` attribute to the module, which must happen before this
+    function is defined, or ``distlg.train`` stops being callable after the first call.)"""
     config = (config or Config()).replace(**overrides) if overrides else (config or Config())
     return _train(config)

@@ -108,7 +108,7 @@ class StepsConfig:
                   ("lr", self.lr, lambda v: v > 0, "> 0"),
                   ("sample fraction", self.sample_fraction, lambda v: 0 < v <= 1, "in (0, 1]"),
                   ("samples per partition", self.samples_per_partition, lambda v: v >= 1, ">= 1"),
-                  ("seed", self.seed, lambda v: v >= 0, ">= 0 (it seeds counter-based hashes)")]
+                  ("seed", self.seed, lambda v: v >= 0, ">= 0")]
         for name, value, ok, rule in checks:
             if value is not None and not ok(value):
                 raise ConfigError(f"{name} must be {rule}, got {value}")

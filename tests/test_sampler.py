@@ -47,6 +47,14 @@ def samplers(signal: Signal, grid: PartitionGrid, pids, n: int, seed: int = 0):
     return resident, streaming
 
 
+@pytest.mark.parametrize("budget", [1 << 30, 1 << 10])  # resident, streaming
+def test_a_negative_seed_is_refused_not_cast(budget):
+    """Seeds key uint64 hashes here and the model's generators: both ask for seed >= 0."""
+    signal, _ = random_signal()
+    with pytest.raises(SamplerError, match="seed must be >= 0, got -1"):
+        make_sampler(signal, GRID, [0, 1], 8, seed=-1, memory_budget=budget)
+
+
 def test_modes_follow_the_memory_budget():
     signal, _ = random_signal()
     region = 30 * 17 * 21 * 2

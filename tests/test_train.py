@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from distlg.config import Config, ConfigError, load
+from distlg.config import Config, ConfigError, ExtendConfig, load
 from distlg.data.sources.builtin import builtin
 from distlg.modeldir.format import ModelDir
 from distlg.plan import make_plan
@@ -68,6 +68,28 @@ def test_default_video_halo_only_on_split_axes():
     assert make_plan(Config(), long).grid.overlaps == (1, 2, 2)
 
 
+def test_settings_are_checked_where_they_are_made():
+    with pytest.raises(ConfigError, match="seed must be >= 0, got -1"):
+        Config().replace(seed=-1)
+    with pytest.raises(ConfigError, match="sample fraction must be in"):
+        Config().replace(sample_fraction=1.5)
+    with pytest.raises(ConfigError, match="schedule must be constant or cosine"):
+        ExtendConfig(schedule="linear")
+    with pytest.raises(ConfigError, match="steps must be >= 1"):
+        ExtendConfig(steps=0)
+
+
+def test_an_unknown_section_is_a_config_error_naming_the_sections():
+    import distlg
+
+    for call in (lambda: Config().replace(foo__bar=1), lambda: distlg.train(foo__bar=1)):
+        with pytest.raises(ConfigError, match="unknown config section 'foo'.*signal, partition, "
+                           "model, train, run"):
+            call()
+    with pytest.raises(ConfigError, match="unknown setting train.bar"):
+        Config().replace(train__bar=1)
+
+
 def test_config_files_and_overrides(tmp_path):
     (tmp_path / "a.yaml").write_text("model: {arch: siren, params: 1000}\ntrain: {steps: 7}\n")
     (tmp_path / "b.toml").write_text("[model]\narch = 'siren'\nparams = 1000\n[train]\nsteps = 7\n")
@@ -94,6 +116,7 @@ def test_config_files_and_overrides(tmp_path):
     (["--steps", "0"], "steps must be"),
     (["--params", "10", "--factors", "8", "8"], "parameters within"),
     (["--global-lr", "-1"], "global lr must be"),
+    (["--seed", "-1"], "seed must be >= 0"),
 ])
 def test_cli_errors_are_one_line_with_status_2(tmp_path, args, needle):
     proc = subprocess.run([sys.executable, "-m", "distlg", "train", *args, "--out", str(tmp_path),
