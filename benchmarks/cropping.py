@@ -3,8 +3,8 @@
     python benchmarks/cropping.py          # ~2 minutes on 2 cores; writes results/cropping.md
 
 Trains Local-Global SIREN on scikit-image's astronaut (256x256, (8, 8) partitions, ~49 K
-parameters, 1000 full-batch steps), then crops the model four ways with ``distlg.crop`` (no
-retraining) and renders each kept region with ``distlg.render``: the weights that remain (the
+parameters, 1000 full-batch steps), then crops the model four ways with ``distlg.modeldir.crop`` (no
+retraining) and renders each kept region with ``distlg.rendering``: the weights that remain (the
 global branch stays, the local part falls in proportion to the partitions dropped), the PSNR of
 the kept region before and after the crop, and whether the two renders are bit-identical.
 """

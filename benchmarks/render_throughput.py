@@ -7,7 +7,7 @@ allowed to the render.
 Model: a Local-Global SIREN of a 64x256x256 RGB video at the trainer's video budget (64 values
 per weight: 206,270 weights, local width 14, global width 76), 4x8x8 partitions with (1, 2, 2)
 halos, freshly initialised (throughput does not depend on the weights' values) and written as
-a model directory. Each measurement runs ``distlg.render.RegionRender`` in a fresh process with
+a model directory. Each measurement runs ``distlg.rendering.render.RegionRender`` in a fresh process with
 torch's default threads, so the peak RSS it reports is its own:
 
 - ``frame``: one frame (the fixed cost: Python, torch, one layer of partitions);

@@ -11,7 +11,7 @@ peak (2048x2048) is measured in the same run.
 
 - baseline: the same network written the straightforward way (what the paper's code does):
   autograd, one batched matmul per local layer, ``sin(30 * x)``, concatenation + linear merge.
-- distlg: ``distlg.fused.forward_backward`` (w0 in the GEMMs, split merge, in-place sine
+- distlg: ``distlg.nn.fused.forward_backward`` (w0 in the GEMMs, split merge, in-place sine
   backward, cache-sized chunks) on an ``INR``.
 - SIREN: one MLP with the same number of parameters (width 1030), distlg's fused step.
 """

@@ -1,10 +1,15 @@
 """distlg: distributed training of croppable Local-Global implicit neural representations.
 
-The data path, one module a step:
-``store`` (ingest into Zarr) -> ``sampler`` (per-partition batches) -> ``model`` / ``fused``
-(the Local-Global SIREN and its fast training step) -> ``parallel`` (local shards owned, global
-branch all-reduced) -> ``train`` -> ``checkpoint`` / ``modeldir`` (one file per partition) ->
-``crop`` -> ``render``.
+The data path, room by room:
+``data`` (sources ingested into Zarr stores, per-partition batches) -> ``nn`` (the Local-Global
+SIREN and its fast training step) -> ``parallel`` (local shards owned, global branch
+all-reduced) -> ``train`` (with ``plan``, ``optim`` and ``defaults``) -> ``modeldir`` (one file
+per partition: checkpoints, export, crop, extend) -> ``rendering`` (any region, streamed).
+
+On top: ``geometry`` (the partition grid), ``config`` (settings whose docstrings are --help),
+``defaults`` (everything that depends on the signal's kind), ``metrics``, ``cli`` and
+``commands``. Each room's ``__init__`` says what it may import; ``tests/test_layout.py``
+holds them to it and to an import graph without cycles.
 """
 
 from .config import Config

@@ -8,7 +8,9 @@ is normalised by the sample count of all workers together, so N workers compute 
 process computes. The model is deliberately not wrapped in DistributedDataParallel, which would
 overwrite and average the local weights that differ from worker to worker.
 
-This is the only module, with the trainer and checkpointing, that talks to torch.distributed.
+This is the only module that talks to torch.distributed and accelerate: the trainer and
+checkpointing reach them through ``World``, and ``tests/test_layout.py`` keeps them out of the
+model and data rooms.
 """
 
 from __future__ import annotations

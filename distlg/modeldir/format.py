@@ -11,8 +11,8 @@ named ``optim.<state>.<tensor>``) and a ``training`` section in the manifest. Ev
 written under a temporary name and renamed into place; the manifest is written last, so a
 directory without one is incomplete. Only JSON and safetensors are ever read, file names in a
 manifest must be plain names of files inside the directory, and a file whose sha256 differs from
-the manifest is refused. storage/README.md documents the format; ``distlg.crop``,
-``distlg.extend`` and ``distlg.export`` edit it, ``distlg.render`` reads it.
+the manifest is refused. storage/README.md documents the format; ``crop``, ``extend`` and
+``export`` (beside this module) edit it, ``distlg.rendering`` reads it.
 """
 
 from __future__ import annotations

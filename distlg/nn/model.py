@@ -272,7 +272,7 @@ class INR(nn.Module):
         """Values at ``coords`` [P', n, in] grouped by partition; ``pids`` [P'] names the
         partition of each group (default: every held partition, in order). Returns [P', n, out].
 
-        This is the plain autograd formulation; ``distlg.fused`` computes the same thing faster.
+        This is the plain autograd formulation; ``distlg.nn.fused`` computes the same thing faster.
         """
         a = self.arch
         slots = self.slots(pids)
