@@ -207,7 +207,7 @@ def main() -> None:
     name = "audio_quick" if args.quick else "audio"
     RESULTS.mkdir(parents=True, exist_ok=True)
 
-    from distlg.store import open_store
+    from distlg.data.store import open_store
 
     results, truths, rates, lengths = {}, {}, {}, {}
     for clip in clips:

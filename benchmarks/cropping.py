@@ -3,8 +3,8 @@
     python benchmarks/cropping.py          # ~2 minutes on 2 cores; writes results/cropping.md
 
 Trains Local-Global SIREN on scikit-image's astronaut (256x256, (8, 8) partitions, ~49 K
-parameters, 1000 full-batch steps), then crops the model four ways with ``distlg.crop`` (no
-retraining) and renders each kept region with ``distlg.render``: the weights that remain (the
+parameters, 1000 full-batch steps), then crops the model four ways with ``distlg.modeldir.crop`` (no
+retraining) and renders each kept region with ``distlg.rendering``: the weights that remain (the
 global branch stays, the local part falls in proportion to the partitions dropped), the PSNR of
 the kept region before and after the crop, and whether the two renders are bit-identical.
 """
@@ -20,12 +20,12 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import plot_images, run_config, write_results  # noqa: E402
 
-from distlg.crop import crop, select  # noqa: E402
+from distlg.data.store import open_signal  # noqa: E402
 from distlg.metrics import psnr  # noqa: E402
-from distlg.modeldir import ModelDir  # noqa: E402
-from distlg.region import box_text, parse_box  # noqa: E402
-from distlg.render import render  # noqa: E402
-from distlg.signal import open_signal  # noqa: E402
+from distlg.modeldir.crop import crop, select  # noqa: E402
+from distlg.modeldir.format import ModelDir  # noqa: E402
+from distlg.rendering.region import box_text, parse_box  # noqa: E402
+from distlg.rendering.render import render  # noqa: E402
 
 SIGNAL = "builtin:astronaut@256x256"
 SCRATCH = Path(__file__).resolve().parents[1] / "storage" / "bench" / "cropping"

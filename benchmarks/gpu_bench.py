@@ -95,7 +95,7 @@ def image(out: Path) -> None:
 def memory(out: Path) -> None:
     from speed import D, HG, HL, LAYERS, O, P, Baseline, baseline_step, fused_step
 
-    from distlg.model import INR, Architecture
+    from distlg.nn.model import INR, Architecture
 
     emit(out, "| step | samples per step | peak GPU MiB |", "|---|---|---|")
     for n in (200, 2000):

@@ -193,7 +193,7 @@ def main() -> None:
     name = "images_quick" if args.quick else "images"
     RESULTS.mkdir(parents=True, exist_ok=True)
 
-    from distlg.signal import builtin
+    from distlg.data.sources.builtin import builtin
 
     runs, truths = [], {}
     for photo in photos:

@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import write_results  # noqa: E402
 from stream_volume import generate  # noqa: E402
 
-from distlg.store import is_complete  # noqa: E402
+from distlg.data.store import is_complete  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "storage" / "bench" / "memory"

@@ -120,8 +120,8 @@ def main() -> None:
             cells.append(f"{hit['time']:.0f} s (step {hit['step']})" if hit else "not reached")
         lines.append(f"| {target:.0f} dB | " + " | ".join(cells) + " |")
     lines += seed_table(runs, args.seeds, args.global_lr)
-    from distlg.render import render
-    from distlg.signal import open_signal
+    from distlg.data.store import open_signal
+    from distlg.rendering.render import render
 
     truth = open_signal(BASE["path"])
     images = {"ground truth": truth.normalise(truth.read(tuple((0, d) for d in truth.shape)))}

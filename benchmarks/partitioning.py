@@ -51,7 +51,7 @@ def load_video(frames: int, size: int):
     import av
     from PIL import Image
 
-    from distlg.signal import Signal
+    from distlg.data.signal import Signal
 
     out = []
     with av.open(str(VIDEO)) as container:

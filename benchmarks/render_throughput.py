@@ -7,7 +7,7 @@ allowed to the render.
 Model: a Local-Global SIREN of a 64x256x256 RGB video at the trainer's video budget (64 values
 per weight: 206,270 weights, local width 14, global width 76), 4x8x8 partitions with (1, 2, 2)
 halos, freshly initialised (throughput does not depend on the weights' values) and written as
-a model directory. Each measurement runs ``distlg.render.RegionRender`` in a fresh process with
+a model directory. Each measurement runs ``distlg.rendering.render.RegionRender`` in a fresh process with
 torch's default threads, so the peak RSS it reports is its own:
 
 - ``frame``: one frame (the fixed cost: Python, torch, one layer of partitions);
@@ -47,28 +47,30 @@ CASES = {
 
 
 def build_model(path: Path) -> None:
-    from distlg.budget import fit_widths
-    from distlg.checkpoint import write_model
+    import numpy as np
+
+    from distlg.data.signal import SignalInfo
     from distlg.geometry import PartitionGrid
-    from distlg.model import INR
+    from distlg.modeldir.checkpoint import write_model
+    from distlg.nn.budget import fit_widths
+    from distlg.nn.model import INR
     from distlg.parallel import World
 
     grid = PartitionGrid(SHAPE, FACTORS, OVERLAPS)
     arch = fit_widths("local-global", PARAMS, grid.num_partitions, 3, 3)
-    info = {"kind": "video", "shape": list(SHAPE), "axes": ["t", "y", "x"], "channels": 3,
-            "dtype": "uint8", "value_range": [0.0, 255.0], "meta": {"fps": 25}}
+    info = SignalInfo("video", SHAPE, 3, np.dtype("uint8"), (0.0, 255.0), {"fps": 25})
     write_model(path, INR(arch, range(grid.num_partitions)), World(), grid, info)
 
 
 def child(model: str, region: str, scale: str, out: str) -> None:
     """One measurement in this (fresh) process: print it as JSON."""
-    from distlg.modeldir import ModelDir
-    from distlg.region import parse_box, parse_scale
-    from distlg.render import RegionRender
-    from distlg.writers import open_writer
+    from distlg.modeldir.format import ModelDir
+    from distlg.rendering.region import parse_box, parse_scale
+    from distlg.rendering.render import RegionRender
+    from distlg.rendering.writers import open_writer
 
     md = ModelDir.open(model)
-    box = parse_box(None if region == "-" else region, md.grid.shape, md.signal["axes"])
+    box = parse_box(None if region == "-" else region, md.grid.shape, md.signal.axes)
     plan = RegionRender(md, box, parse_scale(scale, md.grid.ndim))
     writer = open_writer(out, plan) if out != "-" else None
     t0 = time.perf_counter()

@@ -38,12 +38,13 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import write_results  # noqa: E402
 
-from distlg import fused  # noqa: E402
-from distlg.budget import fit_widths  # noqa: E402
+from distlg.nn import fused  # noqa: E402
+from distlg.nn.budget import fit_widths  # noqa: E402
 from distlg.geometry import PartitionGrid  # noqa: E402
-from distlg.lattice import corner_count, default_lattice  # noqa: E402
-from distlg.model import INR, Architecture  # noqa: E402
-from distlg.plan import DEFAULT_MAX_GLOBAL_WIDTH, lattice_geometry  # noqa: E402
+from distlg.nn.lattice import corner_count, default_lattice  # noqa: E402
+from distlg.nn.model import INR, Architecture  # noqa: E402
+from distlg.defaults import MAX_GLOBAL_WIDTH  # noqa: E402
+from distlg.plan import lattice_geometry  # noqa: E402
 
 P, N, D, O, LAYERS, HL, HG, W0 = 320, 200, 3, 3, 3, 55, 180, 30.0
 SIREN_WIDTH = 1030
@@ -130,7 +131,7 @@ def lattice_arch(n: int) -> Architecture:
     grid = PartitionGrid((60, 256, 256), (5, 8, 8))
     lg = Architecture("local-global", D, O, LAYERS, HL, HG)
     arch = fit_widths("local-global", lg.total_params(P), P, D, O, LAYERS, merge="bias",
-                      max_global_width=DEFAULT_MAX_GLOBAL_WIDTH, **lattice_geometry(grid))
+                      max_global_width=MAX_GLOBAL_WIDTH, **lattice_geometry(grid))
     return dataclasses.replace(arch, lattice=default_lattice(grid.part_shape, n, arch.local_width,
                                                                     arch.global_width, arch.depths))
 

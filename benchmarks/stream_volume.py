@@ -78,8 +78,8 @@ def ingest(size: int, store: Path) -> dict:
 # -- phases, each run in a fresh process -------------------------------------------------------------
 def open_plan(store: Path):
     from distlg.config import Config
+    from distlg.data.store import open_signal
     from distlg.plan import make_plan
-    from distlg.signal import open_signal
 
     signal = open_signal(str(store))
     config = Config().replace(factors=[8, 8, 8], params=PARAMS, samples_per_partition=SAMPLES)
@@ -87,8 +87,8 @@ def open_plan(store: Path):
 
 
 def sampler_rate(store: Path, pids_kind: str, steps: int, budget: int) -> dict:
+    from distlg.data.sampling import make_sampler
     from distlg.geometry import shard
-    from distlg.sampler import make_sampler
 
     signal, plan = open_plan(store)
     pids = shard(plan.grid, 8)[0] if pids_kind == "shard" else list(range(plan.grid.num_partitions))
@@ -110,9 +110,9 @@ def sampler_rate(store: Path, pids_kind: str, steps: int, budget: int) -> dict:
 def train_phase(store: Path, steps: int, budget: int) -> dict:
     import torch
 
-    from distlg import fused
-    from distlg.model import INR
-    from distlg.sampler import make_sampler
+    from distlg.data.sampling import make_sampler
+    from distlg.nn import fused
+    from distlg.nn.model import INR
 
     torch.set_num_threads(2)
     base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -212,7 +212,7 @@ def main() -> None:
         return
     BENCH.mkdir(parents=True, exist_ok=True)
     store = BENCH / f"volume-{args.size}.zarr"
-    from distlg.store import is_complete
+    from distlg.data.store import is_complete
 
     prep = {} if is_complete(store) else ingest(args.size, store)
     budget = str(args.budget_mib << 20)

@@ -154,7 +154,7 @@ def main() -> None:
 
     import torch
 
-    from distlg.signal import Signal
+    from distlg.data.signal import Signal
 
     torch.set_num_threads(args.threads)
     clip = load_clip(s["frames"], s["size"])

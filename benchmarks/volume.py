@@ -86,8 +86,8 @@ def read_ply(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 def model_mesh(model_dir: Path, out: Path) -> tuple[np.ndarray, np.ndarray, float]:
     """The model's midpoint surface through distlg's streaming renderer and .ply writer."""
-    from distlg.render import RegionRender
-    from distlg.writers import open_writer
+    from distlg.rendering.render import RegionRender
+    from distlg.rendering.writers import open_writer
 
     out.unlink(missing_ok=True)
     t0 = time.perf_counter()
@@ -220,7 +220,7 @@ def main() -> None:
 
     import torch
 
-    from distlg.signal import Signal
+    from distlg.data.signal import Signal
 
     torch.set_num_threads(args.threads)
     size = s["size"]

@@ -1,15 +1,20 @@
 """Configuration: nested dataclasses whose field docstrings are the command line's --help.
 
-A run is described by ``Config`` (signal, partition, model, train sections). It can be built in
-Python, read from a YAML or TOML file with the same sections, and overridden by command-line
-flags; ``add_arguments`` turns the dataclasses into argparse options (one flag per field, named
-after it, grouped by section) and ``from_args`` merges file and flags.
+A run is described by ``Config`` (signal, partition, model, train and run sections). It can be
+built in Python, read from a YAML, TOML or JSON file with the same sections, and overridden by
+command-line flags; ``add_arguments`` turns the dataclasses into argparse options (one flag per
+field, named after it, grouped by section) and ``from_args`` merges file and flags.
+``ExtendConfig`` is the same for ``distlg extend``, and ``add_fields`` / ``given`` do it for any
+dataclass (``distlg ingest``'s options too). Settings are checked where they are made (each
+dataclass's ``__post_init__``); defaults that depend on the signal's kind live in
+``distlg.defaults`` and are written into --help from there.
 """
 
 from __future__ import annotations
 
 import argparse
 import ast
+import collections.abc
 import dataclasses
 import inspect
 import json
@@ -18,8 +23,9 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, Sequence
 
+from . import defaults
 from .errors import DistlgError
 
 
@@ -40,13 +46,12 @@ class PartitionConfig:
     factors: Optional[list[int]] = None
     """Partitions per signal axis, e.g. 5 8 8 for (frames, rows, columns). Default: from
     --partition-size."""
-    partition_size: Optional[list[int]] = None
+    partition_size: Optional[list[int]] = field(default=None, metadata={"by_kind": "partition_size"})
     """Target partition size in samples per axis when --factors is not given (one value for
-    every axis, or one per axis). Default: 32 per image axis, the paper's rule; video 50 32 32;
-    audio 1/32 of the clip; volumes 32."""
-    overlaps: Optional[list[int]] = None
+    every axis, or one per axis); 32 per image axis is the paper's rule."""
+    overlaps: Optional[list[int]] = field(default=None, metadata={"by_kind": "halo"})
     """Halo per axis: each partition samples training positions from its box grown by this
-    many samples (one value or one per axis). Removes seams. Default: 0; video 1 2 2."""
+    many samples (one value or one per axis; none on unsplit axes). Removes seams."""
 
 
 @dataclass
@@ -61,10 +66,9 @@ class ModelConfig:
     params: Optional[int] = None
     """Total parameter budget; the widths are chosen to match it. Default: signal values
     divided by --compression."""
-    compression: Optional[float] = None
-    """Signal values per parameter when --params is not given. Default: 4 for images (the
-    paper's image setting), 1.5 for audio (its 198 K parameters for a 7 s clip), 64 for video
-    and volumes."""
+    compression: Optional[float] = field(default=None, metadata={"by_kind": "compression"})
+    """Signal values per parameter when --params is not given (images: the paper's image
+    setting; audio: its 198 K parameters for a 7 s clip)."""
     global_share: float = 0.1
     """Share of the parameters in the replicated part (global branch and merge)."""
     local_width: Optional[int] = None
@@ -89,26 +93,45 @@ class ModelConfig:
 
 
 @dataclass
-class TrainConfig:
-    steps: Optional[int] = None
-    """Optimisation steps. Default: 2000 for images, 1000 for audio, 1500 otherwise."""
-    lr: Optional[float] = None
-    """Adam learning rate. Default: 5e-4 for images, 1e-4 otherwise (the paper's)."""
+class StepsConfig:
+    """How a model's partitions train: what ``train`` and ``extend`` share."""
+
+    steps: Optional[int] = field(default=None, metadata={"by_kind": "steps"})
+    """Optimisation steps."""
+    lr: Optional[float] = field(default=None, metadata={"by_kind": "lr"})
+    """Adam learning rate (the paper's)."""
     schedule: Literal["constant", "cosine"] = "constant"
     """Learning-rate schedule: constant (the paper's) or cosine decay to --lr-final x lr."""
     lr_final: float = 0.05
     """Final learning rate of the cosine schedule, as a fraction of --lr."""
-    global_lr: Optional[float] = None
-    """Learning rate of a Local-Global model's replicated part (global branch and merge), as a
-    fraction of --lr (the local sub-networks train at --lr). Default: 0.3 for images, 1
-    otherwise."""
-    sample_fraction: Optional[float] = None
-    """Fraction of the signal's positions drawn per step, spread equally over partitions.
-    Default: full batch (every position every step) for images and audio, 0.02 otherwise."""
+    sample_fraction: Optional[float] = field(default=None, metadata={"by_kind": "sample_fraction"})
+    """Fraction of the signal's positions drawn per step, spread equally over partitions (full
+    batch: every position every step)."""
     samples_per_partition: Optional[int] = None
     """Samples drawn from each partition per step (overrides --sample-fraction)."""
     seed: int = 0
-    """Seed of the initialisation and of the sampling."""
+    """Seed of the initialisation and of the sampling (non-negative)."""
+    memory_budget_gib: float = 4.0
+    """Decoded signal data a worker may hold; beyond it the sampler streams from the store."""
+
+    def __post_init__(self) -> None:
+        if self.schedule not in ("constant", "cosine"):
+            raise ConfigError(f"schedule must be constant or cosine, got {self.schedule!r}")
+        checks = [("steps", self.steps, lambda v: v >= 1, ">= 1"),
+                  ("lr", self.lr, lambda v: v > 0, "> 0"),
+                  ("sample fraction", self.sample_fraction, lambda v: 0 < v <= 1, "in (0, 1]"),
+                  ("samples per partition", self.samples_per_partition, lambda v: v >= 1, ">= 1"),
+                  ("seed", self.seed, lambda v: v >= 0, ">= 0")]
+        for name, value, ok, rule in checks:
+            if value is not None and not ok(value):
+                raise ConfigError(f"{name} must be {rule}, got {value}")
+
+
+@dataclass
+class TrainConfig(StepsConfig):
+    global_lr: Optional[float] = field(default=None, metadata={"by_kind": "global_lr"})
+    """Learning rate of a Local-Global model's replicated part (global branch and merge), as a
+    fraction of --lr (the local sub-networks train at --lr)."""
     eval_every: int = 0
     """Evaluate PSNR every this many steps (0: only at the end)."""
     eval: Literal["auto", "full", "sample"] = "auto"
@@ -117,8 +140,6 @@ class TrainConfig:
     interval), or auto (sample above 10^7 values, else full)."""
     log_every: int = 25
     """Log the loss every this many steps."""
-    memory_budget_gib: float = 4.0
-    """Decoded signal data a worker may hold; beyond it the sampler streams from the store."""
     threads: Optional[int] = None
     """CPU threads per worker. Default: the cores divided among the workers on this machine."""
     device: Optional[str] = None
@@ -129,6 +150,24 @@ class TrainConfig:
     stay float32)."""
     kernel: Literal["torch", "triton"] = "torch"
     """Local layers through torch (every device) or a fused Triton kernel (CUDA only)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.global_lr is not None and self.global_lr < 0:
+            raise ConfigError(f"global lr must be >= 0, got {self.global_lr}")
+
+
+@dataclass
+class ExtendConfig(StepsConfig):
+    """How ``distlg extend`` trains the new partitions (the global branch stays frozen);
+    defaults are the trainer's for the signal's kind."""
+
+    threads: Optional[int] = None
+    """CPU threads. Default: torch's."""
+    device: str = "cpu"
+    """Device to train on (cpu, cuda)."""
+    progress: bool = True
+    """Show a progress bar."""
 
 
 @dataclass
@@ -176,7 +215,8 @@ class Config:
         return cls(**sections)
 
     def replace(self, **overrides: Any) -> "Config":
-        """A copy with ``section__field=value`` or unique ``field=value`` overrides."""
+        """A copy with ``section__field=value`` or unique ``field=value`` overrides; an unknown
+        section or setting is a ``ConfigError``."""
         data = self.to_dict()
         for key, value in overrides.items():
             section, name = _locate(key)
@@ -212,7 +252,16 @@ def load(path: str | Path) -> Config:
 
 # -- command line --------------------------------------------------------------------------------
 def field_docs(cls: type) -> dict[str, str]:
-    """The docstring written under each field of a dataclass (read from its source)."""
+    """The docstring written under each field of a dataclass and of the dataclasses it extends
+    (read from their source)."""
+    docs: dict[str, str] = {}
+    for base in reversed(cls.__mro__):
+        if dataclasses.is_dataclass(base):
+            docs.update(_own_field_docs(base))
+    return docs
+
+
+def _own_field_docs(cls: type) -> dict[str, str]:
     try:
         tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
     except (OSError, TypeError):
@@ -237,6 +286,10 @@ def _sections() -> list[tuple[str, type]]:
 def _locate(key: str) -> tuple[str, str]:
     if "__" in key:
         section, name = key.split("__", 1)
+        sections = [s for s, _ in _sections()]
+        if section not in sections:
+            raise ConfigError(f"unknown config section {section!r} in {key!r}; the sections are "
+                              f"{', '.join(sections)}")
         return section, name
     hits = [s for s, cls in _sections() if key in {f.name for f in dataclasses.fields(cls)}]
     if len(hits) != 1:
@@ -283,32 +336,55 @@ def _coerce(obj: Any, name: str, value: Any) -> Any:
 _METAVARS = {int: "N", float: "X", str: "TEXT"}
 
 
+def add_fields(group: Any, cls: type, prefix: str = "", names: Sequence[str] | None = None) -> None:
+    """One option per field of the dataclass ``cls`` (or those in ``names``), named after it,
+    help from the docstring under it (with the kind-dependent defaults of ``distlg.defaults``
+    where the field says ``by_kind``), stored as ``prefix + name``; only given flags are set."""
+    docs, hints = field_docs(cls), typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if f.init and (names is None or f.name in names):
+            group.add_argument(f.metadata.get("flag", _flag(f.name)),
+                               **_option(f, hints[f.name], docs.get(f.name, ""), prefix))
+
+
+def _option(f: dataclasses.Field, hint: Any, doc: str, prefix: str) -> dict[str, Any]:
+    """argparse keywords for field ``f``."""
+    tp, _ = _unwrap(hint)
+    default = f.default if f.default is not dataclasses.MISSING else None
+    if "by_kind" in f.metadata:
+        doc += " " + defaults.describe(f.metadata["by_kind"])
+    elif default is not None and "Default" not in doc:
+        doc += f" (default: {default})"
+    # argparse formats help with %
+    kwargs: dict[str, Any] = dict(dest=prefix + f.name, default=argparse.SUPPRESS,
+                                  help=doc.replace("%", "%%"))
+    if tp is bool:
+        kwargs["action"] = argparse.BooleanOptionalAction
+    elif typing.get_origin(tp) in (list, collections.abc.Sequence):
+        kwargs.update(nargs="+", type=typing.get_args(tp)[0], metavar="N")
+    elif typing.get_origin(tp) is Literal:
+        kwargs.update(choices=typing.get_args(tp))
+    else:
+        kwargs.update(type=tp, metavar=_METAVARS.get(tp, "VALUE"))
+    if "choices" in f.metadata:
+        kwargs.update(choices=f.metadata["choices"], metavar=None)
+    kwargs["metavar"] = f.metadata.get("metavar", kwargs.get("metavar"))
+    if kwargs["metavar"] is None:
+        del kwargs["metavar"]
+    return kwargs
+
+
+def given(args: argparse.Namespace, cls: type, prefix: str = "") -> dict[str, Any]:
+    """The fields of ``cls`` set on the command line (``add_fields`` with ``prefix``)."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    return {k[len(prefix):]: v for k, v in vars(args).items()
+            if k.startswith(prefix) and k[len(prefix):] in names}
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """One option per config field, grouped by section; defaults come from the file/dataclass."""
     for section, cls in _sections():
-        group = parser.add_argument_group(f"{section} options")
-        docs = field_docs(cls)
-        hints = typing.get_type_hints(cls)
-        for f in dataclasses.fields(cls):
-            tp, _ = _unwrap(hints[f.name])
-            default = f.default if f.default is not dataclasses.MISSING else None
-            help_text = docs.get(f.name, "").replace("%", "%%")  # argparse formats help with %
-            if default is not None and "Default" not in help_text:
-                help_text += f" (default: {default})"
-            kwargs: dict[str, Any] = dict(dest=f"{section}__{f.name}", default=argparse.SUPPRESS,
-                                          help=help_text)
-            if tp is bool:
-                kwargs["action"] = argparse.BooleanOptionalAction
-            elif typing.get_origin(tp) is list:
-                kwargs.update(nargs="+", type=typing.get_args(tp)[0], metavar="N")
-            elif typing.get_origin(tp) is Literal:
-                kwargs.update(choices=typing.get_args(tp))
-            else:
-                kwargs.update(type=tp, metavar=_METAVARS.get(tp, "VALUE"))
-            kwargs["metavar"] = f.metadata.get("metavar", kwargs.get("metavar"))
-            if kwargs["metavar"] is None:
-                del kwargs["metavar"]
-            group.add_argument(f.metadata.get("flag", _flag(f.name)), **kwargs)
+        add_fields(parser.add_argument_group(f"{section} options"), cls, f"{section}__")
 
 
 def from_args(args: argparse.Namespace, file: str | None = None) -> Config:

@@ -138,18 +138,6 @@ class PartitionGrid:
         """Un-grown box clipped to the real signal (never empty)."""
         return tuple((a, min(b, d)) for (a, b), d in zip(self.box(pid), self.shape))
 
-    def sample_box(self, pid: int) -> Box:
-        """Halo-grown box of ``pid``, shifted inward at the borders to keep its size."""
-        out = []
-        for (a, b), o, extent in zip(self.box(pid), self.overlaps, self.padded_shape):
-            a, b = a - o, b + o
-            if a < 0:
-                a, b = 0, b - a
-            if b > extent:
-                a, b = a - (b - extent), extent
-            out.append((a, b))
-        return tuple(out)
-
     def sample_starts(self, pids: Sequence[int] | np.ndarray) -> np.ndarray:
         """Start corner of the sampling box of each id, as an int64 array [len(pids), ndim]."""
         pids = np.asarray(pids, dtype=np.int64)
@@ -157,11 +145,6 @@ class PartitionGrid:
         part, over = np.asarray(self.part_shape), np.asarray(self.overlaps)
         start = index * part - over
         return np.clip(start, 0, np.asarray(self.padded_shape) - np.asarray(self.sample_shape))
-
-    def owner(self, positions: np.ndarray) -> np.ndarray:
-        """Id of the partition whose un-grown box holds each integer position [..., ndim]."""
-        index = np.asarray(positions) // np.asarray(self.part_shape)
-        return np.ravel_multi_index(tuple(np.moveaxis(index, -1, 0)), self.factors)
 
     def intersecting(self, region: Box) -> list[int]:
         """Ids of the partitions whose un-grown boxes intersect ``region`` (signal units)."""

@@ -8,11 +8,11 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from .data.signal import Signal
 from .geometry import PartitionGrid
-from .model import INR
-from .region import box_text
-from .render import RegionRender, RenderError, Slab, render_partitions
-from .signal import Signal
+from .nn.model import INR
+from .rendering.region import RenderError, Slab, box_text
+from .rendering.render import RegionRender, render_partitions
 
 SSIM_MAX_BYTES = 512 << 20
 """Memory SSIM may take: the reconstruction and the signal are assembled (8 bytes a value), and
@@ -159,9 +159,9 @@ class Comparison:
     trainer's score (clipped values, the signal's PSNR peak) over the region. Scale 1 only."""
 
     def __init__(self, signal: Signal, plan: RegionRender):
-        if any(s != 1 for s in plan.sampling.scale):
+        if any(s != 1 for s in plan.render_grid.scale):
             raise RenderError("comparing with the signal needs scale 1 (the signal's own grid)")
-        region = plan.sampling.region
+        region = plan.render_grid.region
         if any(b > d for (_, b), d in zip(region, signal.shape)) or len(region) != len(signal.shape):
             raise RenderError(f"the signal (shape {signal.shape}) does not hold the region "
                               f"{box_text(region)}")

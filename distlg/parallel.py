@@ -8,7 +8,9 @@ is normalised by the sample count of all workers together, so N workers compute 
 process computes. The model is deliberately not wrapped in DistributedDataParallel, which would
 overwrite and average the local weights that differ from worker to worker.
 
-This is the only module, with the trainer and checkpointing, that talks to torch.distributed.
+This is the only module that talks to torch.distributed and accelerate: the trainer and
+checkpointing reach them through ``World``, and ``tests/test_layout.py`` keeps them out of the
+model and data rooms.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import torch
 import torch.distributed as dist
 
 from .errors import WorkerLost
-from .model import INR
+from .nn.model import INR
 
 COLLECTIVE_TIMEOUT = timedelta(seconds=60)
 """How long a collective may wait for a peer before the job fails instead of hanging."""
@@ -130,14 +132,6 @@ class World:
         out: list[Any] = [None] * self.size
         dist.all_gather_object(out, obj)
         return out
-
-    def broadcast(self, obj: Any) -> Any:
-        """The main worker's ``obj`` on every worker."""
-        if not self.collectives:
-            return obj
-        box = [obj]
-        dist.broadcast_object_list(box, src=0)
-        return box[0]
 
     def barrier(self) -> None:
         if self.collectives:

@@ -1,9 +1,8 @@
-"""From a config and a signal to everything a run needs: the grid, the architecture, the batch.
+"""From a config and a signal to everything a run needs: the grid, the architecture, the
+schedule and the batch. Defaults that depend on the signal's kind come from ``distlg.defaults``.
 
-Kind-dependent defaults follow the paper: images train full-batch at lr 5e-4 with 32x32
-partitions (Local-Global's replicated part at 0.3x that rate, distlg's own choice); video draws
-2 % of its positions per step at lr 1e-4 with (1, 2, 2) halos; audio trains full-batch at lr
-1e-4 for 1000 steps on a time axis scaled to [-100, 100].
+``make_plan`` plans a training run; ``steps_plan`` is the part ``extend`` shares with it (how
+many steps, at what rate, how many samples per partition).
 """
 
 from __future__ import annotations
@@ -11,32 +10,18 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 
-from .budget import fit_widths
-from .config import Config, ConfigError
-from .geometry import PartitionGrid, auto_factors
-from .lattice import default_lattice
-from .model import Architecture
-from .signal import Signal
-
-DEFAULT_STEPS = {"image": 2000, "audio": 1000}
-DEFAULT_LR = {"image": 5e-4}
-DEFAULT_COMPRESSION = {"image": 4.0, "audio": 1.5, "video": 64.0, "volume": 64.0}
-"""Signal values per parameter: images as in the paper's 512x512 / 200 K runs; audio about the
-paper's 198 K parameters for its 7-second clip."""
-DEFAULT_FRACTION = {"video": 0.02, "volume": 0.02}
-DEFAULT_MAX_GLOBAL_WIDTH = 64
-"""Global width cap of the distlg recipe: the shared part's capacity does not grow with the
-budget (the rest goes to the local sub-networks), and on its lattice its cost per sample does
-not depend on it at all."""
-DEFAULT_GLOBAL_LR = {"image": 0.3}
-"""Learning rate of Local-Global's replicated part relative to the local sub-networks. At the
-image rate (5e-4, full batch) the shared branch, whose every step moves the whole image, makes
-the PSNR oscillate by ~0.5 dB late in training; 0.3x removes that (astronaut 256x256, 2000
-steps: +1.1 / +0.7 / +0.9 dB on three seeds, benchmarks/results/paper_image.md). At the paper's 1e-4 for
-audio it slowed training (bach, 1000 steps: 33.80 vs 34.20 dB), so other kinds keep 1."""
+from . import defaults
+from .config import Config, ConfigError, StepsConfig, TrainConfig
+from .data.signal import Signal
+from .geometry import PartitionGrid
+from .nn.budget import fit_widths
+from .nn.lattice import default_lattice
+from .nn.model import Architecture
+from .optim import scheduled_lr
 
 
 @dataclass(frozen=True)
@@ -49,11 +34,23 @@ class Plan:
     """Learning rate of a Local-Global model's replicated part, as a fraction of ``lr``."""
     samples_per_partition: int | None
     """None: full batch (every position of every sampling box each step)."""
+    schedule: str = "constant"
+    lr_final: float = 0.05
+    """Final learning rate of the cosine schedule, as a fraction of ``lr``."""
+    partitions: tuple[int, ...] | None = None
+    """The partitions that train (None: every partition of the grid; extend trains its new
+    ones)."""
 
     @property
     def samples_per_step(self) -> int:
+        """Samples of all workers in one step (what the loss is normalised by)."""
         n = self.samples_per_partition or math.prod(self.grid.sample_shape)
-        return n * self.grid.num_partitions
+        trained = self.grid.num_partitions if self.partitions is None else len(self.partitions)
+        return n * trained
+
+    def lr_at(self, step: int) -> float:
+        """The (local) learning rate of ``step``."""
+        return scheduled_lr(self.lr, step, self.steps, self.schedule, self.lr_final)
 
 
 def _per_axis(values, ndim: int, name: str) -> tuple[int, ...] | None:
@@ -67,75 +64,46 @@ def _per_axis(values, ndim: int, name: str) -> tuple[int, ...] | None:
     return tuple(int(v) for v in values)
 
 
-def default_partition_size(signal: Signal) -> tuple[int, ...]:
-    return partition_size_for(signal.kind, signal.shape)
-
-
-def partition_size_for(kind: str, shape: tuple[int, ...]) -> tuple[int, ...]:
-    """Default partition size of a ``kind`` signal of ``shape`` (also what ingest chunks for)."""
-    if kind == "video":
-        return (50, 32, 32)
-    if kind == "audio":
-        return (max(1, shape[0] // 32),)
-    return (32,) * len(shape)
-
-
-def default_factors(shape: tuple[int, ...], size: tuple[int, ...]) -> tuple[int, ...]:
-    """Partition factors for partitions of about ``size`` samples per axis."""
-    return auto_factors(shape, size, max_factor=max(shape))
-
-
 def make_grid(config: Config, signal: Signal) -> PartitionGrid:
     p, ndim = config.partition, len(signal.shape)
     factors = _per_axis(p.factors, ndim, "factors")
     if config.model.arch == "siren" and factors is None:
         factors = (1,) * ndim
     if factors is None:
-        size = _per_axis(p.partition_size, ndim, "partition size") or default_partition_size(signal)
-        factors = default_factors(signal.shape, size)
+        size = _per_axis(p.partition_size, ndim, "partition size") \
+            or defaults.partition_size(signal.kind, signal.shape)
+        factors = defaults.factors(signal.shape, size)
     overlaps = _per_axis(p.overlaps, ndim, "overlaps")
     if overlaps is None:
-        halo = (1, 2, 2) if signal.kind == "video" and config.model.arch != "siren" else (0,) * ndim
-        overlaps = tuple(h if c > 1 else 0 for h, c in zip(halo, factors))  # none on unsplit axes
+        overlaps = defaults.overlaps(signal.kind, factors, config.model.arch)
     return PartitionGrid(signal.shape, factors, overlaps)
 
 
-def make_arch(config: Config, signal: Signal, grid: PartitionGrid,
-              samples_per_partition: int | None = None) -> Architecture:
-    """The architecture of a run: widths from the budget, the recipe's merge and, for the
-    lattice merge, its lattice (``samples_per_partition`` None: full batch)."""
+def make_arch(config: Config, signal: Signal, grid: PartitionGrid) -> Architecture:
+    """Widths from the budget and the recipe's merge (``place_lattice`` then sizes a lattice
+    merge's lattice, which depends on the samples per step)."""
     m = config.model
     merge = m.merge or ("shared" if m.recipe == "paper" else "bias")
     common = dict(in_dims=len(signal.shape), out_dims=signal.channels, hidden_layers=m.hidden_layers,
-                  merge=merge, w0=m.w0, coord_scale=signal.coord_scale)
+                  merge=merge, w0=m.w0, coord_scale=signal.coord_scale,
+                  **lattice_geometry(grid, m.arch, merge))
     if m.local_width or m.global_width:
-        arch = Architecture(m.arch, local_width=m.local_width or 0,
-                            global_width=m.global_width or 0, **lattice_geometry(grid, m.arch, merge),
-                            **common)
-    else:
-        params = m.params
-        if params is None:
-            values = math.prod(signal.shape) * signal.channels
-            params = round(values / (m.compression or DEFAULT_COMPRESSION[signal.kind]))
-        cap = m.max_global_width
-        if cap is None and m.recipe != "paper":
-            cap = DEFAULT_MAX_GLOBAL_WIDTH
-        arch = fit_widths(m.arch, params, grid.num_partitions, global_share=m.global_share,
-                          max_global_width=cap, **lattice_geometry(grid, m.arch, merge), **common)
-    if not arch.on_lattice:
-        return arch
-    cells = _per_axis(m.lattice, grid.ndim, "lattice")
-    if cells is None:
-        n = samples_per_partition or math.prod(grid.sample_shape)
-        cells = default_lattice(grid.part_shape, n, arch.local_width, arch.global_width, arch.depths)
-    if min(cells) < 1:
-        raise ConfigError(f"lattice cells per partition must be >= 1, got {list(cells)}")
-    return dataclasses.replace(arch, lattice=cells)
+        return Architecture(m.arch, local_width=m.local_width or 0,
+                            global_width=m.global_width or 0, **common)
+    params = m.params
+    if params is None:
+        values = math.prod(signal.shape) * signal.channels
+        params = round(values / (m.compression or defaults.for_kind(signal.kind).compression))
+    cap = m.max_global_width
+    if cap is None and m.recipe != "paper":
+        cap = defaults.MAX_GLOBAL_WIDTH
+    return fit_widths(m.arch, params, grid.num_partitions, global_share=m.global_share,
+                      max_global_width=cap, **common)
 
 
 def lattice_geometry(grid: PartitionGrid, arch: str = "local-global", merge: str = "bias") -> dict:
     """The ``Architecture`` fields that place a lattice on ``grid`` (one cell per partition
-    until the widths are known); none for models without one."""
+    until ``place_lattice`` sizes it); none for models without one."""
     if arch != "local-global" or merge != "bias":
         return {}
     extent = np.maximum(np.asarray(grid.extent, dtype=np.float64) - 1, 1)
@@ -145,26 +113,42 @@ def lattice_geometry(grid: PartitionGrid, arch: str = "local-global", merge: str
                 cell_origin=tuple(origin.tolist()), part_size=tuple(size.tolist()))
 
 
+def place_lattice(config: Config, arch: Architecture, grid: PartitionGrid,
+                  samples_per_partition: int | None) -> Architecture:
+    """``arch`` with its lattice sized: ``--lattice``, or ``defaults.lattice``'s rule for the
+    samples each partition draws per step (None: full batch)."""
+    if not arch.on_lattice:
+        return arch
+    cells = _per_axis(config.model.lattice, grid.ndim, "lattice")
+    if cells is None:
+        n = samples_per_partition or math.prod(grid.sample_shape)
+        cells = default_lattice(grid.part_shape, n, arch.local_width, arch.global_width, arch.depths)
+    if min(cells) < 1:
+        raise ConfigError(f"lattice cells per partition must be >= 1, got {list(cells)}")
+    return dataclasses.replace(arch, lattice=cells)
+
+
 def make_plan(config: Config, signal: Signal) -> Plan:
-    t = config.train
+    """The plan of a training run of ``config`` on ``signal``: every partition trains."""
     grid = make_grid(config, signal)
-    steps = t.steps if t.steps is not None else DEFAULT_STEPS.get(signal.kind, 1500)
-    lr = t.lr if t.lr is not None else DEFAULT_LR.get(signal.kind, 1e-4)
-    if steps < 1:
-        raise ConfigError(f"steps must be >= 1, got {steps}")
-    if lr <= 0:
-        raise ConfigError(f"lr must be > 0, got {lr}")
-    global_lr = t.global_lr if t.global_lr is not None else DEFAULT_GLOBAL_LR.get(signal.kind, 1.0)
-    if global_lr < 0:
-        raise ConfigError(f"global lr must be >= 0, got {global_lr}")
+    arch = make_arch(config, signal, grid)
+    plan = steps_plan(config.train, signal.kind, grid, arch, math.prod(signal.shape),
+                      grid.num_partitions)
+    return dataclasses.replace(plan, arch=place_lattice(config, arch, grid, plan.samples_per_partition))
+
+
+def steps_plan(t: StepsConfig, kind: str, grid: PartitionGrid, arch: Architecture, values: int,
+               parts: int, partitions: Sequence[int] | None = None) -> Plan:
+    """Steps, learning rates and samples per partition of ``t``, or the ``kind``'s defaults: a
+    sample fraction draws ``fraction * values / parts`` positions from each partition."""
+    d = defaults.for_kind(kind)
+    steps = t.steps if t.steps is not None else d.steps
+    lr = t.lr if t.lr is not None else d.lr
+    asked_global = t.global_lr if isinstance(t, TrainConfig) else None  # extend freezes it
+    global_lr = asked_global if asked_global is not None else d.global_lr
     n = t.samples_per_partition
-    if n is None:
-        fraction = t.sample_fraction if t.sample_fraction is not None else DEFAULT_FRACTION.get(signal.kind)
-        if fraction is not None:
-            if not 0 < fraction <= 1:
-                raise ConfigError(f"sample fraction must lie in (0, 1], got {fraction}")
-            n = max(1, round(fraction * math.prod(signal.shape) / grid.num_partitions))
-    elif n < 1:
-        raise ConfigError(f"samples per partition must be >= 1, got {n}")
-    arch = make_arch(config, signal, grid, n)
-    return Plan(grid, arch, steps, lr, global_lr, n)
+    fraction = t.sample_fraction if t.sample_fraction is not None else d.sample_fraction
+    if n is None and fraction is not None:
+        n = max(1, round(fraction * values / parts))
+    return Plan(grid, arch, steps, lr, global_lr, n, t.schedule, t.lr_final,
+                None if partitions is None else tuple(partitions))

@@ -19,9 +19,9 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from . import fused, lattice
 from .errors import DistlgError
-from .model import INR
+from .nn import fused, lattice
+from .nn.model import INR
 
 PRECISIONS = ("fp32", "tf32", "bf16")
 KERNELS = ("torch", "triton")

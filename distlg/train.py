@@ -2,19 +2,19 @@
 
     distlg train                                   # one process, embedded default image
     distlg train run.yaml --steps 500              # a config file with overrides
-    accelerate launch --config_file launch/cpu-2.yaml -m distlg train run.yaml
+    accelerate launch --config_file launch/cpu.yaml -m distlg train run.yaml
                                                    # 2 CPU workers (gloo); see launch/ for GPUs,
                                                    # several machines and SLURM
 
-Every step: sample this worker's partitions -> fused forward/backward -> one all-reduce of the
-replicated gradients (plus the loss) -> Adam. Checkpoints and the final model are written one
-file per partition by the worker that owns it.
+Every step (``optim.run_steps``, the loop ``extend`` runs too): sample this worker's
+partitions -> fused forward/backward -> one all-reduce of the replicated gradients (plus the
+loss) -> Adam. Checkpoints and the final model are written one file per partition by the worker
+that owns it.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import resource
 import time
 from dataclasses import dataclass, field
@@ -23,16 +23,18 @@ from typing import Callable
 
 import torch
 
-from . import checkpoint
 from .config import Config
+from .data.sampling import make_sampler
+from .data.signal import Signal
+from .data.store import open_signal
 from .errors import WorkerLost
 from .geometry import shard
 from .metrics import Evaluation, evaluate, evaluate_sampled, score_subset
-from .model import INR
+from .modeldir import checkpoint
+from .nn.model import INR
+from .optim import make_optimizer, run_steps
 from .parallel import GlobalGradBucket, World
 from .plan import Plan, make_plan
-from .sampler import make_sampler
-from .signal import Signal, open_signal
 from .step import training_step
 
 
@@ -80,29 +82,26 @@ def _train(config: Config, world: World, signal: Signal | None, out: Path) -> Tr
     sampler = make_sampler(signal, plan.grid, pids, plan.samples_per_partition, config.train.seed,
                            int(config.train.memory_budget_gib * 2**30), world.device)
     scale = 1.0 / (plan.samples_per_step * signal.channels)
-    info = signal_info(signal)
+    info = signal.info
     tracker = _Tracker(world, config, plan, sampler, bucket, start)
     forward_backward = training_step(config.train.precision, config.train.kernel, world.device)
 
     def save(step: int) -> None:
         checkpoint.save(out, step, model, optimizer, world, plan.grid, info, config.to_dict())
 
+    def after(done: int, sse: torch.Tensor) -> None:
+        nonlocal step
+        step = done
+        if config.train.eval_every and done % config.train.eval_every == 0 and done < plan.steps:
+            tracker.eval(done, lambda: _evaluate(model, plan, signal, world, config, full=False))
+        tracker.step(done, sse, scale)
+        if config.run.checkpoint_every and done % config.run.checkpoint_every == 0:
+            save(done)
+
     step = start
     try:
-        for step in range(start, plan.steps):
-            _set_lr(optimizer, config, plan, step)
-            batch = sampler.batch(step)
-            sse = forward_backward(model, batch.coords, batch.values, scale)
-            sse = bucket.reduce(sse)  # stays on the device: read only when logged
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=False)
-            done = step + 1
-            if config.train.eval_every and done % config.train.eval_every == 0 and done < plan.steps:
-                tracker.eval(done, lambda: _evaluate(model, plan, signal, world, config, full=False))
-            tracker.step(done, sse, scale)
-            if config.run.checkpoint_every and done % config.run.checkpoint_every == 0:
-                save(done)
-        step = plan.steps
+        run_steps(model, optimizer, sampler, plan.lr_at, range(start, plan.steps), scale,
+                  bucket.reduce, after, forward_backward)
     except WorkerLost as exc:
         last = checkpoint.latest(out)
         where = f"the checkpoint of {last.name}" if last else "the start (no checkpoint yet)"
@@ -129,16 +128,6 @@ def _train(config: Config, world: World, signal: Signal | None, out: Path) -> Tr
                        rss, tracker.history, model_dir, model)
 
 
-def signal_info(signal: Signal) -> dict:
-    """What a manifest records about the signal."""
-    import numpy as np
-
-    return {"kind": signal.kind, "shape": list(signal.shape), "axes": list(signal.axes),
-            "channels": signal.channels, "dtype": np.dtype(signal.data.dtype).name,
-            "value_range": list(signal.value_range),
-            "meta": {k: v for k, v in signal.meta.items() if isinstance(v, (str, int, float))}}
-
-
 def _evaluate(model: INR, plan: Plan, signal: Signal, world: World, config: Config,
               full: bool) -> Evaluation:
     """Score the model: every partition, or a fixed subset of them on large signals
@@ -150,30 +139,6 @@ def _evaluate(model: INR, plan: Plan, signal: Signal, world: World, config: Conf
         return evaluate_sampled(model, plan.grid, signal, subset, reduce=reduce)
     return evaluate(model, plan.grid, signal, reduce=reduce, full=full,
                     progress=world.is_main and config.run.progress)
-
-
-def _set_lr(optimizer: torch.optim.Optimizer, config: Config, plan: Plan, step: int) -> None:
-    lr = scheduled_lr(plan.lr, step, plan.steps, config.train.schedule, config.train.lr_final)
-    for group in optimizer.param_groups:
-        group["lr"] = lr * group["lr_scale"]
-
-
-def scheduled_lr(lr: float, step: int, steps: int, schedule: str, final: float) -> float:
-    """The learning rate at ``step``: ``lr`` (constant), or cosine decay from ``lr`` to
-    ``final * lr`` over ``steps``."""
-    if schedule != "cosine":
-        return lr
-    return lr * (final + 0.5 * (1 - final) * (1 + math.cos(math.pi * step / steps)))
-
-
-def make_optimizer(model: INR, lr: float, global_lr: float = 1.0) -> torch.optim.Adam:
-    """Adam over the model; a Local-Global model's replicated part (global branch, merge) steps
-    at ``global_lr * lr``, its local sub-networks at ``lr``. Every step of the replicated part
-    moves the whole signal at once, where a local step moves one partition."""
-    shared = global_lr if model.arch.arch == "local-global" else 1.0
-    groups = [(model.local_parameters(), 1.0), (model.global_parameters(), shared)]
-    return torch.optim.Adam([{"params": params, "lr": lr * scale, "lr_scale": scale}
-                             for params, scale in groups if params])
 
 
 def _resume(config: Config, model: INR, optimizer: torch.optim.Optimizer, world: World,

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import numpy as np
 
-from distlg.checkpoint import write_model
-from distlg.geometry import PartitionGrid
-from distlg.model import INR, Architecture
+from distlg.data.signal import SignalInfo
+from distlg.geometry import Box, PartitionGrid
+from distlg.modeldir.checkpoint import write_model
+from distlg.nn.model import INR, Architecture
 from distlg.parallel import World
-from distlg.signal import AXES
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -40,7 +40,36 @@ def random_model(path: Path, shape: tuple[int, ...], factors: tuple[int, ...], k
     arch = Architecture("local-global", len(shape), channels, hidden_layers=2, local_width=8,
                         global_width=12)
     model = INR(arch, range(grid.num_partitions), seed=seed)
-    info = {"kind": kind, "shape": list(shape), "axes": list(AXES[kind]), "channels": channels,
-            "dtype": dtype, "value_range": list(value_range), "meta": {}}
+    info = SignalInfo(kind, shape, channels, np.dtype(dtype), value_range)
     return write_model(path, model, World(), grid, info)
+
+
+def subset(model: INR, pids) -> INR:
+    """A new model holding only ``pids`` of ``model`` (copies of their weights and the global
+    branch)."""
+    out = INR(model.arch, pids, init=False).to(model.coord_scale.device)
+    out.load_global(model.global_state())
+    for p in pids:
+        out.load_local(p, model.local_state(p))
+    return out
+
+
+def sample_box(grid: PartitionGrid, pid: int) -> Box:
+    """Halo-grown box of ``pid``, shifted inward at the borders to keep its size: the plain
+    reference for ``PartitionGrid.sample_starts``."""
+    out = []
+    for (a, b), o, extent in zip(grid.box(pid), grid.overlaps, grid.padded_shape):
+        a, b = a - o, b + o
+        if a < 0:
+            a, b = 0, b - a
+        if b > extent:
+            a, b = a - (b - extent), extent
+        out.append((a, b))
+    return tuple(out)
+
+
+def owner(grid: PartitionGrid, positions: np.ndarray) -> np.ndarray:
+    """Id of the partition whose un-grown box holds each integer position [..., ndim]."""
+    index = np.asarray(positions) // np.asarray(grid.part_shape)
+    return np.ravel_multi_index(tuple(np.moveaxis(index, -1, 0)), grid.factors)
 

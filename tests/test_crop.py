@@ -8,10 +8,10 @@ from modelkit import bikes_clip, random_model
 
 from distlg.cli import main
 from distlg.config import Config
-from distlg.crop import crop, select
-from distlg.modeldir import ModelDir, ModelDirError
-from distlg.render import RenderError, render
-from distlg.signal import Signal
+from distlg.data.signal import Signal
+from distlg.modeldir.crop import crop, select
+from distlg.modeldir.format import ModelDir, ModelDirError
+from distlg.rendering.render import RenderError, render
 from distlg.train import train
 
 

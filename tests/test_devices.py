@@ -13,12 +13,13 @@ import sys
 import pytest
 import torch
 
-from distlg import fused, parallel
+from distlg import parallel
+from distlg.nn import fused
 from distlg.config import Config
-from distlg.model import INR, Architecture
+from distlg.nn.model import INR, Architecture
 from distlg.parallel import CollectiveDeviceError, GlobalGradBucket, World
 from distlg.plan import make_plan
-from distlg.signal import builtin
+from distlg.data.sources.builtin import builtin
 
 
 class FakeNccl:

@@ -15,7 +15,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from distlg.modeldir import ModelDir
+from distlg.modeldir.format import ModelDir
 
 pytestmark = pytest.mark.multiprocess
 

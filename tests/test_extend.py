@@ -4,12 +4,12 @@ import numpy as np
 import pytest
 from modelkit import bikes_clip, random_model
 
-from distlg.config import Config
-from distlg.extend import ExtendError, ExtendSettings, extend, extended_grid
+from distlg.config import Config, ExtendConfig
+from distlg.data.signal import Signal
 from distlg.metrics import evaluate
-from distlg.modeldir import ModelDir
-from distlg.render import render
-from distlg.signal import Signal
+from distlg.modeldir.extend import ExtendError, extend, extended_grid
+from distlg.modeldir.format import ModelDir
+from distlg.rendering.render import render
 from distlg.train import train
 
 WIDTHS = dict(local_width=32, global_width=16, samples_per_partition=256, lr=5e-4, seed=0)
@@ -27,7 +27,7 @@ def test_extending_bikes_matches_training_on_all_frames(tmp_path, shared_data, c
     first = trained(tmp_path / "first", clip[:8], [2, 2, 2], 300)  # frames 0-7, 8 partitions
     joint = trained(tmp_path / "joint", clip, [4, 2, 2], 300)  # frames 0-15, 16 partitions
     # the same work as the joint run spent: 8 new partitions x 600 steps = 16 x 300
-    settings = ExtendSettings(steps=600, samples_per_partition=256, lr=5e-4)
+    settings = ExtendConfig(steps=600, samples_per_partition=256, lr=5e-4)
     result = extend(tmp_path / "first" / "model", Signal.from_array(clip, "video"),
                     tmp_path / "extended", settings)
     assert result.new_partitions == list(range(8, 16))
@@ -54,10 +54,10 @@ def test_extend_in_place_keeps_old_ids_and_coordinates(tmp_path):
     before = render(model)
     clip = np.random.default_rng(0).integers(0, 256, (12, 8, 10, 3), dtype=np.uint8)
     result = extend(model, Signal.from_array(clip, "video"), None,
-                    ExtendSettings(steps=3, samples_per_partition=16))
+                    ExtendConfig(steps=3, samples_per_partition=16))
     md = ModelDir.open(model)
     assert result.path == model and md.partition_ids == list(range(8))
-    assert md.grid.part_shape == (3, 4, 10) and md.signal["shape"] == [12, 8, 10]
+    assert md.grid.part_shape == (3, 4, 10) and md.signal.shape == (12, 8, 10)
     assert md.grid.normalise(np.asarray([5, 0, 0]))[0] == 1.0  # old extent: frame 5 is still 1
     assert np.array_equal(render(model, ((0, 6), (0, 8), (0, 10))), before)
 
@@ -89,7 +89,7 @@ def test_extend_refuses_what_it_cannot_do(tmp_path):
 
 def write_store(path, array, kind):
     """``array`` as a complete signal store (what `distlg ingest` writes)."""
-    from distlg import store
+    from distlg.data import store
 
     signal = Signal.from_array(array, kind)
     info = {"kind": kind, "axes": list(signal.axes), "value_range": list(signal.value_range),

@@ -1,9 +1,10 @@
 import pytest
 import torch
+from modelkit import subset
 
-from distlg import fused
-from distlg.budget import fit_widths
-from distlg.model import INR, Architecture
+from distlg.nn import fused
+from distlg.nn.budget import fit_widths
+from distlg.nn.model import INR, Architecture
 
 VARIANTS = [("local-global", "shared"), ("local-global", "per-depth"), ("local-global", "add"),
             ("per-partition", "shared"), ("siren", "shared")]
@@ -21,7 +22,7 @@ def test_subset_model_is_bit_identical_on_its_partitions(arch, merge):
     x = torch.rand(6, 50, 3) * 2 - 1
     ref = full(x)
     keep = [4, 1]
-    sub = full.subset(keep)
+    sub = subset(full, keep)
     assert torch.equal(sub(x[keep]), ref[keep])
     assert torch.equal(full(x[keep], keep), ref[keep])
     assert torch.equal(fused.predict(sub, x[keep]), fused.predict(full, x[keep], keep))

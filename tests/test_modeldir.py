@@ -9,11 +9,11 @@ from modelkit import random_model
 
 from distlg.cli import main
 from distlg.config import Config
-from distlg.crop import crop
-from distlg.export import export
-from distlg.modeldir import OPTIM_PREFIX, ModelDir, ModelDirError
-from distlg.region import RegionError, parse_box, parse_ids, parse_scale
-from distlg.render import RegionRender, RenderError, render
+from distlg.modeldir.crop import crop
+from distlg.modeldir.export import export
+from distlg.modeldir.format import OPTIM_PREFIX, ModelDir, ModelDirError
+from distlg.rendering.region import RegionError, parse_box, parse_ids, parse_scale
+from distlg.rendering.render import RegionRender, RenderError, render
 from distlg.train import train
 
 

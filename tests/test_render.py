@@ -8,16 +8,17 @@ import numpy as np
 import pytest
 from modelkit import random_model
 
-import distlg.region as region_module
-import distlg.render as render_module
+import distlg.rendering.region as region_module
+import distlg.rendering.render as render_module
 from distlg.cli import main
 from distlg.config import Config
-from distlg.crop import crop
+from distlg.data.sources.builtin import builtin
+from distlg.data.store import open_signal
 from distlg.metrics import evaluate
-from distlg.modeldir import ModelDir
-from distlg.region import Sampling
-from distlg.render import RegionRender, RenderError, render, render_partitions
-from distlg.signal import builtin, open_signal
+from distlg.modeldir.crop import crop
+from distlg.modeldir.format import ModelDir
+from distlg.rendering.region import RenderGrid
+from distlg.rendering.render import RegionRender, RenderError, render, render_partitions
 from distlg.train import train
 
 _OPENED: list[str] | None = None
@@ -77,14 +78,14 @@ def test_scale_samples_a_finer_or_coarser_grid_of_the_same_function(video):
     # sample 3k+1 of a 3x grid sits on position k of the signal's own grid
     np.testing.assert_allclose(fine[1::3, 1::3, 1::3], base, atol=2e-5)
     assert render(video, region, scale=(1, 0.5, 0.25)).shape == (8, 8, 5, 3)
-    s = Sampling(((0, 10),), (2.0,))
+    s = RenderGrid(((0, 10),), (2.0,))
     assert np.allclose(s.positions(0), np.arange(20) / 2 - 0.25)
-    assert Sampling(((0, 10),), (0.5,)).positions(0).tolist() == [0.5, 2.5, 4.5, 6.5, 8.5]
+    assert RenderGrid(((0, 10),), (0.5,)).positions(0).tolist() == [0.5, 2.5, 4.5, 6.5, 8.5]
 
 
 def test_continuous_positions_belong_to_the_nearest_samples_partition(video):
     grid = ModelDir.open(video).grid  # partitions of 5 frames
-    s = Sampling(((0, 20), (0, 30), (0, 40)), (4.0, 1.0, 1.0))
+    s = RenderGrid(((0, 20), (0, 30), (0, 40)), (4.0, 1.0, 1.0))
     owners = s.owners(grid, 0)
     positions = s.positions(0)
     assert np.array_equal(owners, np.clip(np.floor((positions + 0.5) / 5), 0, 3))
@@ -94,7 +95,7 @@ def test_continuous_positions_belong_to_the_nearest_samples_partition(video):
 
 def test_runs_computed_a_block_at_a_time_are_the_same(video, monkeypatch):
     grid = ModelDir.open(video).grid
-    s = Sampling(((0, 20), (3, 30), (0, 40)), (2.7, 1.3, 0.9))
+    s = RenderGrid(((0, 20), (3, 30), (0, 40)), (2.7, 1.3, 0.9))
     whole = [s.runs(grid, axis) for axis in range(3)]
     monkeypatch.setattr(region_module, "RUN_BLOCK", 5)
     assert [s.runs(grid, axis) for axis in range(3)] == whole

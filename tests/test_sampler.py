@@ -5,13 +5,15 @@ import math
 
 import numpy as np
 import pytest
+from modelkit import sample_box
 
 from distlg.config import Config
+from distlg.data.ingest import IngestOptions, ingest
+from distlg.data.sampler import SamplerError
+from distlg.data.sampling import make_sampler
+from distlg.data.signal import Signal
+from distlg.data.stream import StreamingSampler
 from distlg.geometry import PartitionGrid, shard
-from distlg.ingest import IngestOptions, ingest
-from distlg.sampler import SamplerError, make_sampler
-from distlg.signal import Signal
-from distlg.stream import StreamingSampler
 from distlg.train import train
 
 
@@ -45,6 +47,14 @@ def samplers(signal: Signal, grid: PartitionGrid, pids, n: int, seed: int = 0):
     return resident, streaming
 
 
+@pytest.mark.parametrize("budget", [1 << 30, 1 << 10])  # resident, streaming
+def test_a_negative_seed_is_refused_not_cast(budget):
+    """Seeds key uint64 hashes here and the model's generators: both ask for seed >= 0."""
+    signal, _ = random_signal()
+    with pytest.raises(SamplerError, match="seed must be >= 0, got -1"):
+        make_sampler(signal, GRID, [0, 1], 8, seed=-1, memory_budget=budget)
+
+
 def test_modes_follow_the_memory_budget():
     signal, _ = random_signal()
     region = 30 * 17 * 21 * 2
@@ -70,7 +80,7 @@ def test_exact_counts_and_values_inside_each_sampling_box(mode):
         truth = signal.normalise(data[tuple(np.moveaxis(pos, -1, 0))])
         assert np.array_equal(batch.values.numpy(), truth)
         for row, pid in enumerate(pids):
-            box = np.asarray(GRID.sample_box(pid))
+            box = np.asarray(sample_box(GRID, pid))
             inside = np.minimum(box, np.asarray(GRID.shape)[:, None])  # clamped into the signal
             assert (pos[row] >= np.minimum(inside[:, 0], np.asarray(GRID.shape) - 1)).all()
             assert (pos[row] < inside[:, 1]).all()
@@ -102,7 +112,7 @@ def test_full_batch_holds_every_position_of_each_box_once():
     pos = sampler.positions(0)
     assert sampler.mode == "full" and pos.shape[1] == math.prod(GRID.sample_shape)
     for row, pid in enumerate([0, 23]):
-        (a0, b0), (a1, b1), (a2, b2) = GRID.sample_box(pid)
+        (a0, b0), (a1, b1), (a2, b2) = sample_box(GRID, pid)
         grown = np.stack(np.meshgrid(np.arange(a0, b0), np.arange(a1, b1), np.arange(a2, b2),
                                      indexing="ij"), axis=-1).reshape(-1, 3)
         assert np.array_equal(pos[row], GRID.clamp(grown))
@@ -127,7 +137,7 @@ def test_streaming_reads_only_chunks_of_its_boxes_once_per_window():
     sampler.close()
     reads = signal.data.reads
     chunks = np.asarray(signal.data.chunks[:-1])
-    boxes = [np.minimum(np.asarray(GRID.sample_box(p)), np.asarray(GRID.shape)[:, None]) for p in pids]
+    boxes = [np.minimum(np.asarray(sample_box(GRID, p)), np.asarray(GRID.shape)[:, None]) for p in pids]
     for read in reads:
         lo, hi = np.asarray(read).T
         assert (lo % chunks == 0).all() and ((hi - lo <= chunks)).all()  # one chunk at a time

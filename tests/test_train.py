@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from distlg.config import Config, ConfigError, load
-from distlg.modeldir import ModelDir
+from distlg.config import Config, ConfigError, ExtendConfig, load
+from distlg.data.sources.builtin import builtin
+from distlg.modeldir.format import ModelDir
 from distlg.plan import make_plan
-from distlg.signal import builtin
 from distlg.train import train
 
 
@@ -32,7 +32,7 @@ def test_local_global_fits_a_real_image(tmp_path):
 def test_global_lr_scales_only_the_replicated_part(tmp_path):
     """global_lr 0 freezes a Local-Global model's global branch and merge while its local
     sub-networks train; a SIREN (all of it replicated) trains at the full rate regardless."""
-    from distlg.model import INR
+    from distlg.nn.model import INR
 
     settings = dict(path="builtin:camera@32x32", factors=[2, 2], params=800, steps=20)
     result = train(quick(tmp_path, global_lr=0.0, **settings))
@@ -59,13 +59,35 @@ def test_plan_defaults_follow_the_signal_kind():
 
 
 def test_default_video_halo_only_on_split_axes():
-    from distlg.signal import Signal
+    from distlg.data.signal import Signal
 
     short = Signal.from_array(np.zeros((32, 64, 64, 3), np.uint8), "video")  # one partition in time
     plan = make_plan(Config(), short)
     assert plan.grid.factors[0] == 1 and plan.grid.overlaps == (0, 2, 2)
     long = Signal.from_array(np.zeros((100, 64, 64, 3), np.uint8), "video")
     assert make_plan(Config(), long).grid.overlaps == (1, 2, 2)
+
+
+def test_settings_are_checked_where_they_are_made():
+    with pytest.raises(ConfigError, match="seed must be >= 0, got -1"):
+        Config().replace(seed=-1)
+    with pytest.raises(ConfigError, match="sample fraction must be in"):
+        Config().replace(sample_fraction=1.5)
+    with pytest.raises(ConfigError, match="schedule must be constant or cosine"):
+        ExtendConfig(schedule="linear")
+    with pytest.raises(ConfigError, match="steps must be >= 1"):
+        ExtendConfig(steps=0)
+
+
+def test_an_unknown_section_is_a_config_error_naming_the_sections():
+    import distlg
+
+    for call in (lambda: Config().replace(foo__bar=1), lambda: distlg.train(foo__bar=1)):
+        with pytest.raises(ConfigError, match="unknown config section 'foo'.*signal, partition, "
+                           "model, train, run"):
+            call()
+    with pytest.raises(ConfigError, match="unknown setting train.bar"):
+        Config().replace(train__bar=1)
 
 
 def test_config_files_and_overrides(tmp_path):
@@ -94,6 +116,7 @@ def test_config_files_and_overrides(tmp_path):
     (["--steps", "0"], "steps must be"),
     (["--params", "10", "--factors", "8", "8"], "parameters within"),
     (["--global-lr", "-1"], "global lr must be"),
+    (["--seed", "-1"], "seed must be >= 0"),
 ])
 def test_cli_errors_are_one_line_with_status_2(tmp_path, args, needle):
     proc = subprocess.run([sys.executable, "-m", "distlg", "train", *args, "--out", str(tmp_path),
@@ -116,16 +139,6 @@ def test_every_option_has_help():
         assert action.help, f"{action.option_strings} has no help"
 
 
-def test_model_and_store_never_import_torch_distributed():
-    import distlg
-    root = __import__("pathlib").Path(distlg.__file__).parent
-    allowed = {"parallel.py", "train.py", "checkpoint.py"}
-    for path in root.rglob("*.py"):
-        if path.name in allowed:
-            continue
-        assert "torch.distributed" not in path.read_text(), path
-
-
 def test_normalisation_round_trips():
     sig = builtin("camera@32x32")
     raw = sig.read(((0, 32), (0, 32)))
@@ -133,7 +146,7 @@ def test_normalisation_round_trips():
 
 
 def test_cosine_schedule_runs_from_lr_to_its_final_fraction():
-    from distlg.train import scheduled_lr
+    from distlg.optim import scheduled_lr
 
     assert scheduled_lr(1e-3, 0, 100, "cosine", 0.1) == pytest.approx(1e-3)
     assert scheduled_lr(1e-3, 50, 100, "cosine", 0.1) == pytest.approx(0.55e-3)

@@ -38,10 +38,10 @@ def arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..crop import crop, select
     from ..errors import DistlgError
-    from ..modeldir import ModelDir
-    from ..region import bounding_box, box_text, parse_along, parse_box, parse_ids
+    from ..modeldir.crop import crop, select
+    from ..modeldir.format import ModelDir
+    from ..rendering.region import bounding_box, box_text, parse_along, parse_box, parse_ids
     from .info import weights_text
 
     if (args.out is None) == (not args.in_place):
@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     if not (args.keep or args.drop or args.drop_partitions or args.drop_along):
         raise DistlgError("nothing to crop: give --keep, --drop, --drop-partitions or --drop-along")
     md = ModelDir.open(args.model)
-    shape, axes = md.grid.shape, md.signal["axes"]
+    shape, axes = md.grid.shape, md.signal.axes
     kept = select(md, keep=[parse_box(b, shape, axes) for b in args.keep],
                   drop=[parse_box(b, shape, axes) for b in args.drop],
                   drop_ids=[i for text in args.drop_partitions for i in parse_ids(text)],

@@ -22,7 +22,7 @@ def arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..export import export
+    from ..modeldir.export import export
     from .info import weights_text
 
     md = export(args.checkpoint, args.out, progress=args.progress)

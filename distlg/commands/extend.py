@@ -8,13 +8,16 @@ global branch, which stays frozen. The result is one model covering both parts, 
 directory OUT (the old files hard-linked) or --in-place; the old part renders exactly as
 before. The model's last partition along the first axis must not be padded.
 
-Runs in one process (not under accelerate launch). Training defaults are the trainer's for the
-signal's kind; as only the new partitions train, more steps than the original run cost little.
+Runs in one process (not under accelerate launch), with the trainer's step loop and its
+defaults for the signal's kind; as only the new partitions train, more steps than the original
+run cost little.
 """
 
 from __future__ import annotations
 
 import argparse
+
+from ..config import ExtendConfig, add_fields, given
 
 HELP = "encode samples appended to a signal by new partitions (one process)"
 
@@ -28,43 +31,22 @@ def arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--signal", required=True, metavar="STORE",
                    help="the whole signal, old and new samples (a Zarr store written by "
                    "`distlg ingest`)")
-    p.add_argument("--steps", type=int, metavar="N",
-                   help="optimisation steps (default: 2000 images, 1000 audio, 1500 otherwise)")
-    p.add_argument("--lr", type=float, metavar="X",
-                   help="Adam learning rate (default: 5e-4 images, 1e-4 otherwise)")
-    p.add_argument("--schedule", choices=("constant", "cosine"), default="constant",
-                   help="learning-rate schedule (default: constant)")
-    p.add_argument("--lr-final", type=float, default=0.05, metavar="X",
-                   help="final learning rate of the cosine schedule, as a fraction of --lr "
-                   "(default: 0.05)")
-    p.add_argument("--samples-per-partition", type=int, metavar="N",
-                   help="samples drawn from each new partition per step (default: 2 %% of a "
-                   "partition for video and volumes, every position for images and audio)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the new partitions (default: 0)")
-    p.add_argument("--memory-budget-gib", type=float, default=4.0, metavar="X",
-                   help="signal data the sampler may hold in memory (default: 4)")
-    p.add_argument("--device", default="cpu", help="device to train on (default: cpu)")
-    p.add_argument("--threads", type=int, metavar="N", help="CPU threads (default: torch's)")
-    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
-                   help="show a progress bar (default: on)")
+    add_fields(p.add_argument_group("training the new partitions"), ExtendConfig)
 
 
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from ..data.store import open_signal
     from ..errors import DistlgError
-    from ..extend import ExtendSettings, extend
-    from ..signal import open_signal
+    from ..modeldir.extend import extend
     from .info import weights_text
 
     if (args.out is None) == (not args.in_place):
         raise DistlgError("give either OUT or --in-place")
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    settings = ExtendSettings(
-        steps=args.steps, lr=args.lr, samples_per_partition=args.samples_per_partition,
-        schedule=args.schedule, lr_final=args.lr_final, seed=args.seed,
-        memory_budget_gib=args.memory_budget_gib, device=args.device, progress=args.progress)
+    settings = ExtendConfig(**given(args, ExtendConfig))
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
     r = extend(args.model, open_signal(args.signal), args.out, settings)
     print(f"added partitions {r.new_partitions[0]}-{r.new_partitions[-1]} ({len(r.new_partitions)}), "
           f"trained {r.steps} steps in {r.seconds:.1f} s; PSNR of the new region "

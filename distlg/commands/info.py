@@ -8,8 +8,8 @@ from __future__ import annotations
 import argparse
 import math
 
-from ..modeldir import ModelDir, id_ranges
-from ..region import bounding_box, box_text
+from ..modeldir.format import ModelDir, id_ranges
+from ..rendering.region import bounding_box, box_text
 
 HELP = "describe a model: geometry, partitions present and missing, weights, region covered"
 
@@ -33,12 +33,12 @@ def describe(md: ModelDir) -> list[str]:
     """The lines ``distlg info`` prints."""
     s, g, a = md.signal, md.grid, md.arch
     present, missing = md.partition_ids, md.missing
-    source = s.get("meta", {}).get("source")
+    source = s.meta.get("source")
     lines = [
         f"model       {md.path} ({md.manifest['format']} version {md.manifest['version']}"
         + (f", checkpoint of step {md.manifest['training'].get('step')})" if md.is_checkpoint else ")"),
-        f"signal      {s['kind']} {' x '.join(f'{n}={d}' for n, d in zip(s['axes'], s['shape']))}, "
-        f"{s['channels']} channel(s), {s['dtype']}, values {s['value_range'][0]:g}..{s['value_range'][1]:g}"
+        f"signal      {s.kind} {' x '.join(f'{n}={d}' for n, d in zip(s.axes, s.shape))}, "
+        f"{s.channels} channel(s), {s.dtype.name}, values {s.value_range[0]:g}..{s.value_range[1]:g}"
         + (f" ({source})" if source else ""),
         f"grid        {_sizes(g.factors)} = {g.num_partitions} partitions of {_sizes(g.part_shape)}; "
         f"halo {_sizes(g.overlaps)}; padding {_sizes(g.padding)}; coordinate extent {_sizes(g.extent)}",

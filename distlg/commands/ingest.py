@@ -15,48 +15,27 @@ it resumes where it stopped.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 
-from ..signal import KINDS
+from ..config import add_fields, given
+from ..data.ingest import IngestOptions
+from ..data.sources.base import SourceOptions
 
 HELP = "turn a video, frames, volume, image or audio file into a signal store"
 DEFAULT_ROOT = Path("storage") / "signals"
+CHUNKING = ("factors", "partition_size", "chunks")
 
 
 def arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("source", metavar="SOURCE", help="file, folder of frames, or builtin:NAME[@HxW]")
     p.add_argument("store", metavar="STORE", nargs="?",
                    help=f"store to write (default: {DEFAULT_ROOT}/<source name>.zarr)")
-    s = p.add_argument_group("reading the source")
-    s.add_argument("--kind", choices=KINDS,
-                   help="read the source as this kind: a folder of frames or a TIFF stack as a "
-                   "volume (z, y, x) instead of a video; an array as any kind whose axes match "
-                   "(default: from the source)")
-    s.add_argument("--shape", type=int, nargs="+", metavar="N",
-                   help="array shape of a raw file, first axis first (channels last, if any)")
-    s.add_argument("--dtype", metavar="TYPE",
-                   help="sample type of a raw file: uint8, uint16, int16, float32, ... ('<u2' or "
-                   "'>u2' for an explicit byte order)")
-    s.add_argument("--fps", type=float, metavar="X",
-                   help="frame rate to record for frames, TIFF stacks and arrays read as video "
-                   "(video files record their own)")
-    s.add_argument("--sample-rate", type=float, metavar="X",
-                   help="sample rate to record for arrays read as audio (WAV files record their own)")
-    c = p.add_argument_group("chunking (match what you will train with)")
-    c.add_argument("--factors", type=int, nargs="+", metavar="N",
-                   help="partitions per axis that training will use (one value, or one per axis); "
-                   "chunks are cut along their boundaries")
-    c.add_argument("--partition-size", type=int, nargs="+", metavar="N",
-                   help="target partition size per axis when --factors is not given (default: "
-                   "train's: 32 per axis; video 50 32 32; audio 1/32 of the clip)")
-    c.add_argument("--chunks", type=int, nargs="+", metavar="N",
-                   help="chunk shape per signal axis, overriding the partition-aligned choice")
-    o = p.add_argument_group("output")
-    o.add_argument("--overwrite", action="store_true",
-                   help="replace a complete store that holds a different signal (an incomplete "
-                   "one is always resumed or restarted)")
-    o.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
-                   help="show a progress bar on a terminal (default: on)")
+    reading = [f.name for f in dataclasses.fields(SourceOptions)]
+    add_fields(p.add_argument_group("reading the source"), IngestOptions, names=reading)
+    add_fields(p.add_argument_group("chunking (match what you will train with)"), IngestOptions,
+               names=CHUNKING)
+    add_fields(p.add_argument_group("output"), IngestOptions, names=("overwrite", "progress"))
 
 
 def default_store(source: str) -> Path:
@@ -66,12 +45,9 @@ def default_store(source: str) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..ingest import IngestOptions, ingest
+    from ..data.ingest import ingest
 
-    options = IngestOptions(kind=args.kind, shape=args.shape, dtype=args.dtype,
-                            factors=args.factors, partition_size=args.partition_size,
-                            chunks=args.chunks, fps=args.fps, sample_rate=args.sample_rate,
-                            overwrite=args.overwrite, progress=args.progress)
+    options = IngestOptions(**given(args, IngestOptions))
     r = ingest(args.source, args.store or default_store(args.source), options)
     shape = "x".join(map(str, r.shape))
     chunks = "x".join(map(str, r.chunks))

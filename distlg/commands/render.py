@@ -54,17 +54,17 @@ def run(args: argparse.Namespace) -> int:
     import torch
     from tqdm.auto import tqdm
 
+    from ..data.store import open_signal
     from ..metrics import Comparison
-    from ..modeldir import ModelDir
-    from ..region import box_text, parse_box, parse_scale
-    from ..render import RegionRender
-    from ..signal import open_signal
-    from ..writers import open_writer
+    from ..modeldir.format import ModelDir
+    from ..rendering.region import box_text, parse_box, parse_scale
+    from ..rendering.render import RegionRender
+    from ..rendering.writers import open_writer
 
     if args.threads:
         torch.set_num_threads(args.threads)
     md = ModelDir.open(args.model)
-    region = parse_box(args.region, md.grid.shape, md.signal["axes"])
+    region = parse_box(args.region, md.grid.shape, md.signal.axes)
     plan = RegionRender(md, region, parse_scale(args.scale, md.grid.ndim), args.fill, args.device)
     compare = Comparison(open_signal(args.compare), plan) if args.compare else None
     writer = open_writer(args.out, plan, args.rate, args.level)

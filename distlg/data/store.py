@@ -28,8 +28,9 @@ import numpy as np
 import zarr
 from zarr.codecs import BloscCodec, BloscShuffle
 
-from .errors import DistlgError
-from .signal import Signal
+from ..errors import DistlgError
+from .signal import Signal, SignalInfo
+from .sources.builtin import PREFIX, builtin
 
 FORMAT = "distlg-signal"
 VERSION = 1
@@ -159,6 +160,21 @@ def open_store(path: str | Path) -> Signal:
                          "again to resume it")
     meta = {**desc.get("meta", {}), "store": str(path)}
     return Signal(array, desc["kind"], tuple(desc["value_range"]), meta)
+
+
+def open_signal(spec: str | Path) -> Signal:
+    """``builtin:NAME[@HxW]`` or the path of a Zarr store written by ``distlg ingest``."""
+    spec = str(spec)
+    if spec.startswith(PREFIX):
+        return builtin(spec[len(PREFIX):])
+    return open_store(spec)
+
+
+def attributes(info: SignalInfo) -> dict:
+    """What a store's attributes say about the signal ``info`` describes (shape, channels and
+    dtype are the array's own)."""
+    return {"kind": info.kind, "axes": list(info.axes), "value_range": list(info.value_range),
+            "meta": dict(info.meta)}
 
 
 def stored_bytes(path: str | Path) -> int:

@@ -1,4 +1,6 @@
-"""Regions of a signal as users write them, and the sampling grid a render uses.
+"""Regions of a signal as users write them, the grid a render samples (``RenderGrid``), and the
+small types a render hands on (``Slab``, ``RenderError``): what writers need, without the
+evaluator.
 
 A BOX is ``START:STOP`` per axis in signal units (frames, pixels, voxels, samples), comma
 separated, in the signal's axis order: ``0:50,100:228,0:256``. Either end may be left out
@@ -17,8 +19,8 @@ from typing import Sequence
 
 import numpy as np
 
-from .errors import DistlgError
-from .geometry import Box, PartitionGrid
+from ..errors import DistlgError
+from ..geometry import Box, PartitionGrid
 
 
 class RegionError(DistlgError):
@@ -122,12 +124,25 @@ def bounding_box(grid: PartitionGrid, pids: Sequence[int]) -> Box | None:
     return tuple((int(lo), int(hi)) for lo, hi in zip(boxes[:, :, 0].min(0), boxes[:, :, 1].max(0)))
 
 
+class RenderError(DistlgError):
+    """A region that this model cannot render as asked."""
+
+
+@dataclass
+class Slab:
+    """Rows ``start:start + len(values)`` along the first axis of a region's render."""
+
+    start: int
+    values: np.ndarray
+    """float32 [rows, *sizes of the other axes, channels], normalised to [-1, 1]."""
+
+
 RUN_BLOCK = 1 << 20
-"""Samples of one axis whose owners ``Sampling.runs`` computes at once."""
+"""Samples of one axis whose owners ``RenderGrid.runs`` computes at once."""
 
 
 @dataclass(frozen=True)
-class Sampling:
+class RenderGrid:
     """Where a render evaluates a region: ``round(size * scale)`` samples per axis.
 
     Sample k of an axis sits at position ``start - 1/2 + (k + 1/2) * size / n``: the samples

@@ -11,8 +11,8 @@ named ``optim.<state>.<tensor>``) and a ``training`` section in the manifest. Ev
 written under a temporary name and renamed into place; the manifest is written last, so a
 directory without one is incomplete. Only JSON and safetensors are ever read, file names in a
 manifest must be plain names of files inside the directory, and a file whose sha256 differs from
-the manifest is refused. storage/README.md documents the format; ``distlg.crop``,
-``distlg.extend`` and ``distlg.export`` edit it, ``distlg.render`` reads it.
+the manifest is refused. storage/README.md documents the format; ``crop``, ``extend`` and
+``export`` (beside this module) edit it, ``distlg.rendering`` reads it.
 """
 
 from __future__ import annotations
@@ -26,15 +26,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
-import numpy as np
 import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-from .errors import DistlgError
-from .geometry import PartitionGrid
-from .model import INR, Architecture
-from .signal import Signal
+from ..data.signal import SignalInfo
+from ..errors import DistlgError
+from ..geometry import PartitionGrid
+from ..nn.model import INR, Architecture
 
 FORMAT = "distlg-model"
 VERSION = 1
@@ -136,19 +135,14 @@ class ModelDir:
         return self._parse(self.manifest)[1]
 
     @property
-    def signal(self) -> dict:
-        return self.manifest["signal"]
+    def signal(self) -> SignalInfo:
+        """What the model encodes: kind, shape, channels, dtype, value range (its values map
+        back to the signal's units through ``denormalise``)."""
+        return SignalInfo.from_dict(self.manifest["signal"])
 
     @property
     def is_checkpoint(self) -> bool:
         return "training" in self.manifest
-
-    def signal_stub(self) -> Signal:
-        """A sample-less ``Signal`` with the model's kind, dtype and value range: what maps
-        rendered [-1, 1] values back to the signal's units (``denormalise``)."""
-        s = self.signal
-        empty = np.empty((0,) * len(s["shape"]) + (int(s["channels"]),), dtype=np.dtype(s["dtype"]))
-        return Signal(empty, s["kind"], tuple(s["value_range"]), dict(s.get("meta", {})))
 
     @property
     def entries(self) -> dict[int, dict]:
@@ -239,7 +233,7 @@ def new_directory(path: str | Path, source: Path | None = None) -> Path:
     return path
 
 
-def manifest_for(grid: PartitionGrid, arch: Architecture, signal: dict, global_entry: dict,
+def manifest_for(grid: PartitionGrid, arch: Architecture, signal: SignalInfo, global_entry: dict,
                  partition_entries: Sequence[dict], training: dict | None = None) -> dict:
     """A complete manifest; ``partition_entries`` carry id, file, sha256 and params."""
     parts = sorted(partition_entries, key=lambda e: e["id"])
@@ -248,7 +242,7 @@ def manifest_for(grid: PartitionGrid, arch: Architecture, signal: dict, global_e
     manifest = {
         "format": FORMAT,
         "version": VERSION,
-        "signal": signal,
+        "signal": signal.to_dict(),
         "grid": {"factors": list(grid.factors), "overlaps": list(grid.overlaps),
                  "padding": list(grid.padding), "part_shape": list(grid.part_shape),
                  "extent": list(grid.extent)},

@@ -15,9 +15,11 @@ from pathlib import Path
 
 import torch
 
-from .geometry import PartitionGrid
-from .model import INR
-from .modeldir import (
+from ..data.signal import SignalInfo
+from ..geometry import PartitionGrid
+from ..nn.model import INR
+from ..parallel import World
+from .format import (
     GLOBAL_FILE,
     MANIFEST,
     OPTIM_PREFIX,
@@ -28,14 +30,13 @@ from .modeldir import (
     write_manifest,
     write_tensors,
 )
-from .parallel import World
 
 _STEP_DIR = re.compile(r"^step-(\d{8})$")
 ADAM_STATES = ("exp_avg", "exp_avg_sq")
 
 
 def write_model(directory: str | Path, model: INR, world: World, grid: PartitionGrid,
-                signal_info: dict, optimizer: torch.optim.Optimizer | None = None,
+                signal_info: SignalInfo, optimizer: torch.optim.Optimizer | None = None,
                 training: dict | None = None) -> Path:
     """Write ``model`` (this worker's partitions, and the global branch from the main worker)
     as a model directory; with ``optimizer`` it is a checkpoint. Collective: all workers call."""
@@ -82,7 +83,7 @@ def _adam_state(model: INR, optimizer: torch.optim.Optimizer | None) -> dict:
 
 
 def save(run_dir: str | Path, step: int, model: INR, optimizer: torch.optim.Optimizer,
-         world: World, grid: PartitionGrid, signal_info: dict, config: dict, keep: int = 2) -> Path:
+         world: World, grid: PartitionGrid, signal_info: SignalInfo, config: dict, keep: int = 2) -> Path:
     """Write checkpoint ``step`` under ``run_dir/checkpoints`` and prune all but ``keep``."""
     root = Path(run_dir) / "checkpoints"
     path = write_model(root / f"step-{step:08d}", model, world, grid, signal_info, optimizer,

@@ -11,29 +11,27 @@ Modes:
   and audio); computed once.
 - ``resident``: the shard's region of the signal (its partitions' halo-grown boxes) is read once
   into memory in its raw dtype; each step gathers n random positions per partition.
-- ``streaming`` (``distlg.stream``): the region does not fit the memory budget; a background
+- ``streaming`` (``distlg.data.stream``): the region does not fit the memory budget; a background
   thread reads the store chunk by chunk and gathers the values of the next steps' samples, the
   same samples the resident mode would draw.
 
-``make_sampler`` picks the mode. Every sampler serves any step on demand (``batch(step)``), so
-all workers yield exactly as many batches as there are steps, whatever their data.
+``distlg.data.sampling.make_sampler`` picks the mode. Every sampler serves any step on demand
+(``batch(step)``), so all workers yield exactly as many batches as there are steps, whatever
+their data.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Sequence
+from typing import Protocol, Sequence
 
 import numpy as np
 import torch
 
-from .errors import DistlgError
-from .geometry import PartitionGrid
+from ..errors import DistlgError
+from ..geometry import PartitionGrid
 from .signal import Signal
-
-if TYPE_CHECKING:
-    from .stream import StreamingSampler
 
 _M1, _M2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
@@ -106,6 +104,30 @@ def to_device(array: np.ndarray, device: torch.device) -> torch.Tensor:
     return t.pin_memory().to(device, non_blocking=True)
 
 
+class SamplerError(DistlgError):
+    """The sampler cannot serve this shard as configured."""
+
+
+class Sampler(Protocol):
+    """What the trainer asks of a sampler (resident, full batch or streaming)."""
+
+    mode: str
+
+    def batch(self, step: int) -> Batch: ...
+
+    def describe(self) -> str: ...
+
+    def close(self) -> None: ...
+
+
+def check_seed(seed: int) -> int:
+    """Seeds are non-negative: they key counter-based hashes (uint64) and the model's
+    generators alike."""
+    if int(seed) < 0:
+        raise SamplerError(f"seed must be >= 0, got {seed}")
+    return int(seed)
+
+
 class ResidentSampler:
     """Samples from the shard's region held in memory in the signal's raw dtype."""
 
@@ -114,7 +136,7 @@ class ResidentSampler:
         if tuple(grid.shape) != signal.shape:
             raise ValueError(f"grid shape {grid.shape} does not match signal shape {signal.shape}")
         self.signal, self.grid, self.pids = signal, grid, [int(p) for p in pids]
-        self.seed, self.device = seed, torch.device(device)
+        self.seed, self.device = check_seed(seed), torch.device(device)
         self.full = n is None
         self.n = math.prod(grid.sample_shape) if n is None else int(n)
         self.region = shard_region(grid, self.pids)
@@ -151,25 +173,3 @@ class ResidentSampler:
             self._fixed = batch
         return batch
 
-
-class SamplerError(DistlgError):
-    """The sampler cannot serve this shard as configured."""
-
-
-def make_sampler(signal: Signal, grid: PartitionGrid, pids: Sequence[int], n: int | None,
-                 seed: int = 0, memory_budget: int = 4 << 30, device: str | torch.device = "cpu",
-                 window: int | None = None) -> ResidentSampler | StreamingSampler:
-    """The sampler for one worker's shard: resident (or full batch) when its region of the
-    signal fits ``memory_budget`` bytes, else streaming (``window``: steps per streaming window,
-    instead of what the budget gives). Both modes yield the same batches."""
-    region = shard_region(grid, pids)
-    nbytes = math.prod(b - a for a, b in region) * signal.channels * np.dtype(signal.data.dtype).itemsize
-    if nbytes <= memory_budget:
-        return ResidentSampler(signal, grid, pids, n, seed, device)
-    if n is None:
-        raise SamplerError(f"full-batch training reads this worker's whole region of the signal, "
-                           f"{nbytes / 2**30:.2f} GiB, over the memory budget of "
-                           f"{memory_budget / 2**30:.2f} GiB; set a sample fraction to stream it")
-    from .stream import StreamingSampler  # it builds on this module: imported where needed
-
-    return StreamingSampler(signal, grid, pids, n, seed, memory_budget, device, window)

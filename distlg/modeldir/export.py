@@ -13,7 +13,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .checkpoint import latest
-from .modeldir import (
+from .format import (
     GLOBAL_FILE,
     MANIFEST,
     OPTIM_PREFIX,

@@ -3,26 +3,31 @@
 ``render_partitions`` evaluates a model held in memory on its own partitions (the trainer's
 evaluation). ``RegionRender`` and ``render`` serve users of a model directory: any region, on
 the signal's grid or a finer or coarser one (``--scale``), streamed in slabs while reading only
-the files of the partitions the region needs.
+the files of the partitions the region needs. Both hand their partitions' shares to one
+evaluator, ``evaluate_shares``: shares of equal size are evaluated together, about
+``EVAL_SAMPLES`` positions per call, and a larger share in pieces of that size.
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
 
-from . import fused
-from .errors import DistlgError
-from .geometry import Box, PartitionGrid
-from .model import INR
-from .modeldir import ModelDir, id_ranges
-from .region import Sampling, box_text
+from ..geometry import Box, PartitionGrid
+from ..modeldir.format import ModelDir, id_ranges
+from ..nn import fused
+from ..nn.model import INR
+from .region import RenderError, RenderGrid, Slab, box_text
+
+__all__ = ["EVAL_SAMPLES", "SLAB_VALUES", "RegionRender", "RenderError", "Slab", "Share",
+           "evaluate_shares", "render", "render_partitions"]
 
 EVAL_SAMPLES = 1 << 18
 """Positions evaluated per forward call when rendering (bounded memory)."""
@@ -41,66 +46,78 @@ def intersect(a: Box, b: Box) -> Box | None:
     return None if any(hi <= lo for lo, hi in out) else out
 
 
+@dataclass
+class Share:
+    """The part of a render that one partition evaluates: ``size`` samples per axis, whose
+    coordinates ``coords(start, stop)`` gives in C order (float32 [stop - start, ndim])."""
+
+    pid: int
+    size: tuple[int, ...]
+    coords: Callable[[int, int], np.ndarray]
+    where: object = None
+    """What the caller needs to place the values (a box, output slices)."""
+
+
+def evaluate_shares(model: INR, shares: Sequence[Share], device: torch.device
+                    ) -> Iterator[tuple[Share, np.ndarray]]:
+    """Yield each share with its values [*size, out] (normalised, as the model predicts them).
+
+    Shares of equal size are evaluated together, about ``EVAL_SAMPLES`` positions per call; a
+    share larger than that is evaluated in pieces of it."""
+    by_size: dict[tuple[int, ...], list[Share]] = {}
+    for share in shares:
+        by_size.setdefault(share.size, []).append(share)
+    for size, group in by_size.items():
+        volume = math.prod(size)
+        if volume > EVAL_SAMPLES:
+            for share in group:
+                yield share, _evaluate_large(model, share, device)
+            continue
+        per_call = max(1, EVAL_SAMPLES // volume)
+        for i in range(0, len(group), per_call):
+            part = group[i:i + per_call]
+            x = torch.from_numpy(np.stack([s.coords(0, volume) for s in part])).to(device)
+            values = fused.predict(model, x, [s.pid for s in part]).cpu().numpy()
+            for share, v in zip(part, values):
+                yield share, v.reshape(size + (-1,))
+
+
+def _evaluate_large(model: INR, share: Share, device: torch.device) -> np.ndarray:
+    volume = math.prod(share.size)
+    flat = np.empty((volume, model.arch.out_dims), dtype=np.float32)
+    for a in range(0, volume, EVAL_SAMPLES):
+        b = min(volume, a + EVAL_SAMPLES)
+        x = torch.from_numpy(share.coords(a, b)[None]).to(device)
+        flat[a:b] = fused.predict(model, x, [share.pid])[0].cpu().numpy()
+    return flat.reshape(share.size + (-1,))
+
+
+def _box_coords(grid: PartitionGrid, box: Box, start: int, stop: int) -> np.ndarray:
+    """Coordinates of the integer positions ``start:stop`` (C order) of ``box``."""
+    return grid.normalise(box_positions(box, start, stop))
+
+
 def render_partitions(model: INR, grid: PartitionGrid, pids: Sequence[int] | None = None,
                       region: Box | None = None) -> Iterator[tuple[int, Box, np.ndarray]]:
     """Yield (pid, box, values [*box sizes, out]) for each partition's share of ``region``
     (default: the whole signal), values normalised to [-1, 1] as the model predicts them.
-
-    A position is evaluated by the partition whose un-grown box holds it. Partitions with the
-    same share size are evaluated together, about ``EVAL_SAMPLES`` positions per call.
-    """
+    A position is evaluated by the partition whose un-grown box holds it."""
     region = region or tuple((0, d) for d in grid.shape)
     pids = model.partition_ids if pids is None else [int(p) for p in pids]
-    device = model.coord_scale.device
-    shares = [(p, intersect(grid.valid_box(p), region)) for p in pids]
-    shares = [(p, b) for p, b in shares if b is not None]
-    by_size: dict[tuple[int, ...], list[tuple[int, Box]]] = {}
-    for p, b in shares:
-        by_size.setdefault(tuple(hi - lo for lo, hi in b), []).append((p, b))
-    for size, group in by_size.items():
-        volume = math.prod(size)
-        per_call = max(1, EVAL_SAMPLES // volume)
-        for i in range(0, len(group), per_call):
-            part = group[i:i + per_call]
-            if volume > EVAL_SAMPLES:  # one large share: evaluate in slabs of rows
-                for p, b in part:
-                    yield p, b, _render_large(model, grid, p, b)
-                continue
-            pos = np.stack([box_positions(b) for _, b in part])
-            coords = torch.from_numpy(grid.normalise(pos)).to(device)
-            out = fused.predict(model, coords, [p for p, _ in part]).cpu().numpy()
-            for (p, b), values in zip(part, out):
-                yield p, b, values.reshape(size + (-1,))
-
-
-def _render_large(model: INR, grid: PartitionGrid, pid: int, box: Box) -> np.ndarray:
-    size = tuple(hi - lo for lo, hi in box)
-    volume = math.prod(size)
-    out = np.empty((volume, model.arch.out_dims), dtype=np.float32)
-    for s in range(0, volume, EVAL_SAMPLES):
-        pos = box_positions(box, s, min(volume, s + EVAL_SAMPLES))
-        coords = torch.from_numpy(grid.normalise(pos))[None].to(model.coord_scale.device)
-        out[s:s + len(pos)] = fused.predict(model, coords, [pid])[0].cpu().numpy()
-    return out.reshape(size + (-1,))
+    shares = []
+    for p in pids:
+        box = intersect(grid.valid_box(p), region)
+        if box is not None:
+            coords = functools.partial(_box_coords, grid, box)
+            shares.append(Share(p, tuple(hi - lo for lo, hi in box), coords, box))
+    for share, values in evaluate_shares(model, shares, model.coord_scale.device):
+        yield share.pid, share.where, values
 
 
 # -- regions of a model directory, streamed --------------------------------------------------------
 SLAB_VALUES = 1 << 22
 """Values (samples x channels) a render holds and hands to its writer at once: whole rows
 along the first axis (frames, image rows, audio samples, volume slices), at least one."""
-
-
-class RenderError(DistlgError):
-    """A region that this model cannot render as asked."""
-
-
-@dataclass
-class Slab:
-    """Rows ``start:start + len(values)`` along the first axis of a region's render."""
-
-    start: int
-    values: np.ndarray
-    """float32 [rows, *sizes of the other axes, channels], normalised to [-1, 1]."""
 
 
 class RegionRender:
@@ -118,26 +135,26 @@ class RegionRender:
                  device: str | torch.device = "cpu"):
         self.md = model if isinstance(model, ModelDir) else ModelDir.open(model)
         self.grid, self.device = self.md.grid, torch.device(device)
-        self.stub = self.md.signal_stub()
+        self.info = self.md.signal
         region = region or tuple((0, d) for d in self.grid.shape)
-        _check_region(region, self.grid.shape, self.stub.axes)
+        _check_region(region, self.grid.shape, self.info.axes)
         scale = (float(scale),) * self.grid.ndim if np.isscalar(scale) else tuple(scale)
         if len(scale) != self.grid.ndim or not all(math.isfinite(s) and s > 0 for s in scale):
             raise RenderError(f"scale needs {self.grid.ndim} positive factors, got {scale}")
-        self.sampling = Sampling(tuple(region), scale)
-        self.needed = self.sampling.partitions(self.grid)
+        self.render_grid = RenderGrid(tuple(region), scale)
+        self.needed = self.render_grid.partitions(self.grid)
         self.present = set(self.md.entries)
         self.missing = [p for p in self.needed if p not in self.present]
         if self.missing and fill is None:
             raise RenderError(f"region {box_text(region)} needs partitions {id_ranges(self.missing)}, "
                               "which this model does not hold (cropped); pass a fill value "
                               "(--fill VALUE) to render them as a constant")
-        self.fill = None if fill is None else float(self.stub.normalise(np.float32(fill)))
+        self.fill = None if fill is None else float(self.info.normalise(np.float32(fill)))
 
     @property
     def shape(self) -> tuple[int, ...]:
         """Shape of the render: samples per axis, then channels."""
-        return self.sampling.shape + (self.stub.channels,)
+        return self.render_grid.shape + (self.info.channels,)
 
     @property
     def files(self) -> list[str]:
@@ -148,8 +165,8 @@ class RegionRender:
 
     def __iter__(self) -> Iterator[Slab]:
         glob = self.md.read_global()
-        runs = [self.sampling.runs(self.grid, a) for a in range(self.grid.ndim)]
-        coords = [self.sampling.coords(self.grid, a) for a in range(1, self.grid.ndim)]
+        runs = [self.render_grid.runs(self.grid, a) for a in range(self.grid.ndim)]
+        coords = [self.render_grid.coords(self.grid, a) for a in range(1, self.grid.ndim)]
         per_slab = max(1, SLAB_VALUES // math.prod(self.shape[1:]))
         for j0, r0, r1 in runs[0]:
             shares = self._layer_shares(j0, runs[1:])
@@ -157,7 +174,7 @@ class RegionRender:
             model = self.md.load(held, self.device, global_tensors=glob)[0] if held else None
             for s in range(r0, r1, per_slab):
                 e = min(r1, s + per_slab)
-                rows = self.sampling.coords(self.grid, 0, s, e)
+                rows = self.render_grid.coords(self.grid, 0, s, e)
                 yield Slab(s, self._slab(model, shares, e - s, [rows] + coords))
             del model
 
@@ -174,40 +191,18 @@ class RegionRender:
         """Values of ``rows`` rows; ``coords`` holds the rows' coordinates along the first axis
         and all coordinates along the others."""
         out = np.empty((rows,) + self.shape[1:], dtype=np.float32)
-        by_size: dict[tuple[int, ...], list] = {}
+        held = []
         for pid, where in shares:
             where = (slice(0, rows),) + where
             if pid not in self.present:
                 out[where] = self.fill
                 continue
             axes = [coords[0]] + [c[w] for c, w in zip(coords[1:], where[1:])]
-            by_size.setdefault(tuple(len(a) for a in axes), []).append((pid, where, axes))
-        for size, group in by_size.items():
-            _evaluate_group(model, size, group, out, self.device)
+            held.append(Share(pid, tuple(len(a) for a in axes),
+                              functools.partial(_share_coords, axes), where))
+        for share, values in evaluate_shares(model, held, self.device):
+            out[share.where] = values
         return out
-
-
-def _evaluate_group(model: INR, size: tuple[int, ...], group: list, out: np.ndarray,
-                    device: torch.device) -> None:
-    """Evaluate same-sized shares together, about ``EVAL_SAMPLES`` positions per call; a share
-    larger than that is evaluated in pieces of it."""
-    volume = math.prod(size)
-    if volume > EVAL_SAMPLES:
-        for pid, where, axes in group:
-            flat = np.empty((volume, out.shape[-1]), dtype=np.float32)
-            for a in range(0, volume, EVAL_SAMPLES):
-                b = min(volume, a + EVAL_SAMPLES)
-                x = torch.from_numpy(_share_coords(axes, a, b)[None]).to(device)
-                flat[a:b] = fused.predict(model, x, [pid])[0].cpu().numpy()
-            out[where] = flat.reshape(size + (-1,))
-        return
-    per_call = max(1, EVAL_SAMPLES // volume)
-    for i in range(0, len(group), per_call):
-        part = group[i:i + per_call]
-        x = torch.from_numpy(np.stack([_share_coords(axes, 0, volume) for _, _, axes in part]))
-        values = fused.predict(model, x.to(device), [p for p, _, _ in part]).cpu().numpy()
-        for (_, where, _), v in zip(part, values):
-            out[where] = v.reshape(size + (-1,))
 
 
 def _share_coords(axes: list[np.ndarray], start: int, stop: int) -> np.ndarray:
@@ -236,5 +231,5 @@ def render(model: str | Path | ModelDir, region: Box | None = None,
     out = np.empty(plan.shape, dtype=np.float32)
     for slab in plan:
         out[slab.start:slab.start + len(slab.values)] = slab.values
-    return plan.stub.denormalise(out) if raw else out
+    return plan.info.denormalise(out) if raw else out
 

@@ -23,13 +23,24 @@ from typing import Protocol
 
 import numpy as np
 
-from .region import Sampling
-from .render import RegionRender, RenderError, Slab
-from .signal import Signal
+from ..data import store
+from ..data.signal import SignalInfo
+from ..geometry import PartitionGrid
+from .region import RenderError, RenderGrid, Slab
 
 FORMATS = (".zarr", ".npy", ".mp4", ".png", ".wav", ".ply", ".obj")
 DEFAULT_FPS = 25.0
 DEFAULT_SAMPLE_RATE = 44100.0
+
+
+class RenderPlan(Protocol):
+    """What a writer needs of a planned render (``render.RegionRender`` is one)."""
+
+    shape: tuple[int, ...]
+    """Samples per axis, then channels."""
+    info: SignalInfo
+    render_grid: RenderGrid
+    grid: PartitionGrid
 
 
 class Writer(Protocol):
@@ -43,7 +54,7 @@ def to_8bit(values: np.ndarray) -> np.ndarray:
     return np.rint((np.clip(values, -1.0, 1.0) + 1.0) * 127.5).astype(np.uint8)
 
 
-def open_writer(path: str | Path, plan: RegionRender, rate: float | None = None,
+def open_writer(path: str | Path, plan: RenderPlan, rate: float | None = None,
                 level: float | None = None) -> Writer:
     """The writer for ``path`` (format from its suffix) of ``plan``'s render.
 
@@ -57,7 +68,7 @@ def open_writer(path: str | Path, plan: RegionRender, rate: float | None = None,
         raise RenderError(f"cannot write {path.name}: the output must end in one of {', '.join(FORMATS)}")
     if path.exists():
         raise RenderError(f"{path} already exists; remove it or choose another name")
-    stub, kind = plan.stub, plan.stub.kind
+    info, kind = plan.info, plan.info.kind
     needs = {".mp4": ("video",), ".wav": ("audio",), ".ply": ("volume",), ".obj": ("volume",),
              ".png": ("image", "video", "volume")}.get(suffix)
     if needs and kind not in needs:
@@ -67,59 +78,55 @@ def open_writer(path: str | Path, plan: RegionRender, rate: float | None = None,
     if suffix == ".zarr":
         return ZarrWriter(path, plan)
     if suffix == ".npy":
-        return NpyWriter(path, plan.shape, stub)
+        return NpyWriter(path, plan.shape, info)
     if suffix == ".mp4":
-        fps = rate or stub.meta.get("fps") or DEFAULT_FPS
-        return Mp4Writer(path, float(fps) * plan.sampling.scale[0], stub.channels)
+        fps = rate or info.meta.get("fps") or DEFAULT_FPS
+        return Mp4Writer(path, float(fps) * plan.render_grid.scale[0], info.channels)
     if suffix == ".png":
-        return PngWriter(path, plan.shape, stub)
+        return PngWriter(path, plan.shape, info)
     if suffix == ".wav":
-        sr = rate or stub.meta.get("sample_rate") or DEFAULT_SAMPLE_RATE
-        return WavWriter(path, float(sr) * plan.sampling.scale[0], stub)
-    iso = float(stub.normalise(np.float32(np.mean(stub.value_range) if level is None else level)))
-    return MeshWriter(path, plan.sampling, iso)
+        sr = rate or info.meta.get("sample_rate") or DEFAULT_SAMPLE_RATE
+        return WavWriter(path, float(sr) * plan.render_grid.scale[0], info)
+    iso = float(info.normalise(np.float32(np.mean(info.value_range) if level is None else level)))
+    return MeshWriter(path, plan.render_grid, iso)
 
 
 class ZarrWriter:
-    """A distlg signal store (``distlg.store``) of the render, in the signal's dtype and units,
-    marked complete when closed: ``open_signal`` reads it like an ingested signal."""
+    """A distlg signal store (``distlg.data.store``) of the render, in the signal's dtype and
+    units, marked complete when closed: ``open_signal`` reads it like an ingested signal."""
 
-    def __init__(self, path: Path, plan: RegionRender):
-        from . import store
-
-        stub, sampling = plan.stub, plan.sampling
+    def __init__(self, path: Path, plan: RenderPlan):
+        info, grid = plan.info, plan.render_grid
         part = [min(n, max(1, round(p * s))) for n, p, s in
-                zip(sampling.shape, plan.grid.part_shape, sampling.scale)]
-        value_bytes = stub.channels * stub.data.dtype.itemsize
-        chunks = store.chunk_shape(sampling.shape, part, value_bytes)
-        meta = dict(stub.meta)
+                zip(grid.shape, plan.grid.part_shape, grid.scale)]
+        chunks = store.chunk_shape(grid.shape, part, info.channels * info.dtype.itemsize)
+        meta = dict(info.meta)
         for key in ("fps", "sample_rate"):
             if key in meta:
-                meta[key] = float(meta[key]) * sampling.scale[0]
-        info = {"kind": stub.kind, "axes": list(stub.axes), "value_range": list(stub.value_range),
-                "meta": meta, "render": {"region": [list(r) for r in sampling.region],
-                                         "scale": list(sampling.scale)}}
-        self.stub, self.store = stub, store
-        self.array = store.create(path, plan.shape, stub.data.dtype, chunks, stub.axes, info)
+                meta[key] = float(meta[key]) * grid.scale[0]
+        attrs = {**store.attributes(info), "meta": meta,
+                 "render": {"region": [list(r) for r in grid.region], "scale": list(grid.scale)}}
+        self.info = info
+        self.array = store.create(path, plan.shape, info.dtype, chunks, info.axes, attrs)
 
     def write(self, slab: Slab) -> None:
-        self.array[slab.start:slab.start + len(slab.values)] = self.stub.denormalise(slab.values)
+        self.array[slab.start:slab.start + len(slab.values)] = self.info.denormalise(slab.values)
 
     def close(self) -> None:
-        self.store.update(self.array, complete=True)
+        store.update(self.array, complete=True)
 
 
 class NpyWriter:
     """A .npy file in the signal's dtype, written front to back."""
 
-    def __init__(self, path: Path, shape: tuple[int, ...], stub: Signal):
-        self.stub, self.fh = stub, open(path, "wb")
-        header = {"descr": np.lib.format.dtype_to_descr(stub.data.dtype), "fortran_order": False,
+    def __init__(self, path: Path, shape: tuple[int, ...], info: SignalInfo):
+        self.info, self.fh = info, open(path, "wb")
+        header = {"descr": np.lib.format.dtype_to_descr(info.dtype), "fortran_order": False,
                   "shape": shape}
         np.lib.format.write_array_header_2_0(self.fh, header)
 
     def write(self, slab: Slab) -> None:
-        self.fh.write(np.ascontiguousarray(self.stub.denormalise(slab.values)).tobytes())
+        self.fh.write(np.ascontiguousarray(self.info.denormalise(slab.values)).tobytes())
 
     def close(self) -> None:
         self.fh.close()
@@ -150,18 +157,18 @@ class Mp4Writer:
 class PngWriter:
     """One PNG for an image, or one per frame (slice) of a video (volume)."""
 
-    def __init__(self, path: Path, shape: tuple[int, ...], stub: Signal):
+    def __init__(self, path: Path, shape: tuple[int, ...], info: SignalInfo):
         if shape[-1] not in (1, 3, 4):
             raise RenderError(f"png needs 1, 3 or 4 channels, the signal has {shape[-1]}")
-        self.path, self.stub = path, stub
-        self.image = np.empty(shape, self._dtype()) if stub.kind == "image" else None
+        self.path, self.info = path, info
+        self.image = np.empty(shape, self._dtype()) if info.kind == "image" else None
 
     def _dtype(self) -> np.dtype:
-        return np.dtype(np.uint16) if self.stub.data.dtype == np.uint16 else np.dtype(np.uint8)
+        return np.dtype(np.uint16) if self.info.dtype == np.uint16 else np.dtype(np.uint8)
 
     def _pixels(self, values: np.ndarray) -> np.ndarray:
         if self._dtype() == np.uint16:
-            return self.stub.denormalise(values)
+            return self.info.denormalise(values)
         return to_8bit(values)
 
     def write(self, slab: Slab) -> None:
@@ -185,15 +192,15 @@ class PngWriter:
 class WavWriter:
     """16-bit PCM through the standard library's ``wave``."""
 
-    def __init__(self, path: Path, rate: float, stub: Signal):
-        self.stub = stub
+    def __init__(self, path: Path, rate: float, info: SignalInfo):
+        self.info = info
         self.file = wave.open(str(path), "wb")
-        self.file.setnchannels(stub.channels)
+        self.file.setnchannels(info.channels)
         self.file.setsampwidth(2)
         self.file.setframerate(int(round(rate)))
 
     def write(self, slab: Slab) -> None:
-        raw = self.stub.denormalise(slab.values)
+        raw = self.info.denormalise(slab.values)
         if raw.dtype == np.int16:
             pcm = raw
         elif raw.dtype.kind in "ui":
@@ -211,10 +218,10 @@ class MeshWriter:
     last slice of the one before), as PLY (binary) or OBJ. Vertices are in signal units,
     (x, y, z) order."""
 
-    def __init__(self, path: Path, sampling: Sampling, level: float):
-        if min(sampling.shape) < 2:
+    def __init__(self, path: Path, grid: RenderGrid, level: float):
+        if min(grid.shape) < 2:
             raise RenderError("a mesh needs at least 2 samples along every axis of the region")
-        self.path, self.sampling, self.level = path, sampling, level
+        self.path, self.grid, self.level = path, grid, level
         self.ply = path.suffix.lower() == ".ply"
         self.vertices = self.faces = 0
         self.prev: np.ndarray | None = None
@@ -237,7 +244,7 @@ class MeshWriter:
 
     def _positions(self, index: np.ndarray) -> np.ndarray:
         """Sample indices (fractional) to positions in signal units."""
-        s = self.sampling
+        s = self.grid
         step = np.asarray([(b - a) / n for (a, b), n in zip(s.region, s.shape)])
         start = np.asarray([a for a, _ in s.region])
         return start - 0.5 + (index + 0.5) * step

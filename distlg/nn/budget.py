@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import DistlgError
+from ..errors import DistlgError
 from .model import Architecture
 
 MAX_WIDTH = 2048

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from .geometry import Box
-from .modeldir import (
+from ..geometry import Box
+from .format import (
     ModelDir,
     ModelDirError,
     id_ranges,
@@ -55,7 +55,7 @@ def select(md: ModelDir, keep: Sequence[Box] = (), drop: Sequence[Box] = (),
     kept -= set(drop_ids)
     for axis, indices in drop_along:
         if any(not 0 <= i < grid.factors[axis] for i in indices):
-            raise ModelDirError(f"axis {md.signal['axes'][axis]} has partition indices "
+            raise ModelDirError(f"axis {md.signal.axes[axis]} has partition indices "
                                 f"0-{grid.factors[axis] - 1}, got {id_ranges(indices)}")
         gone = set(indices)
         kept = {p for p in kept if grid.index(p)[axis] not in gone}

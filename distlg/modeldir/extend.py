@@ -8,7 +8,9 @@ local sub-networks train (fresh, each seeded by its id), against the global bran
 loaded from the model and frozen. The result is one model covering both parts: the old files
 are linked unchanged, so the old region renders bit for bit as before.
 
-One process (the new partitions are trained together here, not sharded over workers).
+One process (the new partitions are trained together here, not sharded over workers). The
+new partitions train with the trainer's own step loop (``optim.run_steps``), plan
+(``plan.steps_plan``) and kind defaults; the global branch is left out of Adam.
 """
 
 from __future__ import annotations
@@ -18,15 +20,18 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 from tqdm.auto import tqdm
 
-from . import fused
-from .errors import DistlgError
-from .geometry import PartitionGrid
-from .metrics import evaluate
-from .model import INR
-from .modeldir import (
+from ..config import ExtendConfig
+from ..data.sampling import make_sampler
+from ..data.signal import Signal
+from ..errors import DistlgError
+from ..geometry import PartitionGrid
+from ..metrics import evaluate
+from ..nn.model import INR
+from ..optim import make_optimizer, run_steps
+from ..plan import Plan, steps_plan
+from .format import (
     ModelDir,
     link_or_copy,
     manifest_for,
@@ -35,37 +40,10 @@ from .modeldir import (
     write_manifest,
     write_tensors,
 )
-from .plan import DEFAULT_FRACTION, DEFAULT_LR, DEFAULT_STEPS
-from .sampler import make_sampler
-from .signal import Signal
-from .train import scheduled_lr
 
 
 class ExtendError(DistlgError):
     """A model and signal that cannot be combined by extension."""
-
-
-@dataclass
-class ExtendSettings:
-    """How the new partitions train; defaults are the trainer's for the signal's kind."""
-
-    steps: int | None = None
-    """Optimisation steps. Default: 2000 for images, 1000 for audio, 1500 otherwise."""
-    lr: float | None = None
-    """Adam learning rate. Default: 5e-4 for images, 1e-4 otherwise."""
-    samples_per_partition: int | None = None
-    """Samples drawn from each new partition per step. Default: the trainer's share for the
-    kind (2 % of a partition for video and volumes; every position for images and audio)."""
-    schedule: str = "constant"
-    """Learning-rate schedule: constant, or cosine decay to ``lr_final`` x lr."""
-    lr_final: float = 0.05
-    """Final learning rate of the cosine schedule, as a fraction of lr."""
-    seed: int = 0
-    """Seed of the new partitions' initialisation and of their sampling."""
-    memory_budget_gib: float = 4.0
-    """Decoded signal data the sampler may hold (the new partitions' region)."""
-    device: str = "cpu"
-    progress: bool = False
 
 
 @dataclass
@@ -104,70 +82,48 @@ def extended_grid(old: PartitionGrid, shape: tuple[int, ...]) -> PartitionGrid:
 
 def _check_signal(md: ModelDir, signal: Signal) -> None:
     s = md.signal
-    if signal.kind != s["kind"] or signal.channels != int(s["channels"]):
-        raise ExtendError(f"the model encodes a {s['kind']} with {s['channels']} channels, the "
-                            f"signal is a {signal.kind} with {signal.channels}")
-    if list(signal.value_range) != [float(v) for v in s["value_range"]]:
+    if signal.kind != s.kind or signal.channels != s.channels:
+        raise ExtendError(f"the model encodes a {s.kind} with {s.channels} channels, the "
+                          f"signal is a {signal.kind} with {signal.channels}")
+    if signal.value_range != s.value_range:
         raise ExtendError(f"the signal's value range {signal.value_range} differs from the "
-                            f"model's {tuple(s['value_range'])}: its values would normalise "
-                            "differently")
+                          f"model's {s.value_range}: its values would normalise differently")
 
 
-def _samples(settings: ExtendSettings, kind: str, grid: PartitionGrid) -> int | None:
-    if settings.samples_per_partition is not None:
-        return settings.samples_per_partition
-    fraction = DEFAULT_FRACTION.get(kind)
-    return None if fraction is None else max(1, round(fraction * math.prod(grid.part_shape)))
-
-
-def _train(model: INR, signal: Signal, grid: PartitionGrid, settings: ExtendSettings) -> int:
+def _train(model: INR, signal: Signal, plan: Plan, settings: ExtendConfig) -> None:
     """Train the local sub-networks of ``model`` (the new partitions) with the global tensors
-    frozen: Adam sees only the local ones. Returns the number of steps run."""
-    kind = signal.kind
-    steps = DEFAULT_STEPS.get(kind, 1500) if settings.steps is None else settings.steps
-    lr = DEFAULT_LR.get(kind, 1e-4) if settings.lr is None else settings.lr
-    if steps < 1 or lr <= 0:
-        raise ExtendError(f"extending needs steps >= 1 and lr > 0, got {steps} and {lr}")
-    if settings.schedule not in ("constant", "cosine"):
-        raise ExtendError(f"schedule must be constant or cosine, got {settings.schedule!r}")
-    pids = model.partition_ids
-    n = _samples(settings, kind, grid)
-    sampler = make_sampler(signal, grid, pids, n, settings.seed,
-                           int(settings.memory_budget_gib * 2**30), settings.device)
-    scale = 1.0 / (len(pids) * (n or math.prod(grid.sample_shape)) * signal.channels)
-    optimizer = torch.optim.Adam(model.local_parameters(), lr=lr)
+    frozen, by the trainer's step loop."""
+    sampler = make_sampler(signal, plan.grid, model.partition_ids, plan.samples_per_partition,
+                           settings.seed, int(settings.memory_budget_gib * 2**30), settings.device)
+    optimizer = make_optimizer(model, plan.lr, train_global=False)
+    bar = tqdm(total=plan.steps, unit="step", disable=not settings.progress)
     try:
-        for step in tqdm(range(steps), unit="step", disable=not settings.progress):
-            optimizer.param_groups[0]["lr"] = scheduled_lr(lr, step, steps, settings.schedule,
-                                                           settings.lr_final)
-            batch = sampler.batch(step)
-            fused.forward_backward(model, batch.coords, batch.values, scale)
-            optimizer.step()
-            for p in model.parameters():  # the frozen global gradients are dropped too
-                p.grad.zero_()
+        run_steps(model, optimizer, sampler, plan.lr_at, range(plan.steps),
+                  1.0 / (plan.samples_per_step * signal.channels), after=lambda done, loss: bar.update())
     finally:
+        bar.close()
         sampler.close()
-    return steps
 
 
 def extend(model: str | Path | ModelDir, signal: Signal, out: str | Path | None = None,
-           settings: ExtendSettings | None = None) -> ExtendResult:
+           settings: ExtendConfig | None = None) -> ExtendResult:
     """Extend ``model`` to ``signal`` (its samples followed by new ones along the first axis),
     writing the result to the new directory ``out``, or into the model when ``out`` is None
     (new files first, then the manifest)."""
-    settings = settings or ExtendSettings()
+    settings = settings or ExtendConfig()
     md = model if isinstance(model, ModelDir) else ModelDir.open(model)
     if md.is_checkpoint:
         raise ExtendError(f"{md.path} is a checkpoint; export it (distlg export) and extend that")
     _check_signal(md, signal)
     grid = extended_grid(md.grid, signal.shape)
     new = list(range(md.grid.num_partitions, grid.num_partitions))
+    plan = steps_plan(settings, signal.kind, grid, md.arch, math.prod(grid.part_shape), 1, new)
     path = md.path if out is None else new_directory(out, md.path)  # refused before training
     inr = INR(md.arch, new, seed=settings.seed)
     inr.load_global(md.read_global())
     inr = inr.to(settings.device)
     t0 = time.perf_counter()
-    steps = _train(inr, signal, grid, settings)
+    _train(inr, signal, plan, settings)
     seconds = time.perf_counter() - t0
     entries = [dict(e) for e in md.manifest["partitions"]]
     if out is not None:
@@ -176,8 +132,8 @@ def extend(model: str | Path | ModelDir, signal: Signal, out: str | Path | None 
     for pid in new:
         entries.append({"id": pid, **write_tensors(path, partition_file(pid), inr.local_state(pid),
                                                    {"partition": str(pid)})})
-    info = {**md.signal, "shape": list(signal.shape)}
+    info = md.signal.with_shape(signal.shape)
     write_manifest(path, manifest_for(grid, md.arch, info, dict(md.manifest["global"]), entries))
     score = evaluate(inr, grid, signal, new).psnr
-    return ExtendResult(path, grid, new, steps, seconds, score, md.params(),
+    return ExtendResult(path, grid, new, plan.steps, seconds, score, md.params(),
                         ModelDir.open(path).params())

@@ -32,8 +32,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .geometry import PartitionGrid
-from .sampler import Batch, SamplerError, random_positions, shard_region, to_device
+from ..geometry import PartitionGrid
+from .sampler import Batch, SamplerError, check_seed, random_positions, shard_region, to_device
 from .signal import Signal
 from .store import chunk_shape
 
@@ -93,7 +93,7 @@ class StreamingSampler:
         if tuple(grid.shape) != signal.shape:
             raise ValueError(f"grid shape {grid.shape} does not match signal shape {signal.shape}")
         self.signal, self.grid, self.pids = signal, grid, [int(p) for p in pids]
-        self.n, self.seed, self.device = int(n), seed, torch.device(device)
+        self.n, self.seed, self.device = int(n), check_seed(seed), torch.device(device)
         self.chunks = np.asarray(signal_chunks(signal, grid))
         self.chunk_grid = tuple(int(g) for g in -(-np.asarray(grid.shape) // self.chunks))
         value_bytes = signal.channels * np.dtype(signal.data.dtype).itemsize

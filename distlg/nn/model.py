@@ -42,8 +42,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ..errors import DistlgError
 from . import lattice
-from .errors import DistlgError
 
 ARCHS = ("local-global", "per-partition", "siren")
 MERGES = ("shared", "per-depth", "add", "bias")
@@ -312,20 +312,12 @@ class INR(nn.Module):
         for n, shape in self.arch.global_shapes().items():
             self[n].copy_(_checked(tensors, n, shape))
 
-    def subset(self, pids: Sequence[int]) -> "INR":
-        """A new model holding only ``pids`` (copies of their weights and the global branch)."""
-        out = INR(self.arch, pids, init=False).to(self.coord_scale.device)
-        out.load_global(self.global_state())
-        for p in pids:
-            out.load_local(p, self.local_state(p))
-        return out
-
     # -- reference forward (autograd) -------------------------------------------------------------
     def forward(self, coords: Tensor, pids: Sequence[int] | Tensor | None = None) -> Tensor:
         """Values at ``coords`` [P', n, in] grouped by partition; ``pids`` [P'] names the
         partition of each group (default: every held partition, in order). Returns [P', n, out].
 
-        This is the plain autograd formulation; ``distlg.fused`` computes the same thing faster.
+        This is the plain autograd formulation; ``distlg.nn.fused`` computes the same thing faster.
         """
         a = self.arch
         slots = self.slots(pids)

@@ -1,0 +1,12 @@
+"""The data room: signals and the path from a source file to training batches.
+
+``signal`` (the ``Signal`` and ``SignalInfo`` types) -> ``sources`` (one reader per kind of
+source file) -> ``ingest`` (source into a chunked Zarr store, resumable) -> ``store`` (stores,
+``open_signal``) -> ``sampler`` (counter-based sample positions, ``Batch``, the resident
+sampler) / ``stream`` (the streaming sampler) -> ``sampling`` (``make_sampler`` picks one).
+
+It may import: ``distlg.errors``, ``distlg.geometry`` and ``distlg.defaults``; numpy, zarr and
+the decoders; torch in the samplers only (to hand out tensors). It never imports
+torch.distributed or accelerate, nor the model (``distlg.nn``), model directories, rendering
+or training. The store side (signal, store, ingest, sources) never imports torch at all.
+"""

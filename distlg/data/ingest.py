@@ -1,0 +1,209 @@
+"""Ingest: read a source once, slab by slab, into a signal store (``distlg ingest``).
+
+What SOURCE may be, and the signal it becomes (``--kind`` changes it where it says so):
+
+    video file (.mp4 .mkv .webm .mov .avi)   PyAV-decoded RGB frames             video (t, y, x)
+    folder of numbered frames (PNG, JPEG, TIFF), natural order        video, or --kind volume
+    TIFF stack (one 2-D page per slice)                          volume, or --kind video;
+                                                                 a single page: image
+    .npy array; raw file (--shape, --dtype)   by dimensions: 1 audio, 2 image, 3 volume,
+                                              4 volume with channels; --kind for others
+    image (.png .jpg .jpeg)                                                      image (y, x)
+    .wav (PCM or float)                                                          audio (t)
+    builtin:NAME[@HxW]                                                           image
+
+Memory: one slab is held at a time, as many rows of the first axis as a chunk is deep (frames,
+slices, samples); images are read whole. After every slab the store records how far it got;
+run again with the same source and settings, an interrupted ingest resumes there, and with a
+different source or settings it restarts. The completion marker is written last.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .. import defaults
+from ..geometry import PartitionGrid
+from . import store
+from .signal import AXES, default_range
+from .sources.arrays import RAW_SUFFIXES, open_npy, open_raw
+from .sources.audio import open_wav
+from .sources.base import IngestError, Source, SourceOptions
+from .sources.builtin import PREFIX, open_builtin
+from .sources.frames import IMAGE_SUFFIXES, TIFF_SUFFIXES, open_frames, open_image, open_tiff
+from .sources.video import VIDEO_SUFFIXES, open_video
+
+__all__ = ["IngestError", "IngestOptions", "IngestResult", "ingest", "open_source", "plan_chunks"]
+
+
+@dataclass
+class IngestOptions(SourceOptions):
+    """How to read the source (``SourceOptions``), how to chunk the store, and whether to
+    replace one."""
+
+    factors: Sequence[int] | None = None
+    """Partitions per axis that training will use (one value, or one per axis); chunks are cut
+    along their boundaries."""
+    partition_size: Sequence[int] | None = field(default=None, metadata={"by_kind": "partition_size"})
+    """Target partition size per axis when --factors is not given (training's default)."""
+    chunks: Sequence[int] | None = None
+    """Chunk shape per signal axis, overriding the partition-aligned choice."""
+    overwrite: bool = False
+    """Replace a complete store that holds a different signal (an incomplete one is always
+    resumed or restarted)."""
+    progress: bool = True
+    """Show a progress bar (on a terminal)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name in ("factors", "partition_size", "chunks", "shape"):
+            values = getattr(self, name)
+            if values is not None and min(int(v) for v in values) < 1:
+                raise IngestError(f"--{name.replace('_', '-')} needs positive values, got "
+                                  f"{list(values)}")
+
+
+@dataclass
+class IngestResult:
+    path: Path
+    status: str
+    """'written', 'resumed' or 'up to date'."""
+    shape: tuple[int, ...]
+    dtype: str
+    chunks: tuple[int, ...]
+    chunking: dict
+    raw_bytes: int
+    stored_bytes: int
+    seconds: float
+
+
+# -- entry point -----------------------------------------------------------------------------------
+def ingest(source: str | Path, path: str | Path, options: IngestOptions | None = None) -> IngestResult:
+    """Write the signal of ``source`` into the store at ``path`` (resuming an interrupted one)."""
+    t0 = time.perf_counter()
+    options = options or IngestOptions()
+    src = open_source(source, options)
+    chunking = plan_chunks(src, options)
+    path = Path(path)
+    array, status = _prepare(path, src, chunking, options)
+    if status != "up to date":
+        _copy(array, src, options)
+    return IngestResult(path, status, tuple(array.shape), np.dtype(array.dtype).name,
+                        tuple(array.chunks), chunking, math.prod(array.shape) * array.dtype.itemsize,
+                        store.stored_bytes(path), time.perf_counter() - t0)
+
+
+def plan_chunks(src: Source, options: IngestOptions) -> dict:
+    """The partition grid ingest assumes and the chunk shape aligned with it."""
+    dims = src.shape[:-1]
+    size = _per_axis(options.partition_size, len(dims), "--partition-size") \
+        or defaults.partition_size(src.kind, dims)
+    factors = _per_axis(options.factors, len(dims), "--factors") or defaults.factors(dims, size)
+    grid = PartitionGrid(dims, factors)
+    chunks = _per_axis(options.chunks, len(dims), "--chunks") or store.chunk_shape(
+        dims, grid.part_shape, src.shape[-1] * src.dtype.itemsize)
+    return {"partition_size": list(size), "factors": list(grid.factors),
+            "part_shape": list(grid.part_shape), "chunks": list(chunks)}
+
+
+def _per_axis(values: Sequence[int] | None, ndim: int, name: str) -> tuple[int, ...] | None:
+    if not values:
+        return None
+    values = [int(v) for v in values]
+    values = values * ndim if len(values) == 1 else values
+    if len(values) != ndim or min(values) < 1:
+        raise IngestError(f"{name} needs 1 or {ndim} positive values for this {ndim}-axis signal, "
+                          f"got {values}")
+    return tuple(values)
+
+
+def _prepare(path: Path, src: Source, chunking: dict, options: IngestOptions):
+    """Open the store to resume, or (re)create it. Returns (array, status)."""
+    fingerprint = json.loads(json.dumps({**src.identity, "kind": src.kind, **chunking}))
+    array = store.open_array(path, mode="r+")
+    if array is not None:
+        desc = store.info(array)
+        same = desc["ingest"].get("fingerprint") == fingerprint
+        if desc.get("complete"):
+            if same and not options.overwrite:
+                return array, "up to date"
+            if not options.overwrite:
+                raise IngestError(f"{path} already holds a complete signal (from "
+                                  f"{desc['meta'].get('source')}); pass --overwrite to replace it")
+        elif same and not options.overwrite:
+            return array, "resumed"
+    if path.exists():
+        store.remove(path)
+    info = {"kind": src.kind, "axes": list(AXES[src.kind]), "complete": False,
+            "meta": {**src.meta, "source": Path(src.path).name, "source_bytes": src.nbytes},
+            "chunking": chunking,
+            "ingest": {"fingerprint": fingerprint, "done": 0, "low": None, "high": None}}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return store.create(path, src.shape, src.dtype, chunking["chunks"], AXES[src.kind], info), "written"
+
+
+def _copy(array, src: Source, options: IngestOptions) -> None:
+    """Stream the source into ``array`` from where it stopped; write the marker last."""
+    from tqdm.auto import tqdm
+
+    progress = store.info(array)["ingest"]
+    done, low, high = progress["done"], progress["low"], progress["high"]
+    unit = {"video": "frame", "volume": "slice", "image": "row", "audio": "sample"}[src.kind]
+    bar = tqdm(total=src.shape[0], initial=done, unit=unit, unit_scale=src.kind == "audio",
+               desc=f"ingest {Path(src.path).name}", disable=None if options.progress else True)
+    with bar:
+        for slab in src.slabs(done, array.chunks[0]):
+            end = done + len(slab)
+            if end > array.shape[0]:  # more frames than the container announced
+                array.resize((max(end, round(array.shape[0] * 1.25)),) + array.shape[1:])
+            array[done:end] = slab
+            low, high = _extend_range(low, high, slab, src.path, done)
+            done = end
+            store.update(array, ingest={**progress, "done": done, "low": low, "high": high})
+            bar.update(len(slab))
+    if done == 0:
+        raise IngestError(f"{src.path}: holds no {unit}s")
+    if done != array.shape[0]:
+        array.resize((done,) + array.shape[1:])
+    value_range = default_range(np.asarray([low, high], dtype=src.dtype), src.kind)
+    store.update(array, value_range=list(value_range), complete=True)
+
+
+def _extend_range(low, high, slab: np.ndarray, path: str, row: int) -> tuple[float, float]:
+    """Running minimum and maximum; floating-point sources must be finite."""
+    lo, hi = float(slab.min()), float(slab.max())
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        raise IngestError(f"{path}: non-finite values (NaN or infinity) in rows {row}-{row + len(slab) - 1}")
+    return (lo if low is None else min(low, lo)), (hi if high is None else max(high, hi))
+
+
+# -- sources ---------------------------------------------------------------------------------------
+READERS = {**dict.fromkeys(VIDEO_SUFFIXES, open_video), **dict.fromkeys(IMAGE_SUFFIXES, open_image),
+           **dict.fromkeys(TIFF_SUFFIXES, open_tiff), **dict.fromkeys(RAW_SUFFIXES, open_raw),
+           ".npy": open_npy, ".wav": open_wav}
+"""The reader of each file suffix (``distlg.data.sources``); a folder is frames."""
+
+
+def open_source(spec: str | Path, options: SourceOptions) -> Source:
+    """The source that ``spec`` names (see the module docstring), with its shape and dtype."""
+    spec = str(spec)
+    if spec.startswith(PREFIX):
+        return open_builtin(spec, options)
+    path = Path(spec)
+    if not path.exists():
+        raise IngestError(f"{path}: no such file or folder")
+    if path.is_dir():
+        return open_frames(path, options)
+    suffix = path.suffix.lower()
+    if suffix not in READERS:
+        raise IngestError(f"{path}: unsupported source type {suffix or '(no suffix)'}; use a video "
+                          f"({', '.join(VIDEO_SUFFIXES)}), a folder of frames, .npy, raw "
+                          f"({', '.join(RAW_SUFFIXES)}), TIFF, PNG/JPEG or .wav")
+    return READERS[suffix](path, options)

@@ -1,0 +1,32 @@
+"""Which sampler serves a worker's shard: resident (or full batch) when its region of the
+signal fits the memory budget, else streaming. Both draw the same samples (``sampler``)."""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from ..geometry import PartitionGrid
+from .sampler import ResidentSampler, SamplerError, shard_region
+from .signal import Signal
+from .stream import StreamingSampler
+
+
+def make_sampler(signal: Signal, grid: PartitionGrid, pids: Sequence[int], n: int | None,
+                 seed: int = 0, memory_budget: int = 4 << 30, device: str | torch.device = "cpu",
+                 window: int | None = None) -> ResidentSampler | StreamingSampler:
+    """The sampler for one worker's shard: resident (or full batch) when its region of the
+    signal fits ``memory_budget`` bytes, else streaming (``window``: steps per streaming window,
+    instead of what the budget gives). Both modes yield the same batches."""
+    region = shard_region(grid, pids)
+    nbytes = math.prod(b - a for a, b in region) * signal.channels * np.dtype(signal.data.dtype).itemsize
+    if nbytes <= memory_budget:
+        return ResidentSampler(signal, grid, pids, n, seed, device)
+    if n is None:
+        raise SamplerError(f"full-batch training reads this worker's whole region of the signal, "
+                           f"{nbytes / 2**30:.2f} GiB, over the memory budget of "
+                           f"{memory_budget / 2**30:.2f} GiB; set a sample fraction to stream it")
+    return StreamingSampler(signal, grid, pids, n, seed, memory_budget, device, window)

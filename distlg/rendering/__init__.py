@@ -1,0 +1,12 @@
+"""The rendering room: regions of a model directory evaluated in bounded memory and written out.
+
+``region`` (the BOX syntax, the ``RenderGrid`` a render samples, ``Slab`` and ``RenderError``)
+-> ``render`` (one evaluator for every render; ``RegionRender`` streams a region slab by slab,
+reading only the files of the partitions it needs) -> ``writers`` (zarr, npy, mp4, png, wav,
+meshes; they import ``region``'s small types, not the evaluator).
+
+It may import: ``distlg.nn`` (to evaluate), ``distlg.modeldir.format`` (to read),
+``distlg.data`` (signal types, stores), ``distlg.geometry`` and ``distlg.errors``. It never
+imports training: ``distlg.train``, ``optim``, ``plan``, ``parallel``, torch.distributed or
+accelerate.
+"""
