@@ -93,7 +93,7 @@ def image(out: Path) -> None:
 
 
 def memory(out: Path) -> None:
-    from speed import D, HG, HL, LAYERS, O, P, Baseline, baseline_step, fused_step
+    from speed import HG, HL, LAYERS, Baseline, D, O, P, baseline_step, fused_step
 
     from distlg.nn.model import INR, Architecture
 

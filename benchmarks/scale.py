@@ -28,12 +28,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, _pyplot, write_results  # noqa: E402
 
-from distlg.nn import fused  # noqa: E402
 from distlg.config import Config  # noqa: E402
-from distlg.nn.model import INR  # noqa: E402
-from distlg.plan import make_plan  # noqa: E402
 from distlg.data.sampler import random_positions  # noqa: E402
 from distlg.data.signal import Signal  # noqa: E402
+from distlg.nn import fused  # noqa: E402
+from distlg.nn.model import INR  # noqa: E402
+from distlg.plan import make_plan  # noqa: E402
 
 SIZES = [(8, 64, 72), (16, 144, 256), (32, 288, 512), (64, 360, 640), (132, 720, 1280)]
 """Frames x rows x columns; x 3 channels: 1.1e5, 1.8e6, 1.4e7, 4.4e7, 3.6e8 values."""
@@ -81,7 +81,7 @@ def measure(shape, rounds: int) -> dict[str, dict]:
     signal = fake_video(shape)
     runs = {name: setup(signal, s, rounds + 1) for name, s in METHODS.items()}
     times: dict[str, list[float]] = {name: [] for name in runs}
-    for name, (_, model, batches) in runs.items():
+    for _, model, batches in runs.values():
         time_step(model, *batches[0])  # warm-up
     for r in range(rounds):
         for name, (_, model, batches) in runs.items():

@@ -38,12 +38,12 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import write_results  # noqa: E402
 
+from distlg.defaults import MAX_GLOBAL_WIDTH  # noqa: E402
+from distlg.geometry import PartitionGrid  # noqa: E402
 from distlg.nn import fused  # noqa: E402
 from distlg.nn.budget import fit_widths  # noqa: E402
-from distlg.geometry import PartitionGrid  # noqa: E402
 from distlg.nn.lattice import corner_count, default_lattice  # noqa: E402
 from distlg.nn.model import INR, Architecture  # noqa: E402
-from distlg.defaults import MAX_GLOBAL_WIDTH  # noqa: E402
 from distlg.plan import lattice_geometry  # noqa: E402
 
 P, N, D, O, LAYERS, HL, HG, W0 = 320, 200, 3, 3, 3, 55, 180, 30.0

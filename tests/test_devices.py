@@ -14,12 +14,12 @@ import pytest
 import torch
 
 from distlg import parallel
-from distlg.nn import fused
 from distlg.config import Config
+from distlg.data.sources.builtin import builtin
+from distlg.nn import fused
 from distlg.nn.model import INR, Architecture
 from distlg.parallel import CollectiveDeviceError, GlobalGradBucket, World
 from distlg.plan import make_plan
-from distlg.data.sources.builtin import builtin
 
 
 class FakeNccl:

@@ -6,15 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from distlg.nn import lattice
 from distlg.config import Config
-from distlg.geometry import PartitionGrid
-from distlg.metrics import evaluate, evaluate_sampled, score_subset
-from distlg.nn import fused
-from distlg.nn.model import INR, Architecture
-from distlg.plan import lattice_geometry, make_plan
 from distlg.data.signal import Signal
 from distlg.data.sources.builtin import builtin
+from distlg.geometry import PartitionGrid
+from distlg.metrics import evaluate, evaluate_sampled, score_subset
+from distlg.nn import fused, lattice
+from distlg.nn.model import INR, Architecture
+from distlg.plan import lattice_geometry, make_plan
 
 
 def lattice_arch(grid: PartitionGrid, cells, out=2, local=9, glob=13) -> Architecture:

@@ -13,8 +13,7 @@ if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 triton = pytest.importorskip("triton", reason="triton cannot be imported here")
 
-from distlg.kernels.grouped_mlp import BLOCK_K, BLOCK_M, BLOCK_N  # noqa: E402
-from distlg.kernels.grouped_mlp import grouped_linear, torch_grouped_linear  # noqa: E402
+from distlg.kernels.grouped_mlp import BLOCK_K, BLOCK_M, BLOCK_N, grouped_linear, torch_grouped_linear  # noqa: E402  # noqa: E402
 
 pytestmark = pytest.mark.device  # runs on the GPU in benchmarks/gpu_check.sh
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"

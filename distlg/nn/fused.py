@@ -187,7 +187,6 @@ def _backward(model: INR, tape: list, dout: Tensor, local: _Local, grads: dict[s
 
     With lattice features (merge "bias") their gradients go to ``lattice_grad``."""
     a, w0 = model.arch, model.arch.w0
-    width = a.local_width
     pc, nc, _ = dout.shape
     rows = pc * nc
     ps = local.ps

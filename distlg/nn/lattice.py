@@ -23,17 +23,23 @@ from __future__ import annotations
 
 import itertools
 import math
-from typing import TYPE_CHECKING, Sequence
+from typing import Protocol, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor
 
-if TYPE_CHECKING:
-    from .model import Architecture
+
+class Architecture(Protocol):
+    """What the lattice reads of ``distlg.nn.model.Architecture``."""
+
+    lattice: tuple[int, ...]
+    grid_factors: tuple[int, ...]
+    cell_origin: tuple[float, ...]
+    part_size: tuple[float, ...]
 
 
-def partition_index(arch: "Architecture", pids: Tensor) -> Tensor:
+def partition_index(arch: Architecture, pids: Tensor) -> Tensor:
     """Per-axis grid index [P, d] (int64) of each partition id.
 
     Ids are the C-order ravel over ``arch.grid_factors``; the first axis is left unbounded so
@@ -57,19 +63,19 @@ def corner_count(lattice: Sequence[int]) -> int:
     return math.prod(r + 1 for r in lattice)
 
 
-def lattice_points(arch: "Architecture", pids: Tensor) -> Tensor:
+def lattice_points(arch: Architecture, pids: Tensor) -> Tensor:
     """Coordinates [P, K, d] (float32, before ``coord_scale``) of each partition's corners."""
     return _coordinates(arch, corner_indices(arch, pids))
 
 
-def corner_indices(arch: "Architecture", pids: Tensor) -> Tensor:
+def corner_indices(arch: Architecture, pids: Tensor) -> Tensor:
     """Integer lattice index [P, K, d] of each partition's corners: neighbours share theirs."""
     index = partition_index(arch, pids)                                 # [P, d]
     cells = torch.tensor(arch.lattice, dtype=torch.long)
     return (index * cells).unsqueeze(1) + corner_offsets(arch.lattice).unsqueeze(0)
 
 
-def unique_points(arch: "Architecture", pids: Tensor) -> tuple[Tensor, Tensor]:
+def unique_points(arch: Architecture, pids: Tensor) -> tuple[Tensor, Tensor]:
     """The distinct corner points of ``pids`` (float32 coordinates [M, d]) and, for each of
     the P x K corners, its row among them [P * K]: a corner shared by neighbouring
     partitions is evaluated once (in 3-D about 8x fewer points than corners at r = 1)."""
@@ -78,14 +84,14 @@ def unique_points(arch: "Architecture", pids: Tensor) -> tuple[Tensor, Tensor]:
     return _coordinates(arch, distinct), inverse
 
 
-def _coordinates(arch: "Architecture", index: Tensor) -> Tensor:
+def _coordinates(arch: Architecture, index: Tensor) -> Tensor:
     cells = torch.tensor(arch.lattice, dtype=torch.float64)
     size = torch.tensor(arch.part_size, dtype=torch.float64)
     origin = torch.tensor(arch.cell_origin, dtype=torch.float64)
     return (origin + index.to(torch.float64) / cells * size).to(torch.float32)
 
 
-def interp_weights(arch: "Architecture", coords: Tensor, pids: Tensor) -> Tensor:
+def interp_weights(arch: Architecture, coords: Tensor, pids: Tensor) -> Tensor:
     """Multilinear weights [P, n, K] of each sample's corners in its partition's lattice.
 
     ``coords`` [P, n, d] are raw coordinates (before ``coord_scale``), grouped by ``pids``.
