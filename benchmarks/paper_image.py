@@ -3,6 +3,7 @@
     python benchmarks/paper_image.py                   # ~20 minutes (1 thread); results/paper_image.md
     python benchmarks/paper_image.py --global-lr 1     # the replicated part at the full rate
     python benchmarks/paper_image.py --seeds 0         # seed 0 only (~8 minutes)
+    python benchmarks/paper_image.py --recipe paper    # Local-Global as the paper builds it
 
 scikit-image's astronaut, RGB, resized to 256x256 (anti-aliased bilinear), values in [-1, 1];
 a budget of 49,152 parameters (4 values per weight); (8, 8) partitions of 32x32 pixels;
@@ -38,8 +39,14 @@ def psnr_at(history: list[dict], step: int) -> tuple[float, float]:
     return evals[-1]["psnr"], max(r["psnr"] for r in evals)
 
 
+RECIPE = "distlg"
+"""Local-Global's recipe (``--recipe``): distlg's default, or the paper's formulation."""
+
+
 def settings(arch: str, global_lr: float | None) -> dict:
     extra = {"global_lr": global_lr} if global_lr is not None and arch == "local-global" else {}
+    if arch == "local-global":
+        extra["recipe"] = RECIPE
     return dict(arch=arch, steps=STEPS[arch], eval_every=EVAL[arch], **BASE, **extra)
 
 
@@ -77,7 +84,12 @@ def main() -> None:
                         help="seeds of Local-Global and per-partition; the first also runs SIREN")
     parser.add_argument("--global-lr", type=float, default=None,
                         help="Local-Global's --global-lr (default: distlg's default for images)")
+    parser.add_argument("--recipe", choices=("distlg", "paper"), default="distlg",
+                        help="Local-Global's recipe: distlg's (global branch on a lattice) or the "
+                             "paper's formulation (reproduces the results before the lattice)")
     args = parser.parse_args()
+    global RECIPE
+    RECIPE = args.recipe
     t_start = time.perf_counter()
     runs = {}
     for arch in ("siren", "local-global", "per-partition"):
