@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, _pyplot, run_config, write_results  # noqa: E402
+from common import plot_training, run_config, write_results  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRATCH = ROOT / "storage" / "bench" / "fidelity"
@@ -134,7 +134,7 @@ def run_kind(kind: str, seeds: list[int], steps_scale: float) -> tuple[list[str]
                                    band=band, inner=inner, step_s=r.seconds / r.steps_run,
                                    params=r.plan.arch.total_params(r.plan.grid.num_partitions),
                                    widths=(r.plan.arch.local_width, r.plan.arch.global_width)))
-            curves[(name, seed)] = r.history
+            curves[(name, seed)] = r
             print(f"{kind} {name} seed {seed}: {r.final.psnr:.2f} dB, equal time "
                   f"{rows[name][-1]['equal_time']:.2f}, seam {band:.2f} / {inner:.2f}, "
                   f"{r.seconds / r.steps_run:.3f} s/step ({time.perf_counter() - t0:.0f} s)", flush=True)
@@ -152,7 +152,8 @@ def _stat(values: list[float]) -> str:
 
 def table(kind: str, rows: dict, steps: int) -> list[str]:
     lines = [f"### {kind}", "", f"| method | widths local / global | weights | seeds | PSNR at {steps} "
-             "steps | PSNR at equal time | seam band | interior | s/step |", "|---|---|---|---|---|---|---|---|---|"]
+             "steps | PSNR at equal time | seam band | interior | s/step |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for name, runs in rows.items():
         if not runs:
             continue
@@ -166,7 +167,8 @@ def table(kind: str, rows: dict, steps: int) -> list[str]:
     lg_t = [r["equal_time"] for r in rows["Local-Global (distlg)"]]
     pp_t = [r["equal_time"] for r in rows["SIREN-per-partition"]]
     si_t = [r["equal_time"] for r in rows["SIREN"]]
-    lines += ["", f"Local-Global (distlg) vs per-partition: {statistics.mean(lg) - statistics.mean(pp):+.2f} dB "
+    gap = statistics.mean(lg) - statistics.mean(pp)
+    lines += ["", f"Local-Global (distlg) vs per-partition: {gap:+.2f} dB "
               f"at equal steps (goal >= +0.5), {statistics.mean(lg_t) - statistics.mean(pp_t):+.2f} dB at "
               f"equal time (goal >= 0); vs SIREN at equal time: "
               f"{statistics.mean(lg_t[:len(si_t)]) - statistics.mean(si_t):+.2f} dB (goal >= 0).", ""]
@@ -174,27 +176,13 @@ def table(kind: str, rows: dict, steps: int) -> list[str]:
 
 
 def plot(kind: str, curves: dict) -> str:
-    plt = _pyplot()
-    fig, (by_step, by_time) = plt.subplots(1, 2, figsize=(11, 4))
-    for (name, seed), history in curves.items():
-        evals = [h for h in history if "psnr" in h]
-        label = f"{name} (seed {seed})"
-        by_step.plot([h["step"] for h in evals], [h["psnr"] for h in evals], label=label)
-        by_time.plot([h["time"] for h in evals], [h["psnr"] for h in evals], label=label)
-    by_step.set(xlabel="step", ylabel="PSNR (dB)")
-    by_time.set(xlabel="training time (s)", ylabel="PSNR (dB)")
-    for ax in (by_step, by_time):
-        ax.grid(alpha=0.3)
-    by_time.legend(fontsize=6)
-    fig.suptitle(f"{kind}: PSNR against steps and time")
-    fig.tight_layout()
-    fig.savefig(RESULTS / f"fidelity_{kind}.png", dpi=100)
-    plt.close(fig)
-    return f"fidelity_{kind}.png"
+    runs = {f"{name} (seed {seed})": result for (name, seed), result in curves.items()}
+    return plot_training(runs, f"fidelity_{kind}", f"{kind}: PSNR against steps and time")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--kinds", nargs="+", default=["image", "audio", "video", "volume"])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--steps-scale", type=float, default=1.0,
