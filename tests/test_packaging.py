@@ -16,6 +16,8 @@ import distlg
 REPO = Path(__file__).resolve().parents[1]
 DISTRIBUTIONS = {"skimage": "scikit-image", "PIL": "pillow", "yaml": "pyyaml"}
 """Import names whose distribution is named otherwise."""
+OPTIONAL = {"triton": "gpu"}
+"""Imports of optional features (the Triton kernels) and the extra that declares each."""
 
 
 def _requirement_names(requirements: list[str]) -> set[str]:
@@ -36,7 +38,11 @@ def _third_party_imports() -> set[str]:
 def test_every_import_of_the_package_is_a_declared_dependency():
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     declared = _requirement_names(project["dependencies"])
-    missing = {n for n in _third_party_imports() if DISTRIBUTIONS.get(n, n).lower() not in declared}
+    extras = project["optional-dependencies"]
+    for name, extra in OPTIONAL.items():
+        assert name in _requirement_names(extras[extra]), f"{name} is not in the [{extra}] extra"
+    missing = {n for n in _third_party_imports() - set(OPTIONAL)
+               if DISTRIBUTIONS.get(n, n).lower() not in declared}
     assert not missing, f"imported by distlg but not declared in pyproject.toml: {sorted(missing)}"
     assert "scipy" in declared  # ingest reads .wav files with it
     assert "psutil" not in declared, "psutil is used by the tests only: declare it in [test]"
