@@ -58,8 +58,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except WorkerLost as exc:
         print(f"distlg {args.command}: error: {exc}", file=sys.stderr)
         status = 1
-    except KeyboardInterrupt:
-        print(f"distlg {args.command}: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        detail = f" ({exc})" if str(exc) else ""
+        print(f"distlg {args.command}: interrupted{detail}", file=sys.stderr)
         status = 130
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         # gloo's threads can abort at interpreter shutdown after a finished job; leave cleanly.
