@@ -179,6 +179,9 @@ class RunConfig:
     latest are kept; --resume loses at most this many steps."""
     resume: bool = False
     """Continue from the latest complete checkpoint in --out (any number of workers)."""
+    overwrite: bool = False
+    """Start afresh in an --out that holds a run already, deleting that run's checkpoints,
+    model, history and logs (without it, or --resume, such an --out is refused)."""
     tensorboard: bool = True
     """Write TensorBoard logs under --out through accelerate's tracker."""
     progress: bool = True

@@ -15,7 +15,9 @@ that owns it.
 from __future__ import annotations
 
 import json
+import os
 import resource
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +25,7 @@ from typing import Callable
 
 import torch
 
-from .config import Config
+from .config import Config, ConfigError
 from .data.sampling import make_sampler
 from .data.signal import Signal
 from .data.store import open_signal
@@ -60,6 +62,7 @@ class TrainResult:
 def train(config: Config, world: World | None = None, signal: Signal | None = None) -> TrainResult:
     """Run ``config`` in this process (joining the launched job, if any)."""
     out = Path(config.run.out)
+    _claim_out(config, world.rank if world else int(os.environ.get("RANK", "0")))
     own_world = world is None
     world = world or World.start(config.train.device,
                                  log_dir=str(out) if config.run.tensorboard else None)
@@ -68,6 +71,30 @@ def train(config: Config, world: World | None = None, signal: Signal | None = No
     finally:
         if own_world:
             world.close()
+
+
+RUN_ENTRIES = ("checkpoints", "model", "history.jsonl", "tensorboard")
+"""What a run writes into its --out (``--overwrite`` deletes them)."""
+
+
+def _claim_out(config: Config, rank: int) -> None:
+    """Refuse an --out that holds a run unless --resume continues it or --overwrite replaces
+    it; with --overwrite the main worker deletes the old run (before any worker writes)."""
+    out, run = Path(config.run.out), config.run
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file; give a run directory")
+    if run.resume and run.overwrite:
+        raise ConfigError("--resume continues the run in --out, --overwrite replaces it: give one")
+    held = [name for name in RUN_ENTRIES if (out / name).exists()]
+    if not held or run.resume:
+        return
+    if not run.overwrite:
+        raise ConfigError(f"{out} holds a run already ({held[0]}); pass --resume to continue it "
+                          "or --overwrite to replace it")
+    if rank == 0:
+        for name in held:
+            path = out / name
+            shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
 
 
 def _train(config: Config, world: World, signal: Signal | None, out: Path) -> TrainResult:
