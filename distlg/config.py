@@ -18,6 +18,7 @@ import collections.abc
 import dataclasses
 import inspect
 import json
+import math
 import textwrap
 import types
 import typing
@@ -115,6 +116,10 @@ class StepsConfig:
     """Decoded signal data a worker may hold; beyond it the sampler streams from the store."""
 
     def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(f"{f.name} must be a finite number, got {value!r}")
         if self.schedule not in ("constant", "cosine"):
             raise ConfigError(f"schedule must be constant or cosine, got {self.schedule!r}")
         checks = [("steps", self.steps, lambda v: v >= 1, ">= 1"),
@@ -329,6 +334,8 @@ def _coerce(obj: Any, name: str, value: Any) -> Any:
             raise ConfigError(f"{name} must be true or false, got {value!r}")
         if tp is int and isinstance(value, float) and not value.is_integer():
             raise ConfigError(f"{name} must be an integer, got {value!r}")
+        if tp is float and not math.isfinite(float(value)):
+            raise ConfigError(f"{name} must be a finite number, got {value!r}")
         return tp(value)
     except (TypeError, ValueError) as exc:
         if isinstance(exc, ConfigError):

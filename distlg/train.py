@@ -15,6 +15,7 @@ that owns it.
 from __future__ import annotations
 
 import json
+import math
 import os
 import resource
 import shutil
@@ -29,7 +30,7 @@ from .config import Config, ConfigError
 from .data.sampling import make_sampler
 from .data.signal import Signal
 from .data.store import open_signal
-from .errors import WorkerLost
+from .errors import DistlgError, WorkerLost
 from .geometry import shard
 from .metrics import Evaluation, evaluate, evaluate_sampled, score_subset
 from .modeldir import checkpoint
@@ -73,6 +74,25 @@ def train(config: Config, world: World | None = None, signal: Signal | None = No
             world.close()
 
 
+class TrainingDiverged(DistlgError):
+    """The loss or the weights stopped being finite numbers (NaN or infinity)."""
+
+
+def _diverged(step: int, out: Path) -> str:
+    last = checkpoint.latest(out)
+    kept = f"the last good checkpoint is {last}" if last else "no checkpoint was written"
+    return (f"the loss is not finite (NaN or inf) at step {step}; training stopped and {kept}; "
+            "check the signal for NaN values or lower --lr")
+
+
+def _check_finite(model: INR, world: World, step: int, out: Path) -> None:
+    """Stop, on every worker at once, before weights that are not finite reach a checkpoint
+    or the model (one host read per checkpoint, none per step)."""
+    ok = bool(torch.stack([torch.isfinite(p).all() for p in model.parameters()]).all())
+    if not all(world.all_gather(ok)):
+        raise TrainingDiverged(_diverged(step, out))
+
+
 RUN_ENTRIES = ("checkpoints", "model", "history.jsonl", "tensorboard")
 """What a run writes into its --out (``--overwrite`` deletes them)."""
 
@@ -114,6 +134,7 @@ def _train(config: Config, world: World, signal: Signal | None, out: Path) -> Tr
     forward_backward = training_step(config.train.precision, config.train.kernel, world.device)
 
     def save(step: int) -> None:
+        _check_finite(model, world, step, out)
         checkpoint.save(out, step, model, optimizer, world, plan.grid, info, config.to_dict())
 
     def after(done: int, sse: torch.Tensor) -> None:
@@ -243,6 +264,8 @@ class _Tracker:
         if step % self.config.train.log_every and step != self.plan.steps:
             return
         loss = float(sse[0]) * scale
+        if not math.isfinite(loss):  # the same on every worker: the loss is all-reduced
+            raise TrainingDiverged(_diverged(step, Path(self.config.run.out)))
         self._record({"step": step, "loss": loss, "time": self.elapsed()})
         if self.world.is_main:
             if self.bar is not None:
