@@ -33,9 +33,9 @@ from ..optim import make_optimizer, run_steps
 from ..plan import Plan, steps_plan
 from .format import (
     ModelDir,
+    check_new_directory,
     link_or_copy,
     manifest_for,
-    check_new_directory,
     partition_file,
     staged_directory,
     write_manifest,
