@@ -197,6 +197,9 @@ def _resume(config: Config, model: INR, optimizer: torch.optim.Optimizer, world:
             print(f"no complete checkpoint in {config.run.out}: starting from step 0")
         return 0
     training = checkpoint.restore(path, model, optimizer, plan.grid)
+    if int(training["step"]) > plan.steps:
+        raise ConfigError(f"--steps {plan.steps} is below the step of the checkpoint to resume, "
+                          f"{training['step']} ({path}); give more steps")
     if world.is_main:
         print(f"resuming from {path} (step {training['step']}, written by "
               f"{training['world_size']} worker(s), now {world.size})")

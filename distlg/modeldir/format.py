@@ -42,7 +42,7 @@ VERSION = 1
 MANIFEST = "manifest.json"
 GLOBAL_FILE = "global.safetensors"
 OPTIM_PREFIX = "optim."
-_PLAIN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+_PLAIN = re.compile(r"\A[A-Za-z0-9_][A-Za-z0-9_.-]*\Z")
 
 
 class ModelDirError(DistlgError):
