@@ -1,7 +1,8 @@
 """The ``distlg`` command: one subcommand per step of the data path.
 
 Each subcommand lives in ``distlg/commands/<name>.py`` (HELP, ``arguments``, ``run``). Errors
-in what the user asked for print one line and exit with status 2; ``--help`` on every
+in what the user asked for, and files or folders that cannot be read or written, print one
+line and exit with status 2; ``--help`` on every
 subcommand explains every option.
 """
 
@@ -52,14 +53,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DistlgError as exc:
         print(f"distlg {args.command}: error: {exc}", file=sys.stderr)
         status = 2
-    except FileNotFoundError as exc:
-        print(f"distlg {args.command}: error: {exc.strerror}: {exc.filename}", file=sys.stderr)
+    except OSError as exc:  # a missing input, a read-only or missing output folder, a full disk
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"distlg {args.command}: error: {exc.strerror or exc}{where}", file=sys.stderr)
         status = 2
     except WorkerLost as exc:
         print(f"distlg {args.command}: error: {exc}", file=sys.stderr)
         status = 1
-    except KeyboardInterrupt:
-        print(f"distlg {args.command}: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        detail = f" ({exc})" if str(exc) else ""
+        print(f"distlg {args.command}: interrupted{detail}", file=sys.stderr)
         status = 130
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         # gloo's threads can abort at interpreter shutdown after a finished job; leave cleanly.

@@ -13,20 +13,19 @@ dataclass's ``__post_init__``); defaults that depend on the signal's kind live i
 from __future__ import annotations
 
 import argparse
-import ast
 import collections.abc
 import dataclasses
-import inspect
 import json
-import textwrap
+import math
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional, Sequence
+from typing import Any, Callable, Literal, Optional, Sequence
 
 from . import defaults
 from .errors import DistlgError
+from .fielddocs import field_docs
 
 
 class ConfigError(DistlgError):
@@ -117,14 +116,21 @@ class StepsConfig:
     def __post_init__(self) -> None:
         if self.schedule not in ("constant", "cosine"):
             raise ConfigError(f"schedule must be constant or cosine, got {self.schedule!r}")
-        checks = [("steps", self.steps, lambda v: v >= 1, ">= 1"),
-                  ("lr", self.lr, lambda v: v > 0, "> 0"),
-                  ("sample fraction", self.sample_fraction, lambda v: 0 < v <= 1, "in (0, 1]"),
-                  ("samples per partition", self.samples_per_partition, lambda v: v >= 1, ">= 1"),
-                  ("seed", self.seed, lambda v: v >= 0, ">= 0")]
-        for name, value, ok, rule in checks:
-            if value is not None and not ok(value):
-                raise ConfigError(f"{name} must be {rule}, got {value}")
+        _validate(self, [("steps", self.steps, lambda v: v >= 1, ">= 1"),
+                         ("lr", self.lr, lambda v: v > 0, "> 0"),
+                         ("sample fraction", self.sample_fraction, lambda v: 0 < v <= 1, "in (0, 1]"),
+                         ("samples per partition", self.samples_per_partition, lambda v: v >= 1, ">= 1"),
+                         ("seed", self.seed, lambda v: v >= 0, ">= 0")])
+
+
+def _validate(settings: Any, rules: list[tuple[str, Any, Callable[[Any], bool], str]]) -> None:
+    """Every float of ``settings`` finite, and each (name, value, ok, rule) ``ok`` or None."""
+    for name, value in vars(settings).items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{name} must be a finite number, got {value!r}")
+    for name, value, ok, rule in rules:
+        if value is not None and not ok(value):
+            raise ConfigError(f"{name} must be {rule}, got {value}")
 
 
 @dataclass
@@ -153,8 +159,9 @@ class TrainConfig(StepsConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.global_lr is not None and self.global_lr < 0:
-            raise ConfigError(f"global lr must be >= 0, got {self.global_lr}")
+        _validate(self, [("global lr", self.global_lr, lambda v: v >= 0, ">= 0"),
+                         ("log every", self.log_every, lambda v: v >= 1, ">= 1"),
+                         ("eval every", self.eval_every, lambda v: v >= 0, ">= 0 (0: at the end)")])
 
 
 @dataclass
@@ -179,10 +186,17 @@ class RunConfig:
     latest are kept; --resume loses at most this many steps."""
     resume: bool = False
     """Continue from the latest complete checkpoint in --out (any number of workers)."""
+    overwrite: bool = False
+    """Start afresh in an --out that holds a run already, deleting that run's checkpoints,
+    model, history and logs (without it, or --resume, such an --out is refused)."""
     tensorboard: bool = True
     """Write TensorBoard logs under --out through accelerate's tracker."""
     progress: bool = True
     """Show a progress bar on the main worker."""
+
+    def __post_init__(self) -> None:
+        _validate(self, [("checkpoint every", self.checkpoint_every, lambda v: v >= 0,
+                          ">= 0 (0: at the end)")])
 
 
 @dataclass
@@ -201,7 +215,11 @@ class Config:
         """Build from nested mappings (as read from YAML/TOML/JSON); unknown keys are errors."""
         sections = {}
         for f in dataclasses.fields(cls):
-            values = dict(data.get(f.name) or {})
+            values = data.get(f.name) or {}
+            if not isinstance(values, dict):
+                raise ConfigError(f"config section {f.name} must be a mapping of settings "
+                                  f"(e.g. {f.name}: {{path: ...}}), got {values!r}")
+            values = dict(values)
             sub = f.default_factory()
             known = {g.name for g in dataclasses.fields(sub)}
             for key in list(values):
@@ -251,30 +269,6 @@ def load(path: str | Path) -> Config:
 
 
 # -- command line --------------------------------------------------------------------------------
-def field_docs(cls: type) -> dict[str, str]:
-    """The docstring written under each field of a dataclass and of the dataclasses it extends
-    (read from their source)."""
-    docs: dict[str, str] = {}
-    for base in reversed(cls.__mro__):
-        if dataclasses.is_dataclass(base):
-            docs.update(_own_field_docs(base))
-    return docs
-
-
-def _own_field_docs(cls: type) -> dict[str, str]:
-    try:
-        tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
-    except (OSError, TypeError):
-        return {}
-    docs, body = {}, tree.body[0].body
-    for node, nxt in zip(body, body[1:]):
-        if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
-                and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant)
-                and isinstance(nxt.value.value, str)):
-            docs[node.target.id] = " ".join(nxt.value.value.split())
-    return docs
-
-
 def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
@@ -326,6 +320,8 @@ def _coerce(obj: Any, name: str, value: Any) -> Any:
             raise ConfigError(f"{name} must be true or false, got {value!r}")
         if tp is int and isinstance(value, float) and not value.is_integer():
             raise ConfigError(f"{name} must be an integer, got {value!r}")
+        if tp is float and not math.isfinite(float(value)):
+            raise ConfigError(f"{name} must be a finite number, got {value!r}")
         return tp(value)
     except (TypeError, ValueError) as exc:
         if isinstance(exc, ConfigError):

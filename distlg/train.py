@@ -15,7 +15,10 @@ that owns it.
 from __future__ import annotations
 
 import json
+import math
+import os
 import resource
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,11 +26,11 @@ from typing import Callable
 
 import torch
 
-from .config import Config
+from .config import Config, ConfigError
 from .data.sampling import make_sampler
 from .data.signal import Signal
 from .data.store import open_signal
-from .errors import WorkerLost
+from .errors import DistlgError, WorkerLost
 from .geometry import shard
 from .metrics import Evaluation, evaluate, evaluate_sampled, score_subset
 from .modeldir import checkpoint
@@ -60,6 +63,7 @@ class TrainResult:
 def train(config: Config, world: World | None = None, signal: Signal | None = None) -> TrainResult:
     """Run ``config`` in this process (joining the launched job, if any)."""
     out = Path(config.run.out)
+    _claim_out(config, world.rank if world else int(os.environ.get("RANK", "0")))
     own_world = world is None
     world = world or World.start(config.train.device,
                                  log_dir=str(out) if config.run.tensorboard else None)
@@ -68,6 +72,49 @@ def train(config: Config, world: World | None = None, signal: Signal | None = No
     finally:
         if own_world:
             world.close()
+
+
+class TrainingDiverged(DistlgError):
+    """The loss or the weights stopped being finite numbers (NaN or infinity)."""
+
+
+def _diverged(step: int, out: Path) -> str:
+    last = checkpoint.latest(out)
+    kept = f"the last good checkpoint is {last}" if last else "no checkpoint was written"
+    return (f"the loss is not finite (NaN or inf) at step {step}; training stopped and {kept}; "
+            "check the signal for NaN values or lower --lr")
+
+
+def _check_finite(model: INR, world: World, step: int, out: Path) -> None:
+    """Stop, on every worker at once, before weights that are not finite reach a checkpoint
+    or the model (one host read per checkpoint, none per step)."""
+    ok = bool(torch.stack([torch.isfinite(p).all() for p in model.parameters()]).all())
+    if not all(world.all_gather(ok)):
+        raise TrainingDiverged(_diverged(step, out))
+
+
+RUN_ENTRIES = ("checkpoints", "model", "history.jsonl", "tensorboard")
+"""What a run writes into its --out (``--overwrite`` deletes them)."""
+
+
+def _claim_out(config: Config, rank: int) -> None:
+    """Refuse an --out that holds a run unless --resume continues it or --overwrite replaces
+    it; with --overwrite the main worker deletes the old run (before any worker writes)."""
+    out, run = Path(config.run.out), config.run
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file; give a run directory")
+    if run.resume and run.overwrite:
+        raise ConfigError("--resume continues the run in --out, --overwrite replaces it: give one")
+    held = [name for name in RUN_ENTRIES if (out / name).exists()]
+    if not held or run.resume:
+        return
+    if not run.overwrite:
+        raise ConfigError(f"{out} holds a run already ({held[0]}); pass --resume to continue it "
+                          "or --overwrite to replace it")
+    if rank == 0:
+        for name in held:
+            path = out / name
+            shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
 
 
 def _train(config: Config, world: World, signal: Signal | None, out: Path) -> TrainResult:
@@ -87,6 +134,7 @@ def _train(config: Config, world: World, signal: Signal | None, out: Path) -> Tr
     forward_backward = training_step(config.train.precision, config.train.kernel, world.device)
 
     def save(step: int) -> None:
+        _check_finite(model, world, step, out)
         checkpoint.save(out, step, model, optimizer, world, plan.grid, info, config.to_dict())
 
     def after(done: int, sse: torch.Tensor) -> None:
@@ -149,6 +197,9 @@ def _resume(config: Config, model: INR, optimizer: torch.optim.Optimizer, world:
             print(f"no complete checkpoint in {config.run.out}: starting from step 0")
         return 0
     training = checkpoint.restore(path, model, optimizer, plan.grid)
+    if int(training["step"]) > plan.steps:
+        raise ConfigError(f"--steps {plan.steps} is below the step of the checkpoint to resume, "
+                          f"{training['step']} ({path}); give more steps")
     if world.is_main:
         print(f"resuming from {path} (step {training['step']}, written by "
               f"{training['world_size']} worker(s), now {world.size})")
@@ -216,6 +267,8 @@ class _Tracker:
         if step % self.config.train.log_every and step != self.plan.steps:
             return
         loss = float(sse[0]) * scale
+        if not math.isfinite(loss):  # the same on every worker: the loss is all-reduced
+            raise TrainingDiverged(_diverged(step, Path(self.config.run.out)))
         self._record({"step": step, "loss": loss, "time": self.elapsed()})
         if self.world.is_main:
             if self.bar is not None:

@@ -52,8 +52,9 @@ def run(args: argparse.Namespace) -> int:
     shape, axes = md.grid.shape, md.signal.axes
     kept = select(md, keep=[parse_box(b, shape, axes) for b in args.keep],
                   drop=[parse_box(b, shape, axes) for b in args.drop],
-                  drop_ids=[i for text in args.drop_partitions for i in parse_ids(text)],
-                  drop_along=[parse_along(text, axes) for text in args.drop_along])
+                  drop_ids=[i for text in args.drop_partitions
+                            for i in parse_ids(text, md.grid.num_partitions)],
+                  drop_along=[parse_along(text, axes, md.grid.factors) for text in args.drop_along])
     report = crop(md, kept, args.out)
     before, after = report.before, report.after
     print(f"kept {len(report.kept)} of {len(report.kept) + len(report.dropped)} partitions "

@@ -77,8 +77,13 @@ def run(args: argparse.Namespace) -> int:
                 if compare is not None:
                     compare.add(slab)
                 bar.update(slab.values.size)
-        finally:
+        except BaseException as exc:
+            writer.abort()
+            raise _nothing_written(exc, args.out) from None
+        try:
             writer.close()
+        except BaseException as exc:
+            raise _nothing_written(exc, args.out) from None
     seconds = time.perf_counter() - t0
     print(f"rendered {box_text(region)} at scale {args.scale}: {' x '.join(map(str, plan.shape))} = "
           f"{values:,} values from {len(plan.files) - 1} partition file(s) in {seconds:.2f} s "
@@ -86,3 +91,17 @@ def run(args: argparse.Namespace) -> int:
     if compare is not None:
         print(f"PSNR of the region against {args.compare}: {compare.psnr:.2f} dB")
     return 0
+
+
+def _nothing_written(exc: BaseException, out: str) -> BaseException:
+    """``exc`` with a message that says the render left nothing under ``out``."""
+    from ..errors import DistlgError
+
+    note = f"render stopped; nothing was written to {out}"
+    if isinstance(exc, KeyboardInterrupt):
+        return KeyboardInterrupt(note)
+    if isinstance(exc, DistlgError):
+        return type(exc)(f"{exc}; {note}")
+    if isinstance(exc, OSError):
+        return DistlgError(f"{exc.strerror or exc}: {exc.filename or out}; {note}")
+    return exc

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -92,9 +94,16 @@ def ingest(source: str | Path, path: str | Path, options: IngestOptions | None =
     src = open_source(source, options)
     chunking = plan_chunks(src, options)
     path = Path(path)
-    array, status = _prepare(path, src, chunking, options)
+    array, status, build = _prepare(path, src, chunking, options)
     if status != "up to date":
-        _copy(array, src, options)
+        try:
+            _copy(array, src, options)
+        except BaseException:
+            if build != path:  # the complete store it was to replace stays as it was
+                shutil.rmtree(build, ignore_errors=True)
+            raise
+    if build != path:
+        _swap(build, path)
     return IngestResult(path, status, tuple(array.shape), np.dtype(array.dtype).name,
                         tuple(array.chunks), chunking, math.prod(array.shape) * array.dtype.itemsize,
                         store.stored_bytes(path), time.perf_counter() - t0)
@@ -125,7 +134,9 @@ def _per_axis(values: Sequence[int] | None, ndim: int, name: str) -> tuple[int, 
 
 
 def _prepare(path: Path, src: Source, chunking: dict, options: IngestOptions):
-    """Open the store to resume, or (re)create it. Returns (array, status)."""
+    """Open the store to resume, or (re)create it. Returns (array, status, where it is built):
+    a complete store that ``--overwrite`` replaces stays until the new one is complete, which
+    is built beside it."""
     fingerprint = json.loads(json.dumps({**src.identity, "kind": src.kind, **chunking}))
     array = store.open_array(path, mode="r+")
     if array is not None:
@@ -133,20 +144,36 @@ def _prepare(path: Path, src: Source, chunking: dict, options: IngestOptions):
         same = desc["ingest"].get("fingerprint") == fingerprint
         if desc.get("complete"):
             if same and not options.overwrite:
-                return array, "up to date"
+                return array, "up to date", path
             if not options.overwrite:
                 raise IngestError(f"{path} already holds a complete signal (from "
                                   f"{desc['meta'].get('source')}); pass --overwrite to replace it")
         elif same and not options.overwrite:
-            return array, "resumed"
-    if path.exists():
+            return array, "resumed", path
+    build = path
+    if array is not None and desc.get("complete"):
+        build = path.with_name(f".{path.name}.replacing")  # swapped in when complete
+        if build.exists():
+            shutil.rmtree(build)
+    elif path.exists():
         store.remove(path)
     info = {"kind": src.kind, "axes": list(AXES[src.kind]), "complete": False,
             "meta": {**src.meta, "source": Path(src.path).name, "source_bytes": src.nbytes},
             "chunking": chunking,
             "ingest": {"fingerprint": fingerprint, "done": 0, "low": None, "high": None}}
     path.parent.mkdir(parents=True, exist_ok=True)
-    return store.create(path, src.shape, src.dtype, chunking["chunks"], AXES[src.kind], info), "written"
+    array = store.create(build, src.shape, src.dtype, chunking["chunks"], AXES[src.kind], info)
+    return array, "written", build
+
+
+def _swap(build: Path, path: Path) -> None:
+    """Put the complete store ``build`` in the place of the store at ``path``."""
+    old = path.with_name(f".{path.name}.replaced")
+    if old.exists():
+        shutil.rmtree(old)
+    os.rename(path, old)
+    os.rename(build, path)
+    shutil.rmtree(old)
 
 
 def _copy(array, src: Source, options: IngestOptions) -> None:

@@ -20,7 +20,7 @@ from .format import (
     id_ranges,
     link_or_copy,
     manifest_for,
-    new_directory,
+    staged_directory,
     write_manifest,
 )
 
@@ -78,9 +78,7 @@ def crop(model: str | Path | ModelDir, kept: Sequence[int], out: str | Path | No
     if absent:
         raise ModelDirError(f"{md.path}: partitions {id_ranges(absent)} are not in this model")
     files = [md.manifest["global"]["file"]] + [entries[p]["file"] for p in kept]
-    lost = [f for f in files if not (md.path / f).is_file()]
-    if lost:
-        raise ModelDirError(f"{md.path}: file {lost[0]} listed in the manifest is missing")
+    md.verify([md.manifest["global"]] + [entries[p] for p in kept])  # before anything is written
     manifest = manifest_for(md.grid, md.arch, md.signal, dict(md.manifest["global"]),
                             [dict(entries[p]) for p in kept])
     kept_set = set(kept)
@@ -91,8 +89,9 @@ def crop(model: str | Path | ModelDir, kept: Sequence[int], out: str | Path | No
         for p in dropped:
             (path / entries[p]["file"]).unlink(missing_ok=True)
     else:
-        path = new_directory(out, md.path)
-        for name in files:
-            link_or_copy(md.path / name, path / name)
-        write_manifest(path, manifest)
+        with staged_directory(out, md.path) as staging:
+            for name in files:
+                link_or_copy(md.path / name, staging / name)
+            write_manifest(staging, manifest)
+        path = Path(out)
     return CropReport(path, kept, dropped, md.params(), ModelDir.open(path).params())

@@ -20,8 +20,8 @@ from .format import (
     ModelDir,
     ModelDirError,
     manifest_for,
-    new_directory,
     partition_file,
+    staged_directory,
     write_manifest,
     write_tensors,
 )
@@ -46,14 +46,14 @@ def _weights(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def export(source: str | Path, out: str | Path, progress: bool = False) -> ModelDir:
     """Write the weights of checkpoint ``source`` (or a run directory's latest) to the new
-    model directory ``out``."""
+    model directory ``out`` (built beside it and moved into place when complete)."""
     src = find_checkpoint(source)
-    out = new_directory(out, src.path)
-    entries = []
-    for pid, entry in tqdm(src.entries.items(), unit="partition", disable=not progress):
-        tensors = _weights(src.read(entry))
-        entries.append({"id": pid, **write_tensors(out, partition_file(pid), tensors,
-                                                   {"partition": str(pid)})})
-    global_entry = write_tensors(out, GLOBAL_FILE, _weights(src.read_global()))
-    write_manifest(out, manifest_for(src.grid, src.arch, src.signal, global_entry, entries))
+    with staged_directory(out, src.path) as staging:
+        entries = []
+        for pid, entry in tqdm(src.entries.items(), unit="partition", disable=not progress):
+            tensors = _weights(src.read(entry))
+            entries.append({"id": pid, **write_tensors(staging, partition_file(pid), tensors,
+                                                       {"partition": str(pid)})})
+        global_entry = write_tensors(staging, GLOBAL_FILE, _weights(src.read_global()))
+        write_manifest(staging, manifest_for(src.grid, src.arch, src.signal, global_entry, entries))
     return ModelDir.open(out)

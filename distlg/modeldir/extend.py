@@ -33,10 +33,11 @@ from ..optim import make_optimizer, run_steps
 from ..plan import Plan, steps_plan
 from .format import (
     ModelDir,
+    check_new_directory,
     link_or_copy,
     manifest_for,
-    new_directory,
     partition_file,
+    staged_directory,
     write_manifest,
     write_tensors,
 )
@@ -115,18 +116,37 @@ def extend(model: str | Path | ModelDir, signal: Signal, out: str | Path | None 
     if md.is_checkpoint:
         raise ExtendError(f"{md.path} is a checkpoint; export it (distlg export) and extend that")
     _check_signal(md, signal)
+    if out is not None:  # the files it will copy, checked before anything is written
+        md.verify([md.manifest["global"]] + list(md.manifest["partitions"]))
     grid = extended_grid(md.grid, signal.shape)
     new = list(range(md.grid.num_partitions, grid.num_partitions))
     plan = steps_plan(settings, signal.kind, grid, md.arch, math.prod(grid.part_shape), 1, new)
-    path = md.path if out is None else new_directory(out, md.path)  # refused before training
+    if out is not None:
+        check_new_directory(out, md.path)  # refused before training
     inr = INR(md.arch, new, seed=settings.seed)
     inr.load_global(md.read_global())
     inr = inr.to(settings.device)
     t0 = time.perf_counter()
     _train(inr, signal, plan, settings)
     seconds = time.perf_counter() - t0
+    if out is None:
+        path = md.path
+        _write(md, path, inr, grid, signal, new, copy=False)
+    else:
+        with staged_directory(out, md.path) as staging:
+            _write(md, staging, inr, grid, signal, new, copy=True)
+        path = Path(out)
+    score = evaluate(inr, grid, signal, new).psnr
+    return ExtendResult(path, grid, new, plan.steps, seconds, score, md.params(),
+                        ModelDir.open(path).params())
+
+
+def _write(md: ModelDir, path: Path, inr: INR, grid: PartitionGrid, signal: Signal,
+           new: list[int], copy: bool) -> None:
+    """The new partitions' files and the extended manifest in ``path``, with the model's own
+    files linked there first if ``copy`` (the manifest is written last)."""
     entries = [dict(e) for e in md.manifest["partitions"]]
-    if out is not None:
+    if copy:
         for name in [md.manifest["global"]["file"]] + [e["file"] for e in entries]:
             link_or_copy(md.path / name, path / name)
     for pid in new:
@@ -134,6 +154,3 @@ def extend(model: str | Path | ModelDir, signal: Signal, out: str | Path | None 
                                                    {"partition": str(pid)})})
     info = md.signal.with_shape(signal.shape)
     write_manifest(path, manifest_for(grid, md.arch, info, dict(md.manifest["global"]), entries))
-    score = evaluate(inr, grid, signal, new).psnr
-    return ExtendResult(path, grid, new, plan.steps, seconds, score, md.params(),
-                        ModelDir.open(path).params())

@@ -22,9 +22,11 @@ import json
 import os
 import re
 import shutil
+import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import torch
 from safetensors.torch import load as st_load
@@ -40,7 +42,7 @@ VERSION = 1
 MANIFEST = "manifest.json"
 GLOBAL_FILE = "global.safetensors"
 OPTIM_PREFIX = "optim."
-_PLAIN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+_PLAIN = re.compile(r"\A[A-Za-z0-9_][A-Za-z0-9_.-]*\Z")
 
 
 class ModelDirError(DistlgError):
@@ -163,18 +165,39 @@ class ModelDir:
         return {"global": glob, "local": local, "total": glob + local}
 
     # -- reading -------------------------------------------------------------------------------
-    def read(self, entry: dict) -> dict[str, torch.Tensor]:
-        """The tensors of one manifest entry, after checking the file's sha256."""
+    def file(self, entry: dict) -> Path:
+        """The path of one manifest entry's file, after checking that its name is plain, that
+        it exists and that it is no link leading outside the directory."""
         name = _check_name(entry["file"])
         path = self.path / name
         if not path.is_file():
             raise ModelDirError(f"{self.path}: file {name} listed in the manifest is missing")
         if path.resolve().parent != self.path.resolve():
             raise ModelDirError(f"{path} is a link leading outside the model directory; refusing it")
-        data = path.read_bytes()
-        if hashlib.sha256(data).hexdigest() != entry["sha256"]:
+        return path
+
+    def _check_sha256(self, path: Path, digest: str, entry: dict) -> None:
+        if digest != entry["sha256"]:
             raise ModelDirError(f"{path}: sha256 differs from the manifest; the file was changed "
                                 "or damaged, refusing to load it")
+
+    def verify(self, entries: Iterable[dict]) -> None:
+        """Check the files of ``entries`` as ``read`` does (plain names, no links leading
+        outside, sha256 as in the manifest) without loading them: what an edit that copies
+        files (crop, extend) checks before it writes anything."""
+        for entry in entries:
+            path = self.file(entry)
+            digest = hashlib.sha256()
+            with open(path, "rb") as fh:
+                while chunk := fh.read(1 << 24):
+                    digest.update(chunk)
+            self._check_sha256(path, digest.hexdigest(), entry)
+
+    def read(self, entry: dict) -> dict[str, torch.Tensor]:
+        """The tensors of one manifest entry, after checking the file's sha256."""
+        path = self.file(entry)
+        data = path.read_bytes()
+        self._check_sha256(path, hashlib.sha256(data).hexdigest(), entry)
         try:
             return st_load(data)
         except Exception as exc:  # safetensors raises its own error types
@@ -222,15 +245,43 @@ def link_or_copy(src: Path, dst: Path) -> None:
         shutil.copyfile(src, dst)
 
 
-def new_directory(path: str | Path, source: Path | None = None) -> Path:
-    """Create the output directory of an edit: it must not exist yet, or be empty."""
+def check_new_directory(path: str | Path, source: Path | None = None) -> Path:
+    """Refuse an edit's output directory unless it does not exist yet, or is empty."""
     path = Path(path)
     if source is not None and path.resolve() == source.resolve():
         raise ModelDirError(f"{path} is the model itself; use --in-place to change it there")
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
         raise ModelDirError(f"{path} already exists and is not empty; choose a new directory")
+    return path
+
+
+def new_directory(path: str | Path, source: Path | None = None) -> Path:
+    """Create the output directory of an edit: it must not exist yet, or be empty."""
+    path = check_new_directory(path, source)
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+@contextmanager
+def staged_directory(path: str | Path, source: Path | None = None) -> Iterator[Path]:
+    """A hidden folder beside ``path`` (checked as ``new_directory`` checks it) to build an
+    edit's output in: moved to ``path`` when the block ends, removed if it raises, so nothing
+    half-written ever appears under ``path``."""
+    path = check_new_directory(path, source)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial",
+                                        dir=path.parent))
+    except OSError as exc:
+        raise ModelDirError(f"cannot write into {path.parent}: {exc.strerror}") from None
+    try:
+        yield staging
+        if path.is_dir():
+            path.rmdir()  # empty, as checked
+        os.rename(staging, path)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
 
 
 def manifest_for(grid: PartitionGrid, arch: Architecture, signal: SignalInfo, global_entry: dict,

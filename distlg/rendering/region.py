@@ -75,8 +75,9 @@ def parse_box(text: str | None, shape: Sequence[int], axes: Sequence[str]) -> Bo
     return tuple(_range(r, d, a) for r, d, a in zip(ranges, shape, axes))
 
 
-def parse_ids(text: str) -> list[int]:
-    """``3,5,10-12`` -> [3, 5, 10, 11, 12]."""
+def parse_ids(text: str, limit: int | None = None) -> list[int]:
+    """``3,5,10-12`` -> [3, 5, 10, 11, 12]; with ``limit``, ids must lie below it (checked
+    before a range is expanded, so a huge range is one line, not a MemoryError)."""
     out: list[int] = []
     for item in text.split(","):
         a, sep, b = item.strip().partition("-")
@@ -86,16 +87,21 @@ def parse_ids(text: str) -> list[int]:
             raise RegionError(f"expected ids like 3,5,10-12, got {text!r}") from None
         if lo < 0 or hi < lo:
             raise RegionError(f"bad id range {item.strip()!r} in {text!r}")
+        if limit is not None and hi >= limit:
+            raise RegionError(f"{item.strip()!r} in {text!r} goes past the last id, {limit - 1}")
         out.extend(range(lo, hi + 1))
     return sorted(set(out))
 
 
-def parse_along(text: str, axes: Sequence[str]) -> tuple[int, list[int]]:
-    """``t=0,3-4`` -> (axis, partition indices along it)."""
+def parse_along(text: str, axes: Sequence[str], factors: Sequence[int] | None = None
+                ) -> tuple[int, list[int]]:
+    """``t=0,3-4`` -> (axis, partition indices along it); with ``factors`` (partitions per
+    axis) the indices must exist."""
     name, sep, ids = text.partition("=")
     if not sep:
         raise RegionError(f"expected AXIS=INDICES like t=0,3-4, got {text!r}")
-    return _axis(name, axes), parse_ids(ids)
+    axis = _axis(name, axes)
+    return axis, parse_ids(ids, None if factors is None else factors[axis])
 
 
 def parse_scale(text: str, ndim: int) -> tuple[float, ...]:

@@ -141,6 +141,8 @@ class RegionRender:
         scale = (float(scale),) * self.grid.ndim if np.isscalar(scale) else tuple(scale)
         if len(scale) != self.grid.ndim or not all(math.isfinite(s) and s > 0 for s in scale):
             raise RenderError(f"scale needs {self.grid.ndim} positive factors, got {scale}")
+        if fill is not None and not math.isfinite(fill):
+            raise RenderError(f"the fill value must be a finite number, got {fill}")
         self.render_grid = RenderGrid(tuple(region), scale)
         self.needed = self.render_grid.partitions(self.grid)
         self.present = set(self.md.entries)

@@ -12,11 +12,17 @@ The output format follows the file name's suffix:
   the value range) by marching cubes on the first channel, slab by slab (vertices on the planes
   between slabs are repeated, a triangle soup there).
 
-Nothing is overwritten: the output must not exist yet.
+Nothing is overwritten: no file the render would write may exist yet (for PNG frames, every
+``NAME-NNNNNN.png``). Everything is written into a hidden folder beside the output and moved
+into place only when the render has finished (``Output.close``); a render that fails or is
+interrupted removes it (``Output.abort``), so nothing appears under the requested name.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 import wave
 from pathlib import Path
 from typing import Protocol
@@ -54,27 +60,54 @@ def to_8bit(values: np.ndarray) -> np.ndarray:
     return np.rint((np.clip(values, -1.0, 1.0) + 1.0) * 127.5).astype(np.uint8)
 
 
+def output_names(path: Path, plan: RenderPlan) -> list[Path]:
+    """Every path a render of ``plan`` to ``path`` writes: ``path`` itself, or for PNG of a
+    video or volume one ``NAME-NNNNNN.png`` per frame or slice."""
+    if path.suffix.lower() == ".png" and plan.info.kind != "image":
+        return [path.with_name(f"{path.stem}-{k:06d}.png") for k in range(plan.shape[0])]
+    return [path]
+
+
 def open_writer(path: str | Path, plan: RenderPlan, rate: float | None = None,
-                level: float | None = None) -> Writer:
+                level: float | None = None) -> "Output":
     """The writer for ``path`` (format from its suffix) of ``plan``'s render.
 
     ``rate`` is the frame rate (mp4) or sample rate (wav) of the signal at scale 1 (default: the
     signal's own, else 25 fps / 44.1 kHz); a scale along time multiplies it, so the duration
-    stays. ``level`` is the iso-value of a mesh, in signal units.
+    stays. ``level`` is the iso-value of a mesh, in signal units. The writer writes into a
+    hidden folder beside ``path``: ``close`` moves the output into place, ``abort`` removes it.
     """
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in FORMATS:
         raise RenderError(f"cannot write {path.name}: the output must end in one of {', '.join(FORMATS)}")
-    if path.exists():
-        raise RenderError(f"{path} already exists; remove it or choose another name")
-    info, kind = plan.info, plan.info.kind
+    kind = plan.info.kind
     needs = {".mp4": ("video",), ".wav": ("audio",), ".ply": ("volume",), ".obj": ("volume",),
              ".png": ("image", "video", "volume")}.get(suffix)
     if needs and kind not in needs:
         raise RenderError(f"{suffix} output is for {' or '.join(needs)} signals; this model "
                           f"encodes {kind}; write .zarr or .npy instead")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    names = output_names(path, plan)
+    taken = [n for n in names if os.path.lexists(n)]
+    if taken:
+        raise RenderError(f"{taken[0]} already exists; remove it or choose another name")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial",
+                                        dir=path.parent))
+    except OSError as exc:
+        raise RenderError(f"cannot write into {path.parent}: {exc.strerror}") from None
+    try:
+        writer = _format_writer(staging / path.name, plan, rate, level)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return Output(writer, staging, names)
+
+
+def _format_writer(path: Path, plan: RenderPlan, rate: float | None,
+                   level: float | None) -> Writer:
+    info, suffix = plan.info, path.suffix.lower()
     if suffix == ".zarr":
         return ZarrWriter(path, plan)
     if suffix == ".npy":
@@ -89,6 +122,44 @@ def open_writer(path: str | Path, plan: RenderPlan, rate: float | None = None,
         return WavWriter(path, float(sr) * plan.render_grid.scale[0], info)
     iso = float(info.normalise(np.float32(np.mean(info.value_range) if level is None else level)))
     return MeshWriter(path, plan.render_grid, iso)
+
+
+class Output:
+    """A format writer working in a hidden staging folder, and the names it will take.
+
+    ``close`` finishes the writer and moves each output (file or Zarr folder) into place;
+    ``abort`` removes the staging folder, leaving nothing under the requested names."""
+
+    def __init__(self, writer: Writer, staging: Path, names: list[Path]):
+        self.writer, self.staging, self.names = writer, staging, names
+
+    def write(self, slab: Slab) -> None:
+        self.writer.write(slab)
+
+    def close(self) -> None:
+        moved: list[Path] = []
+        try:
+            self.writer.close()
+            taken = [n for n in self.names if os.path.lexists(n)]
+            if taken:
+                raise RenderError(f"{taken[0]} appeared during the render; nothing was written")
+            for name in self.names:
+                os.rename(self.staging / name.name, name)
+                moved.append(name)
+        except BaseException:
+            for name in moved:  # a move that stopped half way is taken back
+                os.rename(name, self.staging / name.name)
+            self.abort()
+            raise
+        shutil.rmtree(self.staging, ignore_errors=True)
+
+    def abort(self) -> None:
+        """Drop everything written so far (the writer's open files are closed first)."""
+        try:
+            getattr(self.writer, "discard", self.writer.close)()
+        except Exception:
+            pass
+        shutil.rmtree(self.staging, ignore_errors=True)
 
 
 class ZarrWriter:
@@ -114,6 +185,9 @@ class ZarrWriter:
 
     def close(self) -> None:
         store.update(self.array, complete=True)
+
+    def discard(self) -> None:
+        """Leave the store unmarked (its folder is removed by ``Output.abort``)."""
 
 
 class NpyWriter:
@@ -181,6 +255,9 @@ class PngWriter:
         for k, frame in enumerate(pixels, start=slab.start):
             name = self.path.with_name(f"{self.path.stem}-{k:06d}.png")
             iio.imwrite(name, frame[..., 0] if frame.shape[-1] == 1 else frame)
+
+    def discard(self) -> None:
+        """Write nothing more (the frames so far are removed by ``Output.abort``)."""
 
     def close(self) -> None:
         import imageio.v3 as iio
@@ -261,6 +338,11 @@ class MeshWriter:
             fh.writelines(f"f {a + 1} {b + 1} {c + 1}\n" for a, b, c in faces)
         self.vertices += len(verts)
         self.faces += len(faces)
+
+    def discard(self) -> None:
+        """Close the part files without assembling them."""
+        for fh in self.files:
+            fh.close()
 
     def close(self) -> None:
         for fh in self.files:

@@ -1,0 +1,69 @@
+"""Fault 2: crop, extend and export check every file they copy as render does: no link
+leading outside the model directory, sha256 as in the manifest; they write nothing otherwise."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import one_line, snapshot
+from modelkit import random_model
+
+from distlg.cli import main
+from distlg.data import store
+from distlg.data.signal import SignalInfo
+from distlg.modeldir.format import ModelDir
+
+
+@pytest.fixture
+def video(tmp_path):
+    return random_model(tmp_path / "video", (6, 8, 10), (2, 2, 1), "video")
+
+
+def _link_outside(model: Path, tmp_path: Path) -> None:
+    """Replace a partition file by a link to a copy outside the directory (same bytes, so the
+    manifest's sha256 still matches)."""
+    name = ModelDir.open(model).entries[1]["file"]
+    outside = tmp_path / "outside.safetensors"
+    outside.write_bytes((model / name).read_bytes())
+    (model / name).unlink()
+    (model / name).symlink_to(outside)
+
+
+def _tamper(model: Path, tmp_path: Path) -> None:
+    name = ModelDir.open(model).entries[1]["file"]
+    with open(model / name, "ab") as fh:
+        fh.write(b"\0")
+
+
+def _clip_store(tmp_path: Path) -> Path:
+    clip = np.random.default_rng(1).integers(0, 256, (9, 8, 10, 3), dtype=np.uint8)
+    info = SignalInfo("video", clip.shape[:-1], 3, np.dtype(np.uint8), (0.0, 255.0))
+    attrs = {**store.attributes(info), "meta": {"fps": 25.0}}
+    stored = store.create(tmp_path / "clip.zarr", clip.shape, clip.dtype, clip.shape[:-1],
+                          info.axes, attrs)
+    stored[...] = clip
+    store.update(stored, complete=True)
+    return tmp_path / "clip.zarr"
+
+
+COMMANDS = {
+    "crop": lambda model, out, tmp: ["crop", str(model), str(out), "--drop-partitions", "0"],
+    "export": lambda model, out, tmp: ["export", str(model), str(out), "--no-progress"],
+    "extend": lambda model, out, tmp: ["extend", str(model), str(out), "--signal",
+                                       str(_clip_store(tmp)), "--steps", "2",
+                                       "--samples-per-partition", "8", "--no-progress"],
+}
+FAULTS = {"link": (_link_outside, "link leading outside"), "tampered": (_tamper, "sha256 differs")}
+
+
+@pytest.mark.parametrize("fault", sorted(FAULTS))
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_edits_refuse_links_and_changed_files(command, fault, video, tmp_path, capsys):
+    spoil, message = FAULTS[fault]
+    spoil(video, tmp_path)
+    args = COMMANDS[command](video, tmp_path / "out", tmp_path)
+    before = snapshot(video)
+    assert main(args) == 2
+    one_line(capsys.readouterr().err, message)
+    assert not (tmp_path / "out").exists()
+    assert snapshot(video) == before

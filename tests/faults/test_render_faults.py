@@ -1,0 +1,90 @@
+"""Faults 1 and 4: a render that fails or is interrupted leaves nothing under the output's
+name, and a render never overwrites any file it would write (PNG frames included)."""
+
+from pathlib import Path
+
+import pytest
+from helpers import one_line, snapshot
+from modelkit import random_model
+
+import distlg.rendering.render as render_module
+from distlg.cli import main
+from distlg.modeldir.format import ModelDir
+
+
+@pytest.fixture
+def video(tmp_path):
+    return random_model(tmp_path / "video", (8, 12, 16), (4, 2, 2), "video")
+
+
+@pytest.fixture
+def volume(tmp_path):
+    return random_model(tmp_path / "volume", (8, 10, 12), (4, 2, 2), "volume", channels=1)
+
+
+def _tamper_last_layer(model: Path) -> None:
+    """Change the file of the last partition: a render fails only after writing slabs."""
+    md = ModelDir.open(model)
+    last = md.entries[max(md.entries)]["file"]
+    with open(model / last, "ab") as fh:
+        fh.write(b"\0")
+
+
+def _render(model: Path, out: Path, *extra: str) -> int:
+    return main(["render", str(model), "--out", str(out), "--no-progress", *extra])
+
+
+CASES = [("video", "r.zarr"), ("video", "r.npy"), ("video", "r.mp4"), ("video", "r.png"),
+         ("volume", "r.ply"), ("volume", "r.obj")]
+
+
+@pytest.mark.parametrize("which, name", CASES)
+def test_a_failed_render_leaves_nothing(which, name, request, tmp_path, capsys, monkeypatch):
+    model = request.getfixturevalue(which)
+    monkeypatch.setattr(render_module, "SLAB_VALUES", 200)  # many slabs: some written first
+    _tamper_last_layer(model)
+    before = snapshot(model)
+    outdir = tmp_path / "out"
+    outdir.mkdir()
+    assert _render(model, outdir / name) == 2
+    one_line(capsys.readouterr().err, "sha256 differs", "nothing was written to")
+    assert list(outdir.iterdir()) == []
+    assert snapshot(model) == before
+
+
+@pytest.mark.parametrize("which, name", CASES)
+def test_an_interrupted_render_leaves_nothing(which, name, request, tmp_path, capsys,
+                                              monkeypatch):
+    model = request.getfixturevalue(which)
+    monkeypatch.setattr(render_module, "SLAB_VALUES", 200)
+    slabs = render_module.RegionRender.__iter__
+
+    def interrupted(self):
+        for k, slab in enumerate(slabs(self)):
+            if k == 2:
+                raise KeyboardInterrupt
+            yield slab
+
+    monkeypatch.setattr(render_module.RegionRender, "__iter__", interrupted)
+    outdir = tmp_path / "out"
+    outdir.mkdir()
+    assert _render(model, outdir / name) == 130
+    one_line(capsys.readouterr().err, "interrupted", "nothing was written to")
+    assert list(outdir.iterdir()) == []
+
+
+def test_a_finished_render_leaves_only_its_output(video, tmp_path):
+    outdir = tmp_path / "out"
+    assert _render(video, outdir / "r.png") == 0
+    assert sorted(p.name for p in outdir.iterdir()) == [f"r-{k:06d}.png" for k in range(8)]
+
+
+def test_png_frames_are_never_overwritten(video, tmp_path, capsys):
+    """Fault 4: NAME.png of a video writes NAME-000000.png ...; each is checked first."""
+    outdir = tmp_path / "out"
+    outdir.mkdir()
+    (outdir / "r-000005.png").write_bytes(b"mine")
+    before = snapshot(outdir)
+    assert _render(video, outdir / "r.png") == 2
+    one_line(capsys.readouterr().err, "r-000005.png already exists")
+    assert snapshot(outdir) == before

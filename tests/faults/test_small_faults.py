@@ -1,0 +1,39 @@
+"""Fault 10's smaller gaps: each is one line, exit 2, and changes nothing."""
+
+import json
+
+from helpers import one_line, snapshot
+from modelkit import random_model
+
+from distlg.cli import main
+
+TRAIN = ["train", "--signal", "builtin:camera@32x32", "--factors", "2", "2", "--params", "400",
+         "--no-progress", "--no-tensorboard"]
+
+
+def test_resume_with_fewer_steps_than_the_checkpoint_is_refused(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(TRAIN + ["--out", str(out), "--steps", "6", "--checkpoint-every", "3"]) == 0
+    before = snapshot(out)
+    capsys.readouterr()
+    assert main(TRAIN + ["--out", str(out), "--steps", "4", "--resume"]) == 2
+    one_line(capsys.readouterr().err, "--steps 4 is below", "6")
+    assert snapshot(out) == before
+
+
+def test_a_fill_value_must_be_finite(tmp_path, capsys):
+    model = random_model(tmp_path / "m", (16, 16), (2, 2), "image")
+    assert main(["render", str(model), "--out", str(tmp_path / "r.npy"), "--fill", "nan",
+                 "--no-progress"]) == 2
+    one_line(capsys.readouterr().err, "fill value must be a finite number")
+    assert not (tmp_path / "r.npy").exists()
+
+
+def test_a_file_name_with_a_trailing_newline_is_unsafe(tmp_path, capsys):
+    model = random_model(tmp_path / "m", (16, 16), (2, 2), "image")
+    manifest = json.loads((model / "manifest.json").read_text())
+    manifest["partitions"][0]["file"] += "\n"
+    (model / "manifest.json").write_text(json.dumps(manifest))
+    assert main(["render", str(model), "--out", str(tmp_path / "r.npy"), "--no-progress"]) == 2
+    one_line(capsys.readouterr().err, "unsafe file name")
+    assert not (tmp_path / "r.npy").exists()

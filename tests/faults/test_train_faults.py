@@ -1,0 +1,112 @@
+"""Faults of ``distlg train``: an --out that holds a run (fault 3), bad numbers (fault 5)."""
+
+import importlib
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from helpers import one_line, snapshot
+
+from distlg.cli import main
+
+TINY = ["--signal", "builtin:camera@32x32", "--factors", "2", "2", "--params", "400",
+        "--no-progress", "--no-tensorboard"]
+
+
+def _train(out: Path, *extra: str) -> int:
+    return main(["train", *TINY, "--out", str(out), *extra])
+
+
+def _history_steps(out: Path) -> list[int]:
+    lines = (out / "history.jsonl").read_text().splitlines()
+    return [json.loads(line)["step"] for line in lines if "loss" in json.loads(line)]
+
+
+@pytest.fixture
+def run(tmp_path):
+    out = tmp_path / "run"
+    assert _train(out, "--steps", "6", "--checkpoint-every", "3", "--log-every", "1") == 0
+    return out
+
+
+def test_an_existing_run_is_refused_without_resume_or_overwrite(run, capsys):
+    capsys.readouterr()
+    before = snapshot(run)
+    assert _train(run, "--steps", "2") == 2
+    one_line(capsys.readouterr().err, "holds a run already", "--resume", "--overwrite")
+    assert snapshot(run) == before
+
+
+def test_overwrite_replaces_the_old_run(run, capsys):
+    assert _train(run, "--steps", "2", "--checkpoint-every", "1", "--log-every", "1",
+                  "--overwrite") == 0
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step-00000001",
+                                                                       "step-00000002"]
+    assert _history_steps(run) == [1, 2]
+
+
+def test_resume_and_overwrite_exclude_each_other(run, capsys):
+    capsys.readouterr()
+    before = snapshot(run)
+    assert _train(run, "--steps", "8", "--resume", "--overwrite") == 2
+    one_line(capsys.readouterr().err, "give one")
+    assert snapshot(run) == before
+
+
+def test_out_that_is_a_file_is_refused(tmp_path, capsys):
+    (tmp_path / "f").write_text("mine")
+    assert _train(tmp_path / "f", "--steps", "2") == 2
+    one_line(capsys.readouterr().err, "is a file")
+    assert (tmp_path / "f").read_text() == "mine"
+
+
+@pytest.mark.parametrize("flag, value", [("--lr", "nan"), ("--w0", "inf"),
+                                         ("--global-lr", "nan"), ("--lr-final", "inf")])
+def test_non_finite_settings_are_refused(tmp_path, capsys, flag, value):
+    assert _train(tmp_path / "run", "--steps", "2", flag, value) == 2
+    one_line(capsys.readouterr().err, "finite")
+    assert not (tmp_path / "run").exists()
+
+
+def _poison_at(monkeypatch, at: int) -> None:
+    """Make the weights NaN in the step ``at`` (as a NaN sample or an overflow would)."""
+    train_module = importlib.import_module("distlg.train")  # the package's train() shadows it
+    make = train_module.training_step
+    calls = []
+
+    def poisoned(*args):
+        step_fn = make(*args)
+
+        def step(model, coords, values, scale):
+            calls.append(1)
+            if len(calls) == at:
+                with torch.no_grad():
+                    next(iter(model.parameters())).fill_(float("nan"))
+            return step_fn(model, coords, values, scale)
+        return step
+
+    monkeypatch.setattr(train_module, "training_step", poisoned)
+
+
+def test_a_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(
+        tmp_path, capsys, monkeypatch):
+    from distlg.modeldir.format import ModelDir
+
+    _poison_at(monkeypatch, 4)
+    out = tmp_path / "run"
+    assert _train(out, "--steps", "8", "--checkpoint-every", "2", "--log-every", "100") == 2
+    one_line(capsys.readouterr().err, "not finite", "step 4", "step-00000002")
+    assert [p.name for p in (out / "checkpoints").iterdir()] == ["step-00000002"]
+    assert not (out / "model").exists()
+    md = ModelDir.open(out / "checkpoints" / "step-00000002")
+    model, _ = md.load()
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_a_non_finite_loss_is_caught_at_a_log_step(tmp_path, capsys, monkeypatch):
+    _poison_at(monkeypatch, 3)
+    out = tmp_path / "run"
+    assert _train(out, "--steps", "8", "--checkpoint-every", "0", "--log-every", "1") == 2
+    one_line(capsys.readouterr().err, "not finite", "step 3")
+    assert not (out / "model").exists() and not (out / "checkpoints").exists()
