@@ -16,7 +16,7 @@ distlg ingest builtin:astronaut@256x256 "$STORE" --no-progress  # a complete sto
 
 echo "== train: $WORKERS workers (gloo, CPU), $STEPS steps"
 accelerate launch --config_file launch/cpu.yaml --num_processes "$WORKERS" \
-    -m distlg train --signal "$STORE" --steps "$STEPS" --out "$RUN" --no-resume --no-progress
+    -m distlg train --signal "$STORE" --steps "$STEPS" --out "$RUN" --overwrite --no-progress
 
 # What a user does with the trained model: export the last checkpoint as a model directory, crop
 # it to the top-left quarter (weights before and after), and render a region of what is left,
