@@ -185,6 +185,7 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--kinds", nargs="+", default=["image", "audio", "video", "volume"])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--name", default="fidelity", help="results file: results/NAME.md")
     parser.add_argument("--steps-scale", type=float, default=1.0,
                         help="multiply every kind's steps by this (quicker, lower PSNR)")
     args = parser.parse_args()
@@ -193,7 +194,7 @@ def main() -> None:
     for kind in args.kinds:
         table_lines, curves = run_kind(kind, args.seeds, args.steps_scale)
         lines += table_lines + [f"![{kind}]({plot(kind, curves)})", ""]
-    write_results("fidelity", "Quality per kind: Local-Global against its baselines", lines,
+    write_results(args.name, "Quality per kind: Local-Global against its baselines", lines,
                   f"Run time {(time.perf_counter() - started) / 60:.1f} minutes.")
 
 
