@@ -113,7 +113,8 @@ def plot(table: dict, values: list[int]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     parser.add_argument("--sizes", type=int, default=len(SIZES), help="how many of the sizes to run")
     parser.add_argument("--rounds", type=int, default=3, help="timed rounds per method (median)")
@@ -139,7 +140,8 @@ def main() -> None:
     ratios = [table[v]["Local-Global (distlg)"]["us"] / table[v]["SIREN-per-partition"]["us"] for v in values]
     notes = (f"Local-Global (distlg) cost per sample: {min(lg):.2f}-{max(lg):.2f} µs "
              f"(spread {max(lg) / min(lg) - 1:.0%} across sizes); vs per-partition at equal "
-             f"weights {min(ratios):.2f}x-{max(ratios):.2f}x.\n\n![cost per sample]({plot(table, values)})\n\n"
+             f"weights {min(ratios):.2f}x-{max(ratios):.2f}x.\n\n"
+             f"![cost per sample]({plot(table, values)})\n\n"
              f"{args.threads} thread(s); run time {(time.perf_counter() - started) / 60:.1f} minutes.")
     write_results("scale", "Cost per training sample against signal size", lines, notes)
 
