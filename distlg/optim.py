@@ -9,7 +9,10 @@ zero the gradients in place (the replicated ones are views into the all-reduce b
 from __future__ import annotations
 
 import math
-from typing import Callable, Iterable
+import signal
+import threading
+from contextlib import contextmanager
+from typing import Callable, Iterable, Iterator
 
 import torch
 from torch import Tensor
@@ -61,11 +64,35 @@ def run_steps(model: INR, optimizer: torch.optim.Optimizer, sampler: Sampler,
     with the summed squared error as a tensor on the device: nothing here reads it back, so a
     GPU step never waits for the host. ``forward_backward`` is the step of the run's precision
     and kernel (``distlg.step``)."""
-    for step in steps:
-        set_lr(optimizer, lr_at(step))
-        batch = sampler.batch(step)
-        sse = reduce(forward_backward(model, batch.coords, batch.values, scale))
-        optimizer.step()
-        model.zero_grad(set_to_none=False)
-        if after is not None:
-            after(step + 1, sse)
+    with interrupts_between_steps() as check:
+        for step in steps:
+            set_lr(optimizer, lr_at(step))
+            batch = sampler.batch(step)
+            sse = reduce(forward_backward(model, batch.coords, batch.values, scale))
+            optimizer.step()
+            model.zero_grad(set_to_none=False)
+            if after is not None:
+                after(step + 1, sse)
+            check()
+
+
+@contextmanager
+def interrupts_between_steps() -> Iterator[Callable[[], None]]:
+    """Hold a Ctrl-C (SIGINT) that arrives during a step until the step, and what runs after
+    it, is done: the yielded check raises ``KeyboardInterrupt`` then, so a checkpoint written
+    on an interrupt never holds a half-applied Adam step. Outside the main thread (where no
+    handler can be set) interrupts are left as they are."""
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda: None
+        return
+    caught: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+
+    def check() -> None:
+        if caught:
+            raise KeyboardInterrupt
+
+    try:
+        yield check
+    finally:
+        signal.signal(signal.SIGINT, previous if previous is not None else signal.SIG_DFL)

@@ -91,8 +91,19 @@ def save(run_dir: str | Path, step: int, model: INR, optimizer: torch.optim.Opti
     if world.is_main:
         for old in complete_checkpoints(run_dir)[:-keep]:
             shutil.rmtree(old, ignore_errors=True)
+        _sweep(root, path)
     world.barrier()
     return path
+
+
+def _sweep(root: Path, written: Path) -> None:
+    """Remove what killed workers left: checkpoints older than ``written`` that never got their
+    manifest, and half-written ``.NAME.tmp-PID`` files in ``written``."""
+    for old in root.iterdir():
+        if _STEP_DIR.match(old.name) and old.name < written.name and not (old / MANIFEST).is_file():
+            shutil.rmtree(old, ignore_errors=True)
+    for tmp in written.glob(".*.tmp-*"):
+        tmp.unlink(missing_ok=True)
 
 
 def complete_checkpoints(run_dir: str | Path) -> list[Path]:

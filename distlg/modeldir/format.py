@@ -32,7 +32,7 @@ import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-from ..data.signal import SignalInfo
+from ..data.signal import AXES, SignalInfo
 from ..errors import DistlgError
 from ..geometry import PartitionGrid
 from ..nn.model import INR, Architecture
@@ -112,8 +112,9 @@ class ModelDir:
             _check_name(manifest["global"]["file"])
             for entry in manifest["partitions"]:
                 _check_name(entry["file"])
-            grid, _ = cls._parse(manifest)
+            grid, arch = cls._parse(manifest)
             _check_ids([int(e["id"]) for e in manifest["partitions"]], grid, mpath)
+            _check_schema(manifest, grid, arch, path, mpath)
         except (KeyError, TypeError, ValueError) as exc:
             if isinstance(exc, ModelDirError):
                 raise
@@ -306,6 +307,42 @@ def manifest_for(grid: PartitionGrid, arch: Architecture, signal: SignalInfo, gl
     if training is not None:
         manifest["training"] = training
     return manifest
+
+
+MAX_PARTITIONS = 1 << 24
+"""The largest partition grid a manifest may describe (what ``info`` and renders enumerate)."""
+
+
+def _check_schema(manifest: dict, grid: PartitionGrid, arch: Architecture, path: Path,
+                  mpath: Path) -> None:
+    """The values the rest of distlg trusts: a known kind, a numeric dtype, channels >= 1, a
+    bounded grid, and per file a sha256 and a parameter count that the architecture implies
+    and the file's size can hold (so widths are bounded by what is on disk)."""
+    signal = SignalInfo.from_dict(manifest["signal"])
+    if signal.kind not in AXES:
+        raise ModelDirError(f"{mpath}: unknown signal kind {signal.kind!r}")
+    if signal.dtype.kind not in "uif" or not 1 <= signal.channels <= 4096:
+        raise ModelDirError(f"{mpath}: signal dtype {signal.dtype} with {signal.channels} "
+                            "channel(s) is not a numeric signal distlg writes")
+    if grid.num_partitions > MAX_PARTITIONS:
+        raise ModelDirError(f"{mpath}: a grid of {grid.num_partitions:,} partitions is larger "
+                            f"than distlg handles ({MAX_PARTITIONS:,})")
+    entries = [(manifest["global"], arch.global_params())]
+    entries += [(e, arch.local_params()) for e in manifest["partitions"]]
+    needed = held = 0
+    for entry, params in entries:
+        sha = entry["sha256"]
+        if not isinstance(sha, str) or not re.fullmatch(r"[0-9a-f]{64}", sha):
+            raise ModelDirError(f"{mpath}: {entry['file']} has no valid sha256")
+        if entry["params"] != params or isinstance(entry["params"], bool):
+            raise ModelDirError(f"{mpath}: {entry['file']} lists {entry['params']!r} parameters, "
+                                f"the architecture {params:,}")
+        file = path / entry["file"]
+        if file.is_file():
+            needed, held = needed + 2 * params, held + file.stat().st_size
+    if held < needed:  # at least 2 bytes a weight: the widths cannot outgrow what is on disk
+        raise ModelDirError(f"{mpath}: the architecture needs {needed // 2:,} parameters, more "
+                            f"than its files' {held:,} bytes can hold")
 
 
 def _check_ids(ids: list[int], grid: PartitionGrid, mpath: Path) -> None:

@@ -37,3 +37,15 @@ def test_a_file_name_with_a_trailing_newline_is_unsafe(tmp_path, capsys):
     assert main(["render", str(model), "--out", str(tmp_path / "r.npy"), "--no-progress"]) == 2
     one_line(capsys.readouterr().err, "unsafe file name")
     assert not (tmp_path / "r.npy").exists()
+
+
+def test_leftovers_of_killed_workers_are_swept_at_the_next_checkpoint(tmp_path):
+    checkpoints = tmp_path / "run" / "checkpoints"
+    for stale in ["step-00000001/.part-000001.safetensors.tmp-999",
+                  "step-00000002/.global.safetensors.tmp-999"]:
+        (checkpoints / stale).parent.mkdir(parents=True, exist_ok=True)
+        (checkpoints / stale).write_bytes(b"half")
+    assert main(TRAIN + ["--out", str(tmp_path / "run"), "--steps", "2", "--checkpoint-every",
+                         "2", "--resume"]) == 0
+    assert [p.name for p in checkpoints.iterdir()] == ["step-00000002"]
+    assert not list((checkpoints / "step-00000002").glob(".*"))
