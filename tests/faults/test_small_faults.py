@@ -59,3 +59,12 @@ def test_extend_with_no_steps_leaves_no_output_folder(tmp_path, capsys):
                  str(_clip_store(tmp_path)), "--steps", "0", "--no-progress"]) == 2
     one_line(capsys.readouterr().err, "steps must be >= 1")
     assert not (tmp_path / "out").exists()
+
+
+def test_a_huge_builtin_size_is_refused_before_allocating(tmp_path, capsys):
+    for command in (["ingest", "builtin:camera@100000x100000", str(tmp_path / "s.zarr")],
+                    TRAIN[:1] + ["--signal", "builtin:camera@100000x100000",
+                                 "--out", str(tmp_path / "run"), "--steps", "2"]):
+        assert main(command) == 2
+        one_line(capsys.readouterr().err, "the largest is")
+    assert list(tmp_path.iterdir()) == []
