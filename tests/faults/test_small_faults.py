@@ -49,3 +49,22 @@ def test_leftovers_of_killed_workers_are_swept_at_the_next_checkpoint(tmp_path):
                          "2", "--resume"]) == 0
     assert [p.name for p in checkpoints.iterdir()] == ["step-00000002"]
     assert not list((checkpoints / "step-00000002").glob(".*"))
+
+
+def test_extend_with_no_steps_leaves_no_output_folder(tmp_path, capsys):
+    from test_modeldir_faults import _clip_store
+
+    model = random_model(tmp_path / "m", (6, 8, 10), (2, 2, 1), "video")
+    assert main(["extend", str(model), str(tmp_path / "out"), "--signal",
+                 str(_clip_store(tmp_path)), "--steps", "0", "--no-progress"]) == 2
+    one_line(capsys.readouterr().err, "steps must be >= 1")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_huge_builtin_size_is_refused_before_allocating(tmp_path, capsys):
+    for command in (["ingest", "builtin:camera@100000x100000", str(tmp_path / "s.zarr")],
+                    TRAIN[:1] + ["--signal", "builtin:camera@100000x100000",
+                                 "--out", str(tmp_path / "run"), "--steps", "2"]):
+        assert main(command) == 2
+        one_line(capsys.readouterr().err, "the largest is")
+    assert list(tmp_path.iterdir()) == []

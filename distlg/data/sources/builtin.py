@@ -8,6 +8,8 @@ from ..signal import Signal, SignalError
 from .base import Source, SourceOptions, array_source, choose_kind
 
 PREFIX = "builtin:"
+MAX_PIXELS = 1 << 26
+"""Largest built-in size: it is resized in memory (3 bytes a pixel, 192 MiB at most)."""
 BUILTIN_IMAGES = ("astronaut", "camera", "coffee", "chelsea", "rocket", "cat", "immunohistochemistry",
                   "retina", "brick", "grass", "gravel", "text", "moon", "page", "horse")
 
@@ -33,6 +35,9 @@ def builtin(name: str) -> Signal:
             raise SignalError(f"built-in size must look like 256x256, got {size!r}") from None
         if h < 1 or w < 1:
             raise SignalError(f"built-in size must be positive, got {size!r}")
+        if h * w > MAX_PIXELS:
+            raise SignalError(f"built-in size {h}x{w} would take {h * w * 3 / 2**30:,.1f} GiB in "
+                              f"memory; the largest is {MAX_PIXELS:,} pixels (e.g. 8192x8192)")
         image = np.asarray(Image.fromarray(image).resize((w, h), Image.BILINEAR))
     return Signal.from_array(image, "image", source=f"builtin:{name}")
 
