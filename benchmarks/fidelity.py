@@ -31,16 +31,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import plot_training, run_config, write_results  # noqa: E402
+from scale import METHODS  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRATCH = ROOT / "storage" / "bench" / "fidelity"
 SHARED = ROOT.parent / "shared" / "data"
-METHODS = {
-    "Local-Global (distlg)": dict(arch="local-global"),
-    "Local-Global (paper)": dict(arch="local-global", recipe="paper"),
-    "SIREN-per-partition": dict(arch="per-partition"),
-    "SIREN": dict(arch="siren"),
-}
 BAND = 2
 
 

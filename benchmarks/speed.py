@@ -25,26 +25,25 @@ measured in the same run.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import statistics
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import write_results  # noqa: E402
 
-from distlg.defaults import MAX_GLOBAL_WIDTH  # noqa: E402
-from distlg.geometry import PartitionGrid  # noqa: E402
+from distlg.config import Config  # noqa: E402
+from distlg.data.signal import Signal  # noqa: E402
 from distlg.nn import fused  # noqa: E402
-from distlg.nn.budget import fit_widths  # noqa: E402
-from distlg.nn.lattice import corner_count, default_lattice  # noqa: E402
+from distlg.nn.lattice import corner_count  # noqa: E402
 from distlg.nn.model import INR, Architecture  # noqa: E402
-from distlg.plan import lattice_geometry  # noqa: E402
+from distlg.plan import make_plan  # noqa: E402
 
 P, N, D, O, LAYERS, HL, HG, W0 = 320, 200, 3, 3, 3, 55, 180, 30.0
 SIREN_WIDTH = 1030
@@ -126,14 +125,12 @@ def matmul_flops_per_sample(arch: Architecture, partitions_dims: int) -> float:
 
 
 def lattice_arch(n: int) -> Architecture:
-    """distlg's recipe at the same budget: the paper's video grid (5, 8, 8) over a 60x256x256
-    clip, widths as ``distlg train`` picks them, the lattice for ``n`` samples per partition."""
-    grid = PartitionGrid((60, 256, 256), (5, 8, 8))
-    lg = Architecture("local-global", D, O, LAYERS, HL, HG)
-    arch = fit_widths("local-global", lg.total_params(P), P, D, O, LAYERS, merge="bias",
-                      max_global_width=MAX_GLOBAL_WIDTH, **lattice_geometry(grid))
-    return dataclasses.replace(arch, lattice=default_lattice(grid.part_shape, n, arch.local_width,
-                                                                    arch.global_width, arch.depths))
+    """distlg's recipe at the same budget, as ``distlg train`` plans it: the paper's video grid
+    (5, 8, 8) over a 60x256x256 clip, ``n`` samples per partition per step."""
+    clip = Signal(np.broadcast_to(np.zeros((1, 1, 1, O), np.uint8), (60, 256, 256, O)), "video", (0, 255))
+    budget = Architecture("local-global", D, O, LAYERS, HL, HG).total_params(P)
+    config = Config().replace(factors=[5, 8, 8], params=budget, samples_per_partition=n)
+    return make_plan(config, clip).arch
 
 
 def peak_gflops(device: torch.device = torch.device("cpu"), precision: str = "fp32") -> float:

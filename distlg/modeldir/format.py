@@ -22,7 +22,6 @@ import json
 import os
 import re
 import shutil
-import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +35,7 @@ from ..data.signal import AXES, SignalInfo
 from ..errors import DistlgError
 from ..geometry import PartitionGrid
 from ..nn.model import INR, Architecture
+from ..staging import staging_folder
 
 FORMAT = "distlg-model"
 VERSION = 1
@@ -269,12 +269,7 @@ def staged_directory(path: str | Path, source: Path | None = None) -> Iterator[P
     edit's output in: moved to ``path`` when the block ends, removed if it raises, so nothing
     half-written ever appears under ``path``."""
     path = check_new_directory(path, source)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial",
-                                        dir=path.parent))
-    except OSError as exc:
-        raise ModelDirError(f"cannot write into {path.parent}: {exc.strerror}") from None
+    staging = staging_folder(path, ModelDirError)
     try:
         yield staging
         if path.is_dir():

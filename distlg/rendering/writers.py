@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 import wave
 from pathlib import Path
 from typing import Protocol
@@ -32,6 +31,7 @@ import numpy as np
 from ..data import store
 from ..data.signal import SignalInfo
 from ..geometry import PartitionGrid
+from ..staging import staging_folder
 from .region import RenderError, RenderGrid, Slab
 
 FORMATS = (".zarr", ".npy", ".mp4", ".png", ".wav", ".ply", ".obj")
@@ -91,12 +91,7 @@ def open_writer(path: str | Path, plan: RenderPlan, rate: float | None = None,
     taken = [n for n in names if os.path.lexists(n)]
     if taken:
         raise RenderError(f"{taken[0]} already exists; remove it or choose another name")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial",
-                                        dir=path.parent))
-    except OSError as exc:
-        raise RenderError(f"cannot write into {path.parent}: {exc.strerror}") from None
+    staging = staging_folder(path, RenderError)
     try:
         writer = _format_writer(staging / path.name, plan, rate, level)
     except BaseException:
