@@ -28,7 +28,7 @@ import torch
 
 from .config import Config, ConfigError
 from .data.sampling import make_sampler
-from .data.signal import Signal
+from .data.signal import Signal, SignalInfo
 from .data.store import open_signal
 from .errors import DistlgError, WorkerLost
 from .geometry import shard
@@ -125,7 +125,7 @@ def _train(config: Config, world: World, signal: Signal | None, out: Path) -> Tr
     model = INR(plan.arch, pids, seed=config.train.seed).to(world.device)
     bucket = GlobalGradBucket(model, world)
     optimizer = make_optimizer(model, plan.lr, plan.global_lr)
-    start = _resume(config, model, optimizer, world, plan) if config.run.resume else 0
+    start = _resume(config, model, optimizer, world, plan, signal.info) if config.run.resume else 0
     sampler = make_sampler(signal, plan.grid, pids, plan.samples_per_partition, config.train.seed,
                            int(config.train.memory_budget_gib * 2**30), world.device)
     scale = 1.0 / (plan.samples_per_step * signal.channels)
@@ -190,13 +190,13 @@ def _evaluate(model: INR, plan: Plan, signal: Signal, world: World, config: Conf
 
 
 def _resume(config: Config, model: INR, optimizer: torch.optim.Optimizer, world: World,
-            plan: Plan) -> int:
+            plan: Plan, info: SignalInfo) -> int:
     path = checkpoint.latest(config.run.out)
     if path is None:
         if world.is_main:
             print(f"no complete checkpoint in {config.run.out}: starting from step 0")
         return 0
-    training = checkpoint.restore(path, model, optimizer, plan.grid)
+    training = checkpoint.restore(path, model, optimizer, plan.grid, info)
     if int(training["step"]) > plan.steps:
         raise ConfigError(f"--steps {plan.steps} is below the step of the checkpoint to resume, "
                           f"{training['step']} ({path}); give more steps")

@@ -82,6 +82,7 @@ def test_resume_on_another_number_of_workers(tmp_path, first, second):
     assert losses(resumed)[20] == pytest.approx(losses(reference)[20], rel=1e-5)
 
 
+@pytest.mark.faults
 def test_killed_worker_stops_the_job_and_resume_loses_at_most_an_interval(tmp_path):
     config = tmp_path / "run.yaml"
     config.write_text(CONFIG)

@@ -28,6 +28,7 @@ def edit_manifest(path, change):
     (path / "manifest.json").write_text(json.dumps(manifest))
 
 
+@pytest.mark.faults
 def test_missing_partition_file(model):
     (model / "part-000005.safetensors").unlink()
     render(model, ((0, 12), (0, 20)))  # partitions 0 and 1 only: still fine
@@ -37,6 +38,7 @@ def test_missing_partition_file(model):
         crop(model, [5], model.parent / "out")
 
 
+@pytest.mark.faults
 @pytest.mark.parametrize("name", ["part-000003.safetensors", "global.safetensors"])
 def test_tampered_file_is_refused(model, name):
     data = bytearray((model / name).read_bytes())
@@ -46,6 +48,7 @@ def test_tampered_file_is_refused(model, name):
         render(model)
 
 
+@pytest.mark.faults
 @pytest.mark.parametrize("name", ["../evil.safetensors", "/etc/passwd", "sub/part.safetensors",
                                   "..", ".hidden", "a\\b.safetensors", "", 7])
 @pytest.mark.parametrize("where", ["partition", "global"])
@@ -58,6 +61,7 @@ def test_path_traversal_in_manifest_is_refused(model, name, where):
         ModelDir.open(model)
 
 
+@pytest.mark.faults
 def test_a_link_out_of_the_model_directory_is_refused(model, tmp_path):
     outside = tmp_path / "elsewhere.safetensors"
     (model / "part-000002.safetensors").rename(outside)
@@ -66,6 +70,7 @@ def test_a_link_out_of_the_model_directory_is_refused(model, tmp_path):
         render(model)
 
 
+@pytest.mark.faults
 def test_unknown_format_version_and_foreign_manifests(model):
     edit_manifest(model, lambda m: m.update(version=2))
     with pytest.raises(ModelDirError, match="format version 2; this distlg reads version 1"):
@@ -100,6 +105,7 @@ class _Payload:
         return (open, (self.marker, "w"))
 
 
+@pytest.mark.faults
 def test_a_pickle_is_never_loaded_even_with_a_matching_sha256(model, tmp_path):
     import hashlib
 

@@ -204,6 +204,7 @@ def interrupt_after(monkeypatch, slabs: int, starts: list[int]):
     monkeypatch.setattr(ingest_module, "open_source", open_source)
 
 
+@pytest.mark.faults
 def test_interrupted_ingest_is_incomplete_then_resumes(tmp_path, monkeypatch):
     volume = generated_volume((40, 12, 12))
     np.save(tmp_path / "v.npy", volume)
@@ -226,6 +227,7 @@ def test_interrupted_ingest_is_incomplete_then_resumes(tmp_path, monkeypatch):
     assert ingest(tmp_path / "v.npy", tmp_path / "v.zarr", options).status == "up to date"
 
 
+@pytest.mark.faults
 def test_interrupted_ingest_of_a_changed_source_restarts(tmp_path, monkeypatch):
     np.save(tmp_path / "v.npy", generated_volume((40, 12, 12)))
     options = IngestOptions(progress=False, chunks=[5, 12, 12])

@@ -59,13 +59,14 @@ def run(args: argparse.Namespace) -> int:
     from ..modeldir.format import ModelDir
     from ..rendering.region import box_text, parse_box, parse_scale
     from ..rendering.render import RegionRender
-    from ..rendering.writers import open_writer
+    from ..rendering.writers import held_per_value, open_writer
 
     if args.threads:
         torch.set_num_threads(args.threads)
     md = ModelDir.open(args.model)
     region = parse_box(args.region, md.grid.shape, md.signal.axes)
     plan = RegionRender(md, region, parse_scale(args.scale, md.grid.ndim), args.fill, args.device)
+    plan.check_memory(held_per_value(args.out, plan))
     compare = Comparison(open_signal(args.compare), plan) if args.compare else None
     writer = open_writer(args.out, plan, args.rate, args.level)
     values = math.prod(plan.shape)

@@ -19,6 +19,8 @@ the attributes on disk are always whole. Nothing here imports torch.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import shutil
 from pathlib import Path
@@ -153,13 +155,25 @@ def open_store(path: str | Path) -> Signal:
     if desc.get("version") != VERSION:
         raise StoreError(f"{path} has store version {desc.get('version')!r}; this distlg reads "
                          f"version {VERSION}")
+    if not desc.get("complete") and "render" in desc:
+        raise StoreError(f"{path} is a render that did not finish (it was stopped before it was "
+                         "complete); render it again")
     if not desc.get("complete"):
         done = desc.get("ingest", {}).get("done", 0)
         raise StoreError(f"{path} is incomplete (ingest stopped after {done} of {array.shape[0]} "
                          f"{desc.get('axes', ['rows'])[0]} rows); run the same `distlg ingest` "
                          "again to resume it")
-    meta = {**desc.get("meta", {}), "store": str(path)}
+    meta = {**desc.get("meta", {}), "store": str(path),
+            "fingerprint": fingerprint(desc.get("ingest", {}).get("fingerprint")
+                                       or desc.get("render"))}
     return Signal(array, desc["kind"], tuple(desc["value_range"]), meta)
+
+
+def fingerprint(source_identity: object) -> str:
+    """A short digest of what ingest recorded of the source (name, size, modification time,
+    kind, chunking): two stores of the same shape from different sources differ in it."""
+    text = json.dumps(source_identity, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def open_signal(spec: str | Path) -> Signal:

@@ -121,9 +121,11 @@ def latest(run_dir: str | Path) -> Path | None:
 
 
 def restore(path: str | Path, model: INR, optimizer: torch.optim.Optimizer,
-            grid: PartitionGrid) -> dict:
+            grid: PartitionGrid, signal_info: SignalInfo | None = None) -> dict:
     """Load this worker's partitions, the global branch and their optimiser state from
-    checkpoint ``path``; returns the checkpoint's ``training`` section."""
+    checkpoint ``path``; returns the checkpoint's ``training`` section. With ``signal_info``
+    the checkpoint must have been trained on that signal (same values' geometry and range, and
+    the same source where both say which)."""
     ckpt = ModelDir.open(path)
     training = ckpt.manifest.get("training")
     if training is None:
@@ -131,6 +133,8 @@ def restore(path: str | Path, model: INR, optimizer: torch.optim.Optimizer,
     if ckpt.arch != model.arch or ckpt.grid != grid:
         raise ModelDirError(f"{path} was written for a different model or partition grid; "
                             "resume with the same settings or start a new run directory")
+    if signal_info is not None:
+        _check_same_signal(path, ckpt.signal, signal_info)
     loaded, extra = ckpt.load(model.partition_ids, device=model.coord_scale.device, optimizer=True)
     with torch.no_grad():
         for (_, p), (_, q) in zip(model.named_tensors(), loaded.named_tensors()):
@@ -150,3 +154,18 @@ def restore(path: str | Path, model: INR, optimizer: torch.optim.Optimizer,
         optimizer.state[p] = state
     return training
 
+
+
+def _identity(info: SignalInfo) -> str | None:
+    """What names the signal's content: a store's source fingerprint or a built-in's name."""
+    return info.meta.get("fingerprint") or info.meta.get("source")
+
+
+def _check_same_signal(path: str | Path, trained: SignalInfo, now: SignalInfo) -> None:
+    was, this = _identity(trained), _identity(now)
+    if trained != now or (was is not None and this is not None and was != this):
+        source = trained.meta.get("store") or trained.meta.get("source") or "another signal"
+        raise ModelDirError(f"{path} was trained on another signal ({source}, fingerprint {was}; "
+                            f"this one is {now.meta.get('store') or now.meta.get('source')}, "
+                            f"fingerprint {this}); resume with the signal it was trained on, or "
+                            "start a new run (--overwrite)")

@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 from tqdm.auto import tqdm
 
 from ..config import ExtendConfig
@@ -104,6 +105,10 @@ def _train(model: INR, signal: Signal, plan: Plan, settings: ExtendConfig) -> No
     finally:
         bar.close()
         sampler.close()
+    if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
+        raise ExtendError("training the new partitions gave weights that are not finite (NaN or "
+                          "inf): check the signal's new part for NaN values or lower --lr; "
+                          "nothing was written")
 
 
 def extend(model: str | Path | ModelDir, signal: Signal, out: str | Path | None = None,

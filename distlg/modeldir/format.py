@@ -66,11 +66,27 @@ def atomic_write(path: Path, data: bytes) -> None:
 def write_tensors(directory: Path, name: str, tensors: dict[str, torch.Tensor],
                   metadata: dict[str, str] | None = None) -> dict:
     """Write one safetensors file; return its manifest entry (file, sha256, params)."""
-    data = st_save({k: v.detach().contiguous().cpu() for k, v in tensors.items()},
-                   metadata={"format": FORMAT, **(metadata or {})})
+    data = _sorted_metadata(st_save({k: v.detach().contiguous().cpu() for k, v in tensors.items()},
+                                    metadata={"format": FORMAT, **(metadata or {})}))
     atomic_write(directory / name, data)
     params = sum(v.numel() for k, v in tensors.items() if not k.startswith(OPTIM_PREFIX))
     return {"file": name, "sha256": hashlib.sha256(data).hexdigest(), "params": params}
+
+
+def _sorted_metadata(data: bytes) -> bytes:
+    """``data`` with its header's metadata keys in sorted order: safetensors writes them in a
+    per-process hash order, so the same weights would get different bytes (and sha256) from
+    one run to the next. The header keeps its length (same keys and values, compact JSON), so
+    the padding and the tensors' offsets stay as they are."""
+    n = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8:8 + n])
+    if "__metadata__" not in header:
+        return data
+    header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+    text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
+    if len(text) > n:  # never: same content, same compact encoding
+        return data
+    return data[:8] + text + b" " * (n - len(text)) + data[8 + n:]
 
 
 def write_manifest(directory: Path, manifest: dict) -> None:

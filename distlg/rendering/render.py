@@ -24,6 +24,7 @@ from ..geometry import Box, PartitionGrid
 from ..modeldir.format import ModelDir, id_ranges
 from ..nn import fused
 from ..nn.model import INR
+from ..resources import available_memory, gib
 from .region import RenderError, RenderGrid, Slab, box_text
 
 __all__ = ["EVAL_SAMPLES", "SLAB_VALUES", "RegionRender", "RenderError", "Slab", "Share",
@@ -158,6 +159,23 @@ class RegionRender:
         """Shape of the render: samples per axis, then channels."""
         return self.render_grid.shape + (self.info.channels,)
 
+    def memory_needed(self, held_per_value: float = 0.0) -> int:
+        """Bytes a render holds at once: its largest slab (values, a converted copy and the
+        coordinates of a chunk) plus ``held_per_value`` bytes per value of the whole output
+        (a writer or caller that keeps it all, e.g. one PNG image)."""
+        row = math.prod(self.shape[1:])
+        rows = min(self.shape[0], max(1, SLAB_VALUES // row))
+        return int(rows * row * 12 + held_per_value * math.prod(self.shape))
+
+    def check_memory(self, held_per_value: float = 0.0, what: str = "this render") -> None:
+        """Refuse, before anything is allocated, a render that needs more memory than is free."""
+        needed, free = self.memory_needed(held_per_value), available_memory()
+        if needed > 0.8 * free:
+            raise RenderError(f"{what} ({' x '.join(map(str, self.shape))} values) needs about "
+                              f"{gib(needed)} of memory and {gib(free)} is available; render a "
+                              "smaller region or scale" + (", or write .zarr or .npy, which "
+                                                           "stream" if held_per_value else ""))
+
     @property
     def files(self) -> list[str]:
         """The files a render reads: the global file and the needed partitions'."""
@@ -230,6 +248,7 @@ def render(model: str | Path | ModelDir, region: Box | None = None,
     """The render of ``region`` as one array [*samples per axis, channels]: normalised to
     [-1, 1] (float32), or with ``raw`` in the signal's units and dtype."""
     plan = RegionRender(model, region, scale, fill, device)
+    plan.check_memory(8.0 if raw else 4.0, "rendering into one array")
     out = np.empty(plan.shape, dtype=np.float32)
     for slab in plan:
         out[slab.start:slab.start + len(slab.values)] = slab.values

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import uuid
 import wave
 from pathlib import Path
 from typing import Protocol
@@ -66,6 +67,14 @@ def output_names(path: Path, plan: RenderPlan) -> list[Path]:
     if path.suffix.lower() == ".png" and plan.info.kind != "image":
         return [path.with_name(f"{path.stem}-{k:06d}.png") for k in range(plan.shape[0])]
     return [path]
+
+
+def held_per_value(path: str | Path, plan: RenderPlan) -> float:
+    """Bytes per output value a writer for ``path`` keeps until it closes: a PNG image is
+    encoded whole (1 byte per value, 2 for 16-bit); every other output streams."""
+    if Path(path).suffix.lower() == ".png" and plan.info.kind == "image":
+        return 2.0 if plan.info.dtype == np.uint16 else 1.0
+    return 0.0
 
 
 def open_writer(path: str | Path, plan: RenderPlan, rate: float | None = None,
@@ -166,12 +175,13 @@ class ZarrWriter:
         part = [min(n, max(1, round(p * s))) for n, p, s in
                 zip(grid.shape, plan.grid.part_shape, grid.scale)]
         chunks = store.chunk_shape(grid.shape, part, info.channels * info.dtype.itemsize)
-        meta = dict(info.meta)
+        meta = {k: v for k, v in info.meta.items() if k not in ("store", "fingerprint")}
         for key in ("fps", "sample_rate"):
             if key in meta:
                 meta[key] = float(meta[key]) * grid.scale[0]
         attrs = {**store.attributes(info), "meta": meta,
-                 "render": {"region": [list(r) for r in grid.region], "scale": list(grid.scale)}}
+                 "render": {"region": [list(r) for r in grid.region], "scale": list(grid.scale),
+                            "id": uuid.uuid4().hex}}  # the store's identity (no source file)
         self.info = info
         self.array = store.create(path, plan.shape, info.dtype, chunks, info.axes, attrs)
 

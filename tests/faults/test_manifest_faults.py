@@ -45,3 +45,13 @@ def test_a_bad_manifest_is_one_line(tmp_path, capsys, where, value, needle):
         assert main(command) == 2
         one_line(capsys.readouterr().err, needle)
     assert not (tmp_path / "r.npy").exists()
+
+
+@pytest.mark.parametrize("keep", [0, 1, 100, -2])
+def test_a_truncated_manifest_is_one_line(tmp_path, capsys, keep):
+    model = random_model(tmp_path / "m", (16, 16), (2, 2), "image")
+    text = (model / "manifest.json").read_text()
+    (model / "manifest.json").write_text(text[:keep])
+    assert main(["render", str(model), "--out", str(tmp_path / "r.npy"), "--no-progress"]) == 2
+    one_line(capsys.readouterr().err, "manifest.json")
+    assert not (tmp_path / "r.npy").exists()
