@@ -45,11 +45,13 @@ def write_results(name: str, title: str, lines: list[str], notes: str = "") -> P
 
 def run_config(signal=None, **settings):
     """Train in this process with ``Config().replace(**settings)`` (no TensorBoard, no progress
-    bar, run directory under storage/bench); returns the ``TrainResult``."""
+    bar, run directory under storage/bench, replaced if it holds an earlier run); returns the
+    ``TrainResult``."""
     from distlg.config import Config
     from distlg.train import train
 
     settings.setdefault("out", str(Path(__file__).resolve().parents[1] / "storage" / "bench" / "run"))
+    settings.setdefault("overwrite", True)
     config = Config().replace(tensorboard=False, progress=False, **settings)
     return train(config, signal=signal)
 

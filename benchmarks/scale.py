@@ -4,7 +4,7 @@ SIREN-per-partition and SIREN, with the widths ``distlg train`` picks at a fixed
     python benchmarks/scale.py                 # ~10 minutes on 2 cores; results/scale.md + .png
     python benchmarks/scale.py --threads 1 --sizes 3   # quicker
 
-Video-shaped signals (RGB, 25 fps-like aspect) from 10^5 to 3.6 x 10^8 values, the default
+Video-shaped signals (RGB) from 1.5 x 10^5 to 4.1 x 10^8 values, the default
 video partitioning (50x32x32 samples), 64 values per weight, 32 samples per partition per step
 (the issue's measurement; at least 16,384 samples per step on the smallest signals, so that a
 step's fixed costs do not dominate). No data is read: the batch is drawn from the partitions' sampling
@@ -35,8 +35,12 @@ from distlg.nn import fused  # noqa: E402
 from distlg.nn.model import INR  # noqa: E402
 from distlg.plan import make_plan  # noqa: E402
 
-SIZES = [(8, 64, 72), (16, 144, 256), (32, 288, 512), (64, 360, 640), (132, 720, 1280)]
-"""Frames x rows x columns; x 3 channels: 1.1e5, 1.8e6, 1.4e7, 4.4e7, 3.6e8 values."""
+SIZES = [(50, 32, 32), (50, 96, 128), (100, 192, 256), (150, 384, 640), (150, 720, 1280)]
+"""Frames x rows x columns; x 3 channels: 1.5e5, 1.8e6, 1.5e7, 1.1e8, 4.1e8 values. Every axis is
+a multiple of the default video partition (50x32x32), so at a fixed compression every size has
+the same partition volume and the same widths: what changes is only the number of partitions.
+(Sizes that cut the time axis unevenly, e.g. 64 frames into one 64-frame partition, change the
+values per partition by up to 7x and with them every method's widths and cost per sample.)"""
 METHODS = {
     "Local-Global (distlg)": dict(arch="local-global"),
     "Local-Global (paper)": dict(arch="local-global", recipe="paper"),
