@@ -36,8 +36,9 @@ class ConfigError(DistlgError):
 class SignalConfig:
     path: str = field(default="builtin:astronaut@256x256",
                       metadata={"flag": "--signal", "metavar": "STORE"})
-    """Zarr store written by `distlg ingest`, or builtin:NAME[@HxW] for a scikit-image
-    photograph (e.g. builtin:camera@256x256)."""
+    """Zarr store written by `distlg ingest` (a path, or an http(s):// URL, read-only: needs
+    `pip install 'distlg[remote]'`), or builtin:NAME[@HxW] for a scikit-image photograph (e.g.
+    builtin:camera@256x256)."""
 
 
 @dataclass

@@ -107,7 +107,7 @@ def test_rendering_never_imports_training():
 
 def test_store_side_never_imports_torch():
     """Stores, ingest and source readers run where torch may not be installed."""
-    store_side = ["distlg.data.signal", "distlg.data.store", "distlg.data.ingest"]
+    store_side = ["distlg.data.signal", "distlg.data.store", "distlg.data.remote", "distlg.data.ingest"]
     store_side += [m for m in MODULES if m.startswith("distlg.data.sources")]
     for name in store_side:
         assert not _reaches(name, ("torch",)), name

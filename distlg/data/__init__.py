@@ -2,11 +2,13 @@
 
 ``signal`` (the ``Signal`` and ``SignalInfo`` types) -> ``sources`` (one reader per kind of
 source file) -> ``ingest`` (source into a chunked Zarr store, resumable) -> ``store`` (stores,
-``open_signal``) -> ``sampler`` (counter-based sample positions, ``Batch``, the resident
-sampler) / ``stream`` (the streaming sampler) -> ``sampling`` (``make_sampler`` picks one).
+``open_signal``; ``remote`` reads them from http(s):// URLs) -> ``sampler`` (counter-based
+sample positions, ``Batch``, the resident sampler) / ``stream`` (the streaming sampler) ->
+``sampling`` (``make_sampler`` picks one).
 
 It may import: ``distlg.errors``, ``distlg.geometry`` and ``distlg.defaults``; numpy, zarr and
-the decoders; torch in the samplers only (to hand out tensors). It never imports
-torch.distributed or accelerate, nor the model (``distlg.nn``), model directories, rendering
-or training. The store side (signal, store, ingest, sources) never imports torch at all.
+the decoders; fsspec and aiohttp (in ``remote``, once a URL is opened); torch in the samplers
+only (to hand out tensors). It never imports torch.distributed or accelerate, nor the model
+(``distlg.nn``), model directories, rendering or training. The store side (signal, store,
+remote, ingest, sources) never imports torch at all.
 """

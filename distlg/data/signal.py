@@ -28,6 +28,11 @@ class SignalError(DistlgError):
     """A signal that cannot be used as given."""
 
 
+class StoreError(DistlgError):
+    """A store that is missing, unreachable, incomplete or not a distlg signal store
+    (``distlg.data.store`` and ``distlg.data.remote`` raise it)."""
+
+
 @dataclass(frozen=True)
 class SignalInfo:
     """What a signal is: its kind, geometry, sample type and value range, without samples."""

@@ -30,8 +30,8 @@ import numpy as np
 import zarr
 from zarr.codecs import BloscCodec, BloscShuffle
 
-from ..errors import DistlgError
-from .signal import Signal, SignalInfo
+from . import remote
+from .signal import Signal, SignalInfo, StoreError
 from .sources.builtin import PREFIX, builtin
 
 FORMAT = "distlg-signal"
@@ -41,10 +41,6 @@ KEY = "distlg"
 CHUNK_BYTES = (512 << 10, 2 << 20)
 """Chunk sizes aimed for: a few hundred KB is where a chunk read stops being dominated by its
 ~0.6 ms overhead, and a few MB is where a small random patch starts costing too much."""
-
-
-class StoreError(DistlgError):
-    """A store that is missing, incomplete or not a distlg signal store."""
 
 
 def codec(dtype: np.dtype) -> BloscCodec:
@@ -107,9 +103,15 @@ def create(path: str | Path, shape: Sequence[int], dtype: np.dtype, chunks: Sequ
 
 
 def open_array(path: str | Path, mode: str = "r") -> zarr.Array | None:
-    """The Zarr array at ``path`` if it is a distlg store (complete or not), else None."""
+    """The Zarr array at ``path`` (or an http(s):// URL, read-only) if it is a distlg store
+    (complete or not), else None; a URL that cannot be read raises ``remote.RemoteError``."""
     try:
-        array = zarr.open_array(store=str(path), mode=mode)
+        if remote.is_url(path):
+            array = zarr.open_array(store=remote.http_store(str(path)), mode="r", zarr_format=3)
+        else:
+            array = zarr.open_array(store=str(path), mode=mode)
+    except remote.RemoteError:
+        raise
     except Exception:  # missing, not Zarr, damaged metadata: all mean "no store here"
         return None
     info = array.attrs.get(KEY)
@@ -143,14 +145,17 @@ def remove(path: str | Path) -> None:
 
 
 def open_store(path: str | Path) -> Signal:
-    """The signal in the complete store at ``path``, read lazily (chunks on demand)."""
-    path = Path(path)
-    if not path.exists():
+    """The signal in the complete store at ``path`` (or an http(s):// URL), read lazily
+    (chunks on demand)."""
+    url = remote.is_url(path)
+    path = str(path) if url else Path(path)
+    if not url and not path.exists():
         raise StoreError(f"{path} does not exist: write it with `distlg ingest SOURCE {path}`")
     array = open_array(path)
     if array is None:
-        raise StoreError(f"{path} is not a distlg signal store (no Zarr v3 array with distlg "
-                         "attributes); write one with `distlg ingest`")
+        why = ("(no zarr.json with distlg attributes there, or the server answered 404)" if url
+               else "(no Zarr v3 array with distlg attributes); write one with `distlg ingest`")
+        raise StoreError(f"{path} is not a distlg signal store {why}")
     desc = info(array)
     if desc.get("version") != VERSION:
         raise StoreError(f"{path} has store version {desc.get('version')!r}; this distlg reads "
@@ -177,7 +182,8 @@ def fingerprint(source_identity: object) -> str:
 
 
 def open_signal(spec: str | Path) -> Signal:
-    """``builtin:NAME[@HxW]`` or the path of a Zarr store written by ``distlg ingest``."""
+    """``builtin:NAME[@HxW]``, or the path or http(s):// URL of a Zarr store written by
+    ``distlg ingest``."""
     spec = str(spec)
     if spec.startswith(PREFIX):
         return builtin(spec[len(PREFIX):])
