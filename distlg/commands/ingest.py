@@ -4,12 +4,14 @@ SOURCE is a video file (.mp4 .mkv .webm .mov .avi), a folder of numbered frames 
 TIFF), a volume (.npy; a raw file with --shape and --dtype; a TIFF stack), an image (PNG, JPEG),
 a WAV file, or builtin:NAME[@HxW]. The store keeps the source's sample type, is chunked along
 the partition grid training will use (chunks of about 0.5-2 MB), and is compressed with
-Blosc/zstd. Ingest streams the source a slab at a time; run it again after an interruption and
+Blosc/zstd; --shard packs the chunks into Zarr shards of whole partitions (fewer, larger
+objects). Ingest streams the source a slab at a time; run it again after an interruption and
 it resumes where it stopped.
 
     distlg ingest ../shared/data/bikes.mp4                      # -> storage/signals/bikes.zarr
     distlg ingest builtin:astronaut@256x256 storage/signals/astronaut.zarr
     distlg ingest scan.raw --shape 512 512 512 --dtype uint16 --partition-size 64
+    distlg ingest scan.raw --shape 4096 4096 4096 --dtype uint8 --shard auto
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from ..data.sources.base import SourceOptions
 
 HELP = "turn a video, frames, volume, image or audio file into a signal store"
 DEFAULT_ROOT = Path("storage") / "signals"
-CHUNKING = ("factors", "partition_size", "chunks")
+CHUNKING = ("factors", "partition_size", "chunks", "shard")
 
 
 def arguments(p: argparse.ArgumentParser) -> None:
@@ -54,6 +56,8 @@ def run(args: argparse.Namespace) -> int:
     grid = "x".join(map(str, r.chunking["factors"]))
     part = "x".join(map(str, r.chunking["part_shape"]))
     ratio = r.raw_bytes / max(r.stored_bytes, 1)
+    if "shards" in r.chunking:
+        chunks += " in shards of " + "x".join(map(str, r.chunking["shards"]))
     print(f"{r.path}: {r.status}; {shape} {r.dtype}, chunks {chunks} (partitions {grid} of "
           f"{part}); {r.raw_bytes / 1e6:,.1f} MB stored in {r.stored_bytes / 1e6:,.1f} MB "
           f"({ratio:.1f}x) in {r.seconds:.1f} s")

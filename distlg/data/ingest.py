@@ -13,7 +13,9 @@ What SOURCE may be, and the signal it becomes (``--kind`` changes it where it sa
     builtin:NAME[@HxW]                                                           image
 
 Memory: one slab is held at a time, as many rows of the first axis as a chunk is deep (frames,
-slices, samples); images are read whole. After every slab the store records how far it got;
+slices, samples), or with ``--shard`` as a shard is deep (a shard-row: each shard is written
+whole, once, as zarr reads back and rewrites a whole shard on every write to it and two writers
+of one shard lose data); images are read whole. After every slab the store records how far it got;
 run again with the same source and settings, an interrupted ingest resumes there, and with a
 different source or settings it restarts. The completion marker is written last.
 """
@@ -42,7 +44,8 @@ from .sources.builtin import PREFIX, open_builtin
 from .sources.frames import IMAGE_SUFFIXES, TIFF_SUFFIXES, open_frames, open_image, open_tiff
 from .sources.video import VIDEO_SUFFIXES, open_video
 
-__all__ = ["IngestError", "IngestOptions", "IngestResult", "ingest", "open_source", "plan_chunks"]
+__all__ = ["IngestError", "IngestOptions", "IngestResult", "ingest", "open_source", "plan_chunks",
+           "plan_shards"]
 
 
 @dataclass
@@ -57,6 +60,13 @@ class IngestOptions(SourceOptions):
     """Target partition size per axis when --factors is not given (training's default)."""
     chunks: Sequence[int] | None = None
     """Chunk shape per signal axis, overriding the partition-aligned choice."""
+    shard: Sequence[str] | None = None
+    """`auto`, or a shard shape per signal axis in samples (a multiple of the partition and
+    chunk shapes): pack chunks into shards (Zarr's sharding codec), fewer and larger objects
+    for very large stores and object storage. `auto` picks blocks of whole partitions of
+    128-256 MiB uncompressed, spanning the last axes first; a store of at most 256 MiB is one
+    shard. Ingest holds one shard-row in memory (the shard's depth along the first axis, all of
+    the other axes), which must fit: at most 2 GiB. Default: no sharding."""
     overwrite: bool = False
     """Replace a complete store that holds a different signal (an incomplete one is always
     resumed or restarted)."""
@@ -70,6 +80,24 @@ class IngestOptions(SourceOptions):
             if values is not None and min(int(v) for v in values) < 1:
                 raise IngestError(f"--{name.replace('_', '-')} needs positive values, got "
                                   f"{list(values)}")
+        self.shard = _shard_option(self.shard)
+
+
+def _shard_option(value) -> str | tuple[int, ...] | None:
+    """``--shard`` as given: None, 'auto', or positive integers (one, or one per axis)."""
+    if value is None:
+        return None
+    values = [value] if isinstance(value, (str, int)) else list(value)
+    if [str(v) for v in values] == ["auto"]:
+        return "auto"
+    try:
+        shape = tuple(int(v) for v in values)
+    except ValueError:
+        shape = ()
+    if not shape or min(shape) < 1:
+        raise IngestError(f"--shard needs `auto` or positive sizes per axis, got "
+                          f"{' '.join(map(str, values))}")
+    return shape
 
 
 @dataclass
@@ -116,10 +144,39 @@ def plan_chunks(src: Source, options: IngestOptions) -> dict:
         or defaults.partition_size(src.kind, dims)
     factors = _per_axis(options.factors, len(dims), "--factors") or defaults.factors(dims, size)
     grid = PartitionGrid(dims, factors)
+    value_bytes = src.shape[-1] * src.dtype.itemsize
     chunks = _per_axis(options.chunks, len(dims), "--chunks") or store.chunk_shape(
-        dims, grid.part_shape, src.shape[-1] * src.dtype.itemsize)
-    return {"partition_size": list(size), "factors": list(grid.factors),
+        dims, grid.part_shape, value_bytes)
+    plan = {"partition_size": list(size), "factors": list(grid.factors),
             "part_shape": list(grid.part_shape), "chunks": list(chunks)}
+    if options.shard:
+        plan["shards"] = list(plan_shards(dims, grid.part_shape, chunks, value_bytes, options.shard))
+    return plan
+
+
+def plan_shards(dims: Sequence[int], part_shape: Sequence[int], chunks: Sequence[int],
+                value_bytes: int, shard: str | Sequence[int]) -> tuple[int, ...]:
+    """The shard shape of ``--shard`` (``auto``: ``store.shard_shape``), checked: whole
+    partitions and chunks on every axis, and a shard-row that fits ``store.SHARD_ROW_LIMIT``."""
+    unit = store.shard_unit(part_shape, chunks)
+    if shard == "auto":
+        shards = store.shard_shape(dims, part_shape, chunks, value_bytes)
+    else:
+        shards = _per_axis(shard, len(dims), "--shard")
+        bad = [a for a, (s, u) in enumerate(zip(shards, unit)) if s % u]
+        if bad:
+            raise IngestError(f"--shard {' '.join(map(str, shards))}: each size must be a multiple "
+                              f"of {' '.join(map(str, unit))} (whole partitions of "
+                              f"{'x'.join(map(str, part_shape))} and chunks of "
+                              f"{'x'.join(map(str, chunks))}); axis {bad[0]} is not")
+    row = store.shard_row_bytes(dims, shards, value_bytes)
+    if row > store.SHARD_ROW_LIMIT:
+        fix = (f"use shards of fewer rows (a multiple of {unit[0]})" if shards[0] > unit[0] else
+               "use partitions and chunks of fewer rows along the first axis")
+        raise IngestError(f"--shard: a shard-row ({shards[0]} rows of the first axis) is "
+                          f"{row / 2**30:.1f} GiB, more than the {store.SHARD_ROW_LIMIT >> 30} GiB "
+                          f"ingest holds in memory; {fix}")
+    return shards
 
 
 def _per_axis(values: Sequence[int] | None, ndim: int, name: str) -> tuple[int, ...] | None:
@@ -162,7 +219,8 @@ def _prepare(path: Path, src: Source, chunking: dict, options: IngestOptions):
             "chunking": chunking,
             "ingest": {"fingerprint": fingerprint, "done": 0, "low": None, "high": None}}
     path.parent.mkdir(parents=True, exist_ok=True)
-    array = store.create(build, src.shape, src.dtype, chunking["chunks"], AXES[src.kind], info)
+    array = store.create(build, src.shape, src.dtype, chunking["chunks"], AXES[src.kind], info,
+                         chunking.get("shards"))
     return array, "written", build
 
 
@@ -177,7 +235,9 @@ def _swap(build: Path, path: Path) -> None:
 
 
 def _copy(array, src: Source, options: IngestOptions) -> None:
-    """Stream the source into ``array`` from where it stopped; write the marker last."""
+    """Stream the source into ``array`` from where it stopped, a chunk-row at a time (a whole
+    shard-row in a sharded store, so every shard is written once, whole); write the marker
+    last."""
     from tqdm.auto import tqdm
 
     progress = store.info(array)["ingest"]
@@ -186,7 +246,7 @@ def _copy(array, src: Source, options: IngestOptions) -> None:
     bar = tqdm(total=src.shape[0], initial=done, unit=unit, unit_scale=src.kind == "audio",
                desc=f"ingest {Path(src.path).name}", disable=None if options.progress else True)
     with bar:
-        for slab in src.slabs(done, array.chunks[0]):
+        for slab in src.slabs(done, (array.shards or array.chunks)[0]):
             end = done + len(slab)
             if end > array.shape[0]:  # more frames than the container announced
                 array.resize((max(end, round(array.shape[0] * 1.25)),) + array.shape[1:])

@@ -14,6 +14,10 @@ through zarr's fsspec support (fsspec's HTTP filesystem, on aiohttp: ``pip insta
   (how many chunks one slice fetches at once) is raised to that when a URL is opened.
 
 A 404 for a chunk is a chunk that was never written (all fill value), as for a local store.
+A sharded store is read in byte ranges of its shards (the index at the end, then each chunk);
+a server that ignores Range headers and sends the whole object (Python's ``http.server``
+does; object stores and common web servers do not) is still read right: the range is cut out
+here, at the cost of fetching whole shards.
 s3:// and other schemes, and writing remote stores, are not supported. Nothing here imports
 torch.
 """
@@ -97,15 +101,30 @@ class RetryingStore(WrapperStore):
             delay *= 2
 
     async def get(self, key, prototype, byte_range=None):
-        return await self._retry(key, self._store.get, key, prototype, byte_range)
+        return _cut(await self._retry(key, self._store.get, key, prototype, byte_range), byte_range)
 
     async def get_partial_values(self, prototype, key_ranges):
         key_ranges = list(key_ranges)
         keys = ", ".join(sorted({k for k, _ in key_ranges}))
-        return await self._retry(keys, self._store.get_partial_values, prototype, key_ranges)
+        found = await self._retry(keys, self._store.get_partial_values, prototype, key_ranges)
+        return [_cut(buffer, byte_range) for buffer, (_, byte_range) in zip(found, key_ranges)]
 
     async def exists(self, key: str) -> bool:
         return await self._retry(key, self._store.exists, key)
+
+
+def _cut(buffer, byte_range):
+    """``buffer`` cut to ``byte_range`` where the server ignored the Range header and answered
+    with the whole object (longer than asked for)."""
+    from zarr.abc.store import RangeByteRequest, SuffixByteRequest
+
+    if buffer is None:
+        return None
+    if isinstance(byte_range, RangeByteRequest) and len(buffer) > byte_range.end - byte_range.start:
+        return buffer[byte_range.start:byte_range.end]
+    if isinstance(byte_range, SuffixByteRequest) and len(buffer) > byte_range.suffix:
+        return buffer[len(buffer) - byte_range.suffix:]
+    return buffer
 
 
 def http_store(url: str) -> RetryingStore:

@@ -9,12 +9,15 @@ key ``distlg``, say what the signal is and whether ingest finished:
     kind, axes         e.g. "video", ["t", "y", "x"] (channels are always the last array axis)
     value_range        raw values that map to -1 and +1
     meta               fps or sample_rate, and the source's name and size in bytes
-    chunking           the partition size and factors ingest assumed, and the chunk shape
+    chunking           the partition size and factors ingest assumed, the chunk shape, and
+                       the shard shape where chunks are packed into shards (``--shard``)
     ingest             the source's fingerprint and progress (rows done, value statistics)
     complete           written last: a store without it is an interrupted ingest
 
 Zarr writes every chunk and ``zarr.json`` under a temporary name and renames it into place, so
-the attributes on disk are always whole. Nothing here imports torch.
+the attributes on disk are always whole. A sharded store (Zarr's sharding codec) packs blocks
+of whole partitions' chunks into one shard object each; zarr reads it like any other, chunk by
+chunk through the shard's index. Nothing here imports torch.
 """
 
 from __future__ import annotations
@@ -41,6 +44,12 @@ KEY = "distlg"
 CHUNK_BYTES = (512 << 10, 2 << 20)
 """Chunk sizes aimed for: a few hundred KB is where a chunk read stops being dominated by its
 ~0.6 ms overhead, and a few MB is where a small random patch starts costing too much."""
+SHARD_BYTES = (64 << 20, 256 << 20)
+"""Shard sizes ``--shard auto`` aims for (uncompressed): few objects, each a whole block of
+partitions; a shard is only read a chunk at a time, so its size costs nothing when reading."""
+SHARD_ROW_LIMIT = 2 << 30
+"""Largest shard-row (one shard's depth along the first axis, all of the other axes) ingest
+holds in memory while it writes a sharded store."""
 
 
 def codec(dtype: np.dtype) -> BloscCodec:
@@ -91,12 +100,54 @@ def chunk_shape(shape: Sequence[int], part_shape: Sequence[int], value_bytes: in
     return tuple(opts[i] for opts, i in zip(options, pick))
 
 
+def shard_unit(part_shape: Sequence[int], chunks: Sequence[int]) -> tuple[int, ...]:
+    """The smallest shard extent per axis: a whole number of partitions and of chunks."""
+    return tuple(math.lcm(int(p), int(c)) for p, c in zip(part_shape, chunks))
+
+
+def shard_shape(shape: Sequence[int], part_shape: Sequence[int], chunks: Sequence[int],
+                value_bytes: int, target: tuple[int, int] = SHARD_BYTES) -> tuple[int, ...]:
+    """A shard shape (without the channel axis) for ``--shard auto``: on every axis a multiple
+    of ``shard_unit`` (so shard boundaries are partition and chunk boundaries), at most the
+    smallest such multiple that covers the axis.
+
+    Starts from one unit and grows the last axis one unit at a time while the shard stays
+    within ``target[1]`` bytes, then the axis before it, and so on: shards span the inner axes
+    first, so the shard-row ingest holds (one shard deep along the first axis) stays small. A
+    store within ``target[1]`` is one shard; otherwise shards end up between half the target's
+    top and its top, unless one unit is already larger. ``value_bytes`` is the size of one
+    position (channels x itemsize).
+    """
+    unit = shard_unit(part_shape, chunks)
+    most = [math.ceil(d / u) for d, u in zip(shape, unit)]
+    pick = [1] * len(unit)
+
+    def nbytes(choice: list[int]) -> int:
+        return math.prod(m * u for m, u in zip(choice, unit)) * value_bytes
+
+    for axis in reversed(range(len(unit))):
+        grown = pick[:axis] + [pick[axis] + 1] + pick[axis + 1:]
+        while pick[axis] < most[axis] and nbytes(grown) <= target[1]:
+            pick = grown
+            grown = pick[:axis] + [pick[axis] + 1] + pick[axis + 1:]
+        if pick[axis] < most[axis]:
+            break
+    return tuple(m * u for m, u in zip(pick, unit))
+
+
+def shard_row_bytes(shape: Sequence[int], shards: Sequence[int], value_bytes: int) -> int:
+    """Bytes of one shard-row: ``shards[0]`` rows of the whole signal (what ingest holds)."""
+    return min(int(shards[0]), int(shape[0])) * math.prod(int(d) for d in shape[1:]) * value_bytes
+
+
 def create(path: str | Path, shape: Sequence[int], dtype: np.dtype, chunks: Sequence[int],
-           axes: Sequence[str], info: dict) -> zarr.Array:
-    """A new, empty store at ``path`` (replacing what is there) described by ``info``."""
+           axes: Sequence[str], info: dict, shards: Sequence[int] | None = None) -> zarr.Array:
+    """A new, empty store at ``path`` (replacing what is there) described by ``info``; with
+    ``shards``, its chunks are packed into shards of that shape (without the channel axis)."""
     shape = tuple(int(d) for d in shape)
     return zarr.create_array(store=str(path), shape=shape, dtype=np.dtype(dtype),
                              chunks=tuple(int(c) for c in chunks) + (shape[-1],),
+                             shards=tuple(int(s) for s in shards) + (shape[-1],) if shards else None,
                              compressors=codec(dtype), fill_value=0, overwrite=True,
                              dimension_names=tuple(axes) + ("c",),
                              attributes={KEY: {"format": FORMAT, "version": VERSION, **info}})
