@@ -16,7 +16,7 @@ from typing import Sequence
 
 from .errors import DistlgError, WorkerLost
 
-COMMANDS = ("ingest", "train", "export", "crop", "render", "extend", "info")
+COMMANDS = ("ingest", "pack", "train", "export", "crop", "render", "extend", "info")
 """Subcommands, in the order of the data path."""
 
 

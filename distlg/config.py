@@ -39,6 +39,10 @@ class SignalConfig:
     """Zarr store written by `distlg ingest` (a path, or an http(s):// URL, read-only: needs
     `pip install 'distlg[remote]'`), or builtin:NAME[@HxW] for a scikit-image photograph (e.g.
     builtin:camera@256x256)."""
+    pack: Optional[str] = field(default=None, metadata={"metavar": "PACK"})
+    """Stream the signal's chunks from a pack that `distlg pack` wrote for this grid and worker
+    count (a folder, an https:// prefix, or a pipe: command to which each file name is appended)
+    instead of the store (still read for its description); forces the streaming sampler."""
 
 
 @dataclass
@@ -112,7 +116,7 @@ class StepsConfig:
     seed: int = 0
     """Seed of the initialisation and of the sampling (non-negative)."""
     memory_budget_gib: float = 4.0
-    """Decoded signal data a worker may hold; beyond it the sampler streams from the store."""
+    """Decoded signal data a worker may hold; beyond it (or with --pack) the sampler streams."""
 
     def __post_init__(self) -> None:
         if self.schedule not in ("constant", "cosine"):

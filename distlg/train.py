@@ -27,6 +27,7 @@ from typing import Callable
 import torch
 
 from .config import Config, ConfigError
+from .data.pack import open_pack
 from .data.sampling import make_sampler
 from .data.signal import Signal, SignalInfo
 from .data.store import open_signal
@@ -126,8 +127,11 @@ def _train(config: Config, world: World, signal: Signal | None, out: Path) -> Tr
     bucket = GlobalGradBucket(model, world)
     optimizer = make_optimizer(model, plan.lr, plan.global_lr)
     start = _resume(config, model, optimizer, world, plan, signal.info) if config.run.resume else 0
+    source = None
+    if config.signal.pack:
+        source = open_pack(config.signal.pack).source(signal, plan.grid, world.size, world.rank)
     sampler = make_sampler(signal, plan.grid, pids, plan.samples_per_partition, config.train.seed,
-                           int(config.train.memory_budget_gib * 2**30), world.device)
+                           int(config.train.memory_budget_gib * 2**30), world.device, source=source)
     scale = 1.0 / (plan.samples_per_step * signal.channels)
     info = signal.info
     tracker = _Tracker(world, config, plan, sampler, bucket, start)

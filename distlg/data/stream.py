@@ -15,11 +15,16 @@ one window's samples (``GROUPING_BYTES`` each), and one decoded chunk. The windo
 the budget affords, and no longer than it takes to read at most ``BYTES_PER_SAMPLE`` bytes of
 chunks per sample consumed (``plan_window``).
 
+Chunks come from a ``ChunkSource``: the store (``StoreChunks``), or a pack written by
+``distlg pack`` (``distlg.data.pack``), which holds the same chunks in the same order as one
+tar stream per worker.
+
 webdataset's stages are not used: its shuffle buffer orders samples by what flows through one
 worker's pipeline, so a partition's samples would depend on its shard, and its node and worker
 splitting deals items round-robin, where partitions belong to compact blocks
 (``geometry.shard``) whose owners hold their sub-networks. A step-indexed sampler also gives
-every worker exactly the same number of batches, which a stream that runs dry does not.
+every worker exactly the same number of batches, which a stream that runs dry does not. (A
+pack only uses webdataset to write and read tar files, in order.)
 """
 
 from __future__ import annotations
@@ -27,12 +32,12 @@ from __future__ import annotations
 import math
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Sequence
+from typing import Generator, Protocol, Sequence
 
 import numpy as np
 import torch
 
-from ..geometry import PartitionGrid
+from ..geometry import Box, PartitionGrid
 from .sampler import Batch, SamplerError, check_seed, random_positions, shard_region, to_device
 from .signal import Signal
 from .store import chunk_shape
@@ -55,6 +60,26 @@ def signal_chunks(signal: Signal, grid: PartitionGrid) -> tuple[int, ...]:
         return tuple(int(c) for c in chunks[:-1])
     value_bytes = signal.channels * np.dtype(signal.data.dtype).itemsize
     return chunk_shape(grid.shape, grid.part_shape, value_bytes)
+
+
+def chunk_box(chunk: int, chunks: Sequence[int], shape: Sequence[int]) -> Box:
+    """The box chunk number ``chunk`` covers (chunks of ``chunks``, numbered in storage order,
+    of a signal of ``shape``; cut at the signal's edge)."""
+    grid = tuple(-(-int(d) // int(c)) for d, c in zip(shape, chunks))
+    corner = np.asarray(np.unravel_index(chunk, grid)) * np.asarray(chunks)
+    stop = np.minimum(corner + np.asarray(chunks), shape)
+    return tuple(zip(corner.tolist(), stop.tolist()))
+
+
+def shard_chunks(grid: PartitionGrid, pids: Sequence[int], chunks: Sequence[int]) -> list[int]:
+    """Every chunk of the shard's region, in storage order: what a window of the streaming
+    sampler may read, in the order it reads them (a window skips the chunks none of its samples
+    fall in)."""
+    region = shard_region(grid, pids)
+    ranges = [range(a // int(c), -(-b // int(c))) for (a, b), c in zip(region, chunks)]
+    index = np.stack(np.meshgrid(*ranges, indexing="ij"), axis=-1).reshape(-1, grid.ndim)
+    chunk_grid = tuple(-(-int(d) // int(c)) for d, c in zip(grid.shape, chunks))
+    return sorted(np.ravel_multi_index(tuple(index.T), chunk_grid).tolist())
 
 
 def plan_window(memory_budget: int, shard_bytes: int, shard_chunks: int, samples_per_step: int,
@@ -81,6 +106,26 @@ def _size(nbytes: float) -> str:
     return f"{nbytes:.2f} GiB"
 
 
+class ChunkSource(Protocol):
+    """Where the streaming sampler's chunks come from: the store, or a pack (``pack``)."""
+
+    def read(self, chunks: list[tuple[int, Box]]) -> Generator[np.ndarray, None, None]:
+        """The values of each (chunk id, box), ids in increasing order: [*box shape, channels]
+        in the stored dtype, one at a time."""
+        ...
+
+
+class StoreChunks:
+    """Chunks read from the signal (its store), one read each."""
+
+    def __init__(self, signal: Signal):
+        self.signal = signal
+
+    def read(self, chunks: list[tuple[int, Box]]) -> Generator[np.ndarray, None, None]:
+        for _, box in chunks:
+            yield self.signal.read(box)
+
+
 class StreamingSampler:
     """The resident sampler's batches, gathered from the store a window at a time (see the
     module docstring)."""
@@ -89,12 +134,13 @@ class StreamingSampler:
 
     def __init__(self, signal: Signal, grid: PartitionGrid, pids: Sequence[int], n: int,
                  seed: int = 0, memory_budget: int = 4 << 30, device: str | torch.device = "cpu",
-                 window: int | None = None):
+                 window: int | None = None, source: ChunkSource | None = None):
         if tuple(grid.shape) != signal.shape:
             raise ValueError(f"grid shape {grid.shape} does not match signal shape {signal.shape}")
         self.signal, self.grid, self.pids = signal, grid, [int(p) for p in pids]
         self.n, self.seed, self.device = int(n), check_seed(seed), torch.device(device)
         self.chunks = np.asarray(signal_chunks(signal, grid))
+        self.source = source or StoreChunks(signal)
         self.chunk_grid = tuple(int(g) for g in -(-np.asarray(grid.shape) // self.chunks))
         value_bytes = signal.channels * np.dtype(signal.data.dtype).itemsize
         region = shard_region(grid, self.pids)
@@ -143,11 +189,15 @@ class StreamingSampler:
         starts = np.concatenate([[0], starts, [len(sorted_ids)]])
         return sorted_ids[starts[:-1]], starts, order, offset
 
-    def _read_chunk(self, chunk: int) -> np.ndarray:
-        """Chunk ``chunk`` padded to the full chunk shape, flattened to [positions, channels]."""
-        corner = np.asarray(np.unravel_index(chunk, self.chunk_grid)) * self.chunks
-        stop = np.minimum(corner + self.chunks, self.grid.shape)
-        block = self.signal.read(tuple(zip(corner.tolist(), stop.tolist())))
+    def chunk_box(self, chunk: int) -> Box:
+        return chunk_box(chunk, self.chunks, self.grid.shape)
+
+    def shard_chunks(self) -> list[int]:
+        """The chunks a window may visit, in the order it visits them (``shard_chunks``)."""
+        return shard_chunks(self.grid, self.pids, self.chunks)
+
+    def _padded(self, block: np.ndarray) -> np.ndarray:
+        """``block`` padded to the full chunk shape, flattened to [positions, channels]."""
         self._scratch[tuple(slice(0, s) for s in block.shape[:-1])] = block
         self.stats["chunks_read"] += 1
         self.stats["bytes_read"] += block.nbytes
@@ -158,9 +208,13 @@ class StreamingSampler:
         t0 = time.perf_counter()
         ids, starts, order, offset = self._group(window * self.window)
         out = self._values[window % 2].reshape(-1, self.signal.channels)
-        for chunk, a, b in zip(ids.tolist(), starts[:-1], starts[1:]):
-            samples = order[a:b]
-            out[samples] = self._read_chunk(chunk)[offset[samples]]
+        blocks = self.source.read([(c, self.chunk_box(c)) for c in ids.tolist()])
+        try:
+            for a, b, block in zip(starts[:-1], starts[1:], blocks):
+                samples = order[a:b]
+                out[samples] = self._padded(block)[offset[samples]]
+        finally:
+            blocks.close()
         self.stats["gather_s"] += time.perf_counter() - t0
         self.stats["windows"] += 1
 
