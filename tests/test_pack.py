@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import io
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -28,6 +29,7 @@ from faults.helpers import one_line, snapshot
 from distlg.cli import main
 from distlg.config import Config
 from distlg.data import pack as packing
+from distlg.data.sampler import shard_region
 from distlg.data.store import open_store
 from distlg.data.stream import StoreChunks, StreamingSampler
 from distlg.geometry import shard
@@ -87,14 +89,17 @@ class Recording(StoreChunks):
 
 
 def test_each_worker_gets_its_shards_chunks_in_the_samplers_order(store, tmp_path):
-    out = make_pack(store, tmp_path / "p", "--workers", "2", "--shard-mb", "0.002")
+    # 3 workers of a 2x2 grid: one holds two partitions; halos reach into neighbouring chunks
+    out = make_pack(store, tmp_path / "p", "--workers", "3", "--overlaps", "4",
+                    "--shard-mb", "0.002")
     manifest = json.loads((out / "pack.json").read_text())
     signal = open_store(store)
-    grid = make_grid(Config(), signal)
-    assert manifest["workers"] == 2 and manifest["grid"]["factors"] == list(grid.factors)
+    grid = make_grid(Config().replace(overlaps=[4]), signal)
+    assert manifest["workers"] == 3 and manifest["grid"]["factors"] == list(grid.factors)
+    assert manifest["grid"]["overlaps"] == [4, 4]
     assert sorted(p.name for p in out.iterdir()) == ["pack.json"] + sorted(
         f["name"] for s in manifest["shards"] for f in s["files"])
-    for rank, pids in enumerate(shard(grid, 2)):
+    for rank, pids in enumerate(shard(grid, 3)):
         entry = manifest["shards"][rank]
         assert len(entry["files"]) > 1  # several shards per worker, read in turn
         samples = [s for f in entry["files"] for s in tar_samples(out / f["name"])]
@@ -112,6 +117,26 @@ def test_each_worker_gets_its_shards_chunks_in_the_samplers_order(store, tmp_pat
             assert box == sampler.chunk_box(meta["chunk"])
             assert values.dtype == np.uint8
             np.testing.assert_array_equal(values, signal.read(box))
+
+
+def test_a_shard_that_is_not_a_box_packs_only_the_chunks_its_partitions_sample(tmp_path):
+    source = tmp_path / "volume.npy"
+    np.save(source, np.random.default_rng(0).integers(0, 256, (12, 16, 16), dtype=np.uint8))
+    store = tmp_path / "volume.zarr"
+    assert main(["ingest", str(source), str(store), "--factors", "2", "2", "2",
+                 "--chunks", "2", "4", "4", "--no-progress"]) == 0
+    signal = open_store(store)
+    grid = make_grid(Config().replace(factors=[2], overlaps=[1]), signal)
+    pids = shard(grid, 3)[0]
+    assert pids == [0, 1, 2]  # an L of three partitions: its bounding box holds a fourth
+    spy = Recording(signal)
+    sampler = StreamingSampler(signal, grid, pids, 400, window=20, source=spy)
+    sampler.batch(0)
+    sampler.close()
+    assert spy.windows[0] == sampler.shard_chunks()
+    box = shard_region(grid, pids)
+    in_box = math.prod(-(-b // c) - a // c for (a, b), c in zip(box, (2, 4, 4)))
+    assert len(sampler.shard_chunks()) < in_box  # not every chunk of the bounding box
 
 
 class Quiet(SimpleHTTPRequestHandler):

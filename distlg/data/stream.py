@@ -72,14 +72,17 @@ def chunk_box(chunk: int, chunks: Sequence[int], shape: Sequence[int]) -> Box:
 
 
 def shard_chunks(grid: PartitionGrid, pids: Sequence[int], chunks: Sequence[int]) -> list[int]:
-    """Every chunk of the shard's region, in storage order: what a window of the streaming
-    sampler may read, in the order it reads them (a window skips the chunks none of its samples
-    fall in)."""
-    region = shard_region(grid, pids)
-    ranges = [range(a // int(c), -(-b // int(c))) for (a, b), c in zip(region, chunks)]
-    index = np.stack(np.meshgrid(*ranges, indexing="ij"), axis=-1).reshape(-1, grid.ndim)
+    """Every chunk that a sampling box of the shard's partitions touches, in storage order:
+    what a window of the streaming sampler may read, in the order it reads them (a window skips
+    the chunks none of its samples fall in)."""
     chunk_grid = tuple(-(-int(d) // int(c)) for d, c in zip(grid.shape, chunks))
-    return sorted(np.ravel_multi_index(tuple(index.T), chunk_grid).tolist())
+    ids: set[int] = set()
+    for pid in pids:
+        box = shard_region(grid, [pid])
+        ranges = [range(a // int(c), -(-b // int(c))) for (a, b), c in zip(box, chunks)]
+        index = np.stack(np.meshgrid(*ranges, indexing="ij"), axis=-1).reshape(-1, grid.ndim)
+        ids.update(np.ravel_multi_index(tuple(index.T), chunk_grid).tolist())
+    return sorted(ids)
 
 
 def plan_window(memory_budget: int, shard_bytes: int, shard_chunks: int, samples_per_step: int,
