@@ -109,26 +109,12 @@ def _carphone() -> Path:
 def _clip(name: str, source: Path, size: int | None, frames: int = 60) -> str:
     """The first ``frames`` frames of a video file as a store: with ``size``, the centre square
     resized to size x size (as benchmarks/video.py and the paper's bikes setting), else whole."""
-    import av
-    from PIL import Image
+    from video import load_clip
 
     target = SCRATCH / f"{name}-{frames}.npy"
     if not target.exists():
-        out = []
-        with av.open(str(source)) as container:
-            for frame in container.decode(container.streams.video[0]):
-                if len(out) == frames:
-                    break
-                a = frame.to_ndarray(format="rgb24")
-                if size is not None:
-                    h, w, _ = a.shape
-                    side = min(h, w)
-                    y0, x0 = (h - side) // 2, (w - side) // 2
-                    square = Image.fromarray(np.ascontiguousarray(a[y0:y0 + side, x0:x0 + side]))
-                    a = np.asarray(square.resize((size, size), Image.BILINEAR))
-                out.append(a)
         target.parent.mkdir(parents=True, exist_ok=True)
-        np.save(target, np.stack(out))
+        np.save(target, load_clip(frames, size, source))
     return _ingested(target, f"{name}-{frames}.zarr", kind="video")
 
 

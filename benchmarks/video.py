@@ -58,17 +58,21 @@ QUICK = dict(frames=20, size=64, factors=[2, 4, 4], overlaps=[1, 2, 2], params=2
                    "siren": dict(steps=60, eval_every=20, sample_fraction=0.0038, lr=5e-4)})
 
 
-def load_clip(frames: int, size: int) -> np.ndarray:
-    """uint8 [frames, size, size, 3]: the first frames, centre square crop, resized."""
+def load_clip(frames: int, size: int | None, source: Path = SOURCE) -> np.ndarray:
+    """uint8 [frames, size, size, 3]: the first frames of ``source``, centre square crop,
+    resized; with ``size`` None the whole frames."""
     import av
     from PIL import Image
 
     out = []
-    with av.open(str(SOURCE)) as container:
+    with av.open(str(source)) as container:
         for frame in container.decode(container.streams.video[0]):
             if len(out) == frames:
                 break
             a = frame.to_ndarray(format="rgb24")
+            if size is None:
+                out.append(a)
+                continue
             h, w, _ = a.shape
             side = min(h, w)
             y0, x0 = (h - side) // 2, (w - side) // 2

@@ -73,3 +73,19 @@ def owner(grid: PartitionGrid, positions: np.ndarray) -> np.ndarray:
     index = np.asarray(positions) // np.asarray(grid.part_shape)
     return np.ravel_multi_index(tuple(np.moveaxis(index, -1, 0)), grid.factors)
 
+
+
+def assert_same_stream(a, b, grid: PartitionGrid, pids, n: int, steps: int) -> None:
+    """Streaming samplers over signals ``a`` and ``b`` (chunk by chunk, 2 steps per window)
+    give identical batches for ``steps`` steps."""
+    import torch
+
+    from distlg.data.stream import StreamingSampler
+
+    samplers = [StreamingSampler(s, grid, pids, n, seed=3, window=2) for s in (a, b)]
+    try:
+        for step in range(steps):
+            assert torch.equal(samplers[0].batch(step).values, samplers[1].batch(step).values)
+    finally:
+        for sampler in samplers:
+            sampler.close()

@@ -20,12 +20,12 @@ import pytest
 import torch
 import zarr
 from faults.helpers import one_line
+from modelkit import assert_same_stream
 from test_distributed import assert_same_model, command
 
 from distlg.cli import main
 from distlg.data import remote
 from distlg.data.store import StoreError, open_signal
-from distlg.data.stream import StreamingSampler
 from distlg.geometry import PartitionGrid
 from distlg.modeldir.format import ModelDir
 
@@ -122,14 +122,7 @@ def test_a_url_reads_what_the_local_store_holds(root, url):
     for box in (((0, 32), (0, 32)), ((3, 21), (5, 30))):
         assert np.array_equal(served.read(box), local.read(box))
     # the streaming sampler reads chunk by chunk: the same batches
-    grid = PartitionGrid((32, 32), (2, 2))
-    a, b = (StreamingSampler(s, grid, [0, 3], 50, seed=3, window=2) for s in (local, served))
-    try:
-        for step in range(5):
-            assert torch.equal(a.batch(step).values, b.batch(step).values)
-    finally:
-        a.close()
-        b.close()
+    assert_same_stream(local, served, PartitionGrid((32, 32), (2, 2)), [0, 3], 50, steps=5)
 
 
 def test_training_from_a_url_gives_the_same_weights(url, local_model, tmp_path):
