@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import functools
 import inspect
 import textwrap
 
@@ -19,11 +20,18 @@ def field_docs(cls: type) -> dict[str, str]:
     return docs
 
 
+@functools.cache
 def _own_field_docs(cls: type) -> dict[str, str]:
-    try:
-        tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
-    except (OSError, TypeError):
-        return {}
+    """Read once per class and process (every command line builds its parser from them)."""
+    for attempt in range(3):
+        try:
+            tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+            break
+        except (OSError, TypeError):
+            return {}
+        except SystemError:  # CPython 3.11's "AST constructor recursion depth mismatch" when
+            if attempt == 2:  # another thread converts an AST at the same time: parse again
+                raise
     docs, body = {}, tree.body[0].body
     for node, nxt in zip(body, body[1:]):
         if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
