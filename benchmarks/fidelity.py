@@ -245,8 +245,9 @@ def run_signal(name: str, seeds: list[int], steps_scale: float, baseline_seeds: 
 
 
 def _steps_within(signal, settings: dict, seed: int, seconds: float) -> int:
-    """The steps of ``settings`` that fit in ``seconds`` of training (a 10-step calibration),
-    and at least the first evaluation, so that an equal-time PSNR exists."""
+    """The steps of ``settings`` that fit in ``seconds`` of training (from a 10-step
+    calibration; at least 1). The run's final evaluation may still come after ``seconds``
+    (load varies): ``table`` then counts its score as an upper bound."""
     probe = run_config(signal=signal, seed=seed, threads=1, out=str(SCRATCH / "calibration"),
                        **{**settings, "steps": 10, "eval_every": 0})
     fit = int(0.9 * seconds / (probe.seconds / probe.steps_run))  # the calibration runs fast

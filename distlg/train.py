@@ -126,14 +126,14 @@ def _train(config: Config, world: World, signal: Signal | None, out: Path) -> Tr
     model = INR(plan.arch, pids, seed=config.train.seed).to(world.device)
     bucket = GlobalGradBucket(model, world)
     optimizer = make_optimizer(model, plan.lr, plan.global_lr)
-    start = _resume(config, model, optimizer, world, plan, signal.info) if config.run.resume else 0
+    info = signal.info
+    start = _resume(config, model, optimizer, world, plan, info) if config.run.resume else 0
     source = None
     if config.signal.pack:
         source = open_pack(config.signal.pack).source(signal, plan.grid, world.size, world.rank)
     sampler = make_sampler(signal, plan.grid, pids, plan.samples_per_partition, config.train.seed,
                            int(config.train.memory_budget_gib * 2**30), world.device, source=source)
     scale = 1.0 / (plan.samples_per_step * signal.channels)
-    info = signal.info
     tracker = _Tracker(world, config, plan, sampler, bucket, start)
     forward_backward = training_step(config.train.precision, config.train.kernel, world.device)
 

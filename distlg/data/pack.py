@@ -24,9 +24,7 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import re
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Generator, Iterator, Sequence
@@ -35,7 +33,7 @@ import numpy as np
 
 from ..errors import DistlgError
 from ..geometry import Box, PartitionGrid
-from ..staging import staging_folder
+from ..staging import staged
 from .signal import Signal
 from .stream import chunk_box, shard_chunks, signal_chunks
 
@@ -115,22 +113,14 @@ def write_pack(signal: Signal, grid: PartitionGrid, shards: Sequence[Sequence[in
     chunks = signal_chunks(signal, grid)
     plan = [shard_chunks(grid, pids, chunks) for pids in shards]
     manifest = describe(signal, grid, chunks, len(shards))
-    stage = staging_folder(out, PackError)
-    try:
-        with tqdm(total=sum(map(len, plan)), unit="chunk", desc=f"pack {out.name}",
-                  disable=None if progress else True) as bar:
-            manifest["shards"] = [
-                {"rank": rank, "partitions": len(pids), "chunks": len(ids),
-                 "files": _write_worker(signal, ids, chunks, stage, rank, shard_bytes, bar)}
-                for rank, (pids, ids) in enumerate(zip(shards, plan))]
+    with staged(out, PackError) as stage, tqdm(total=sum(map(len, plan)), unit="chunk",
+                                                 desc=f"pack {out.name}",
+                                                 disable=None if progress else True) as bar:
+        manifest["shards"] = [
+            {"rank": rank, "partitions": len(pids), "chunks": len(ids),
+             "files": _write_worker(signal, ids, chunks, stage, rank, shard_bytes, bar)}
+            for rank, (pids, ids) in enumerate(zip(shards, plan))]
         (stage / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
-        umask = os.umask(0o022)
-        os.umask(umask)
-        stage.chmod(0o777 & ~umask)  # a staging folder is private; a pack is not
-        os.rename(stage, out)
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
     return manifest
 
 

@@ -35,7 +35,7 @@ from ..data.signal import AXES, SignalInfo
 from ..errors import DistlgError
 from ..geometry import PartitionGrid
 from ..nn.model import INR, Architecture
-from ..staging import staging_folder
+from ..staging import staged
 
 FORMAT = "distlg-model"
 VERSION = 1
@@ -284,16 +284,8 @@ def staged_directory(path: str | Path, source: Path | None = None) -> Iterator[P
     """A hidden folder beside ``path`` (checked as ``new_directory`` checks it) to build an
     edit's output in: moved to ``path`` when the block ends, removed if it raises, so nothing
     half-written ever appears under ``path``."""
-    path = check_new_directory(path, source)
-    staging = staging_folder(path, ModelDirError)
-    try:
+    with staged(check_new_directory(path, source), ModelDirError) as staging:
         yield staging
-        if path.is_dir():
-            path.rmdir()  # empty, as checked
-        os.rename(staging, path)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
 
 
 def manifest_for(grid: PartitionGrid, arch: Architecture, signal: SignalInfo, global_entry: dict,

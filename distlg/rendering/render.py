@@ -163,9 +163,12 @@ class RegionRender:
         """Bytes a render holds at once: its largest slab (values, a converted copy and the
         coordinates of a chunk) plus ``held_per_value`` bytes per value of the whole output
         (a writer or caller that keeps it all, e.g. one PNG image)."""
-        row = math.prod(self.shape[1:])
-        rows = min(self.shape[0], max(1, SLAB_VALUES // row))
-        return int(rows * row * 12 + held_per_value * math.prod(self.shape))
+        rows = min(self.shape[0], self._rows_per_slab())
+        return int(rows * math.prod(self.shape[1:]) * 12 + held_per_value * math.prod(self.shape))
+
+    def _rows_per_slab(self) -> int:
+        """Rows of the first axis in one slab: ``SLAB_VALUES`` values, at least one row."""
+        return max(1, SLAB_VALUES // math.prod(self.shape[1:]))
 
     def check_memory(self, held_per_value: float = 0.0, what: str = "this render") -> None:
         """Refuse, before anything is allocated, a render that needs more memory than is free."""
@@ -187,7 +190,7 @@ class RegionRender:
         glob = self.md.read_global()
         runs = [self.render_grid.runs(self.grid, a) for a in range(self.grid.ndim)]
         coords = [self.render_grid.coords(self.grid, a) for a in range(1, self.grid.ndim)]
-        per_slab = max(1, SLAB_VALUES // math.prod(self.shape[1:]))
+        per_slab = self._rows_per_slab()
         for j0, r0, r1 in runs[0]:
             shares = self._layer_shares(j0, runs[1:])
             held = [p for p, _ in shares if p in self.present]

@@ -1,6 +1,8 @@
 """Fault 2: crop, extend and export check every file they copy as render does: no link
 leading outside the model directory, sha256 as in the manifest; they write nothing otherwise."""
 
+import os
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -67,3 +69,12 @@ def test_edits_refuse_links_and_changed_files(command, fault, video, tmp_path, c
     one_line(capsys.readouterr().err, message)
     assert not (tmp_path / "out").exists()
     assert snapshot(video) == before
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_a_new_directory_gets_the_permissions_of_a_new_folder(command, video, tmp_path):
+    """Built in a private staging folder, the output must not stay private once in place."""
+    assert main(COMMANDS[command](video, tmp_path / "out", tmp_path)) == 0
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert stat.S_IMODE((tmp_path / "out").stat().st_mode) == 0o777 & ~umask
