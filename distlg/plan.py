@@ -132,7 +132,10 @@ def make_plan(config: Config, signal: Signal) -> Plan:
     """The plan of a training run of ``config`` on ``signal``: every partition trains."""
     grid = make_grid(config, signal)
     arch = make_arch(config, signal, grid)
-    plan = steps_plan(config.train, signal.kind, grid, arch, math.prod(signal.shape),
+    train = config.train
+    if train.steps is None and "noise" in signal.meta:  # stopping early is the denoiser
+        train = dataclasses.replace(train, steps=defaults.DENOISING_STEPS)
+    plan = steps_plan(train, signal.kind, grid, arch, math.prod(signal.shape),
                       grid.num_partitions)
     return dataclasses.replace(plan, arch=place_lattice(config, arch, grid, plan.samples_per_partition))
 

@@ -26,6 +26,7 @@ from typing import Callable
 
 import torch
 
+from . import measure
 from .config import Config, ConfigError
 from .data.pack import open_pack
 from .data.sampling import make_sampler
@@ -134,8 +135,11 @@ def _train(config: Config, world: World, signal: Signal | None, out: Path) -> Tr
     sampler = make_sampler(signal, plan.grid, pids, plan.samples_per_partition, config.train.seed,
                            int(config.train.memory_budget_gib * 2**30), world.device, source=source)
     scale = 1.0 / (plan.samples_per_step * signal.channels)
-    tracker = _Tracker(world, config, plan, sampler, bucket, start)
     forward_backward = training_step(config.train.precision, config.train.kernel, world.device)
+    if measure.operator(signal):  # the loss sees the model through the store's measurements
+        sampler, forward_backward, scale = measure.prepare(signal, plan, pids, world, config.train,
+                                                           sampler, scale)
+    tracker = _Tracker(world, config, plan, sampler, bucket, start)
 
     def save(step: int) -> None:
         _check_finite(model, world, step, out)

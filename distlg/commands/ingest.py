@@ -12,6 +12,9 @@ it resumes where it stopped.
     distlg ingest builtin:astronaut@256x256 storage/signals/astronaut.zarr
     distlg ingest scan.raw --shape 512 512 512 --dtype uint16 --partition-size 64
     distlg ingest scan.raw --shape 4096 4096 4096 --dtype uint8 --shard auto
+    distlg ingest builtin:astronaut@256x256 lr.zarr --downsample 4     # super-resolution
+    distlg ingest builtin:astronaut@256x256 noisy.zarr --noise gaussian:0.1
+    distlg ingest builtin:phantom@256 ct.zarr --ct-angles 90           # CT reconstruction
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from ..data.sources.base import SourceOptions
 HELP = "turn a video, frames, volume, image or audio file into a signal store"
 DEFAULT_ROOT = Path("storage") / "signals"
 CHUNKING = ("factors", "partition_size", "chunks", "shard")
+TASKS = ("downsample", "noise", "noise_seed", "ct_angles")
 
 
 def arguments(p: argparse.ArgumentParser) -> None:
@@ -37,6 +41,7 @@ def arguments(p: argparse.ArgumentParser) -> None:
     add_fields(p.add_argument_group("reading the source"), IngestOptions, names=reading)
     add_fields(p.add_argument_group("chunking (match what you will train with)"), IngestOptions,
                names=CHUNKING)
+    add_fields(p.add_argument_group("downstream tasks (images)"), IngestOptions, names=TASKS)
     add_fields(p.add_argument_group("output"), IngestOptions, names=("overwrite", "progress"))
 
 

@@ -11,7 +11,10 @@ BOX is START:STOP per axis in signal units, comma separated in the signal's axis
 0:50,100:228,0:256 (an end left out or a missing axis means all of it), or named: t=0:50.
 A region that needs partitions the model no longer holds (cropped) fails, naming them, unless
 --fill gives a value to render there. --scale samples the region on a finer (2) or coarser
-(0.5) grid, per axis if wanted (1,2,2): the representation is continuous.
+(0.5) grid, per axis if wanted (1,2,2): the representation is continuous. At scale S the samples
+tile each signal sample's footprint S to an axis, so a model of a store ingested with
+--downsample S renders on the original's grid (super-resolution), and --compare scores it
+against the original.
 """
 
 from __future__ import annotations
@@ -33,8 +36,10 @@ def arguments(p: argparse.ArgumentParser) -> None:
                    help="value (signal units) rendered where partitions were cropped away "
                    "(default: such a region is an error)")
     p.add_argument("--compare", metavar="SIGNAL",
-                   help="print the PSNR of the render against this signal (a store or "
-                   "builtin:NAME@HxW; scale 1 only)")
+                   help="print the PSNR (and SSIM, for images) of the render against this "
+                   "signal (a store or builtin:NAME@HxW): at scale 1 the signal the model "
+                   "encodes; at an integer scale S that signal at S times the resolution, e.g. "
+                   "the original of a store ingested with --downsample S")
     p.add_argument("--rate", type=float, metavar="HZ",
                    help="frame rate (mp4) or sample rate (wav) of the signal at scale 1 "
                    "(default: the signal's own, else 25 fps / 44100 Hz)")
@@ -90,7 +95,9 @@ def run(args: argparse.Namespace) -> int:
           f"{values:,} values from {len(plan.files) - 1} partition file(s) in {seconds:.2f} s "
           f"({values / max(seconds, 1e-9):,.0f} values/s) to {args.out}")
     if compare is not None:
-        print(f"PSNR of the region against {args.compare}: {compare.psnr:.2f} dB")
+        ssim = compare.ssim
+        print(f"PSNR of the region against {args.compare}: {compare.psnr:.2f} dB"
+              + (f", SSIM {ssim:.4f}" if ssim is not None else ""))
     return 0
 
 

@@ -12,6 +12,9 @@ What SOURCE may be, and the signal it becomes (``--kind`` changes it where it sa
     .wav (PCM or float)                                                          audio (t)
     builtin:NAME[@HxW]                                                           image
 
+``--downsample``, ``--noise`` and ``--ct-angles`` turn an image into the input of a downstream
+task (``distlg.data.degrade``).
+
 Memory: one slab is held at a time, as many rows of the first axis as a chunk is deep (frames,
 slices, samples), or with ``--shard`` as a shard is deep (a shard-row: each shard is written
 whole, once, as zarr reads back and rewrites a whole shard on every write to it and two writers
@@ -35,7 +38,7 @@ import numpy as np
 
 from .. import defaults
 from ..geometry import PartitionGrid
-from . import store
+from . import degrade, store
 from .signal import AXES, default_range
 from .sources.arrays import RAW_SUFFIXES, open_npy, open_raw
 from .sources.audio import open_wav
@@ -67,6 +70,21 @@ class IngestOptions(SourceOptions):
     128-256 MiB uncompressed, spanning the last axes first; a store of at most 256 MiB is one
     shard. Ingest holds one shard-row in memory (the shard's depth along the first axis, all of
     the other axes), which must fit: at most 2 GiB. Default: no sharding."""
+    downsample: int | None = None
+    """Store the image downsampled by this integer factor, each F x F block averaged (area
+    averaging, the anti-aliasing of a camera's pixels), recording the factor and the original
+    shape: train on it and `distlg render MODEL --scale F` renders at the original resolution
+    (super-resolution)."""
+    noise: str | None = field(default=None, metadata={"metavar": "KIND:LEVEL"})
+    """Store a noisy copy of the image: gaussian:SIGMA (standard deviation on the [0, 1] scale)
+    or poisson:PEAK (photon counts at a peak of PEAK), clipped to the value range, float32,
+    recorded in the store (denoising)."""
+    noise_seed: int = 0
+    """Seed of the noise."""
+    ct_angles: int | None = None
+    """Also store the image's parallel-beam sinogram at this many angles over [0, 180)
+    degrees: `distlg train` on the store then learns the image from the sinogram (CT
+    reconstruction); the image stays as the reference it is scored against."""
     overwrite: bool = False
     """Replace a complete store that holds a different signal (an incomplete one is always
     resumed or restarted)."""
@@ -81,6 +99,7 @@ class IngestOptions(SourceOptions):
                 raise IngestError(f"--{name.replace('_', '-')} needs positive values, got "
                                   f"{list(values)}")
         self.shard = _shard_option(self.shard)
+        degrade.check(self.downsample, self.noise, self.ct_angles)
 
 
 def _shard_option(value) -> str | tuple[int, ...] | None:
@@ -119,13 +138,14 @@ def ingest(source: str | Path, path: str | Path, options: IngestOptions | None =
     """Write the signal of ``source`` into the store at ``path`` (resuming an interrupted one)."""
     t0 = time.perf_counter()
     options = options or IngestOptions()
-    src = open_source(source, options)
+    src = degrade.apply(open_source(source, options), options.downsample, options.noise,
+                        options.noise_seed, options.ct_angles)
     chunking = plan_chunks(src, options)
     path = Path(path)
     array, status, build = _prepare(path, src, chunking, options)
     if status != "up to date":
         try:
-            _copy(array, src, options)
+            _copy(array, src, options, build)
         except BaseException:
             if build != path:  # the complete store it was to replace stays as it was
                 shutil.rmtree(build, ignore_errors=True)
@@ -234,7 +254,7 @@ def _swap(build: Path, path: Path) -> None:
     shutil.rmtree(old)
 
 
-def _copy(array, src: Source, options: IngestOptions) -> None:
+def _copy(array, src: Source, options: IngestOptions, path: Path) -> None:
     """Stream the source into ``array`` from where it stopped, a chunk-row at a time (a whole
     shard-row in a sharded store, so every shard is written once, whole); write the marker
     last."""
@@ -259,7 +279,9 @@ def _copy(array, src: Source, options: IngestOptions) -> None:
         raise IngestError(f"{src.path}: holds no {unit}s")
     if done != array.shape[0]:
         array.resize((done,) + array.shape[1:])
-    value_range = default_range(np.asarray([low, high], dtype=src.dtype), src.kind)
+    value_range = src.value_range or default_range(np.asarray([low, high], dtype=src.dtype), src.kind)
+    if src.attach is not None:
+        src.attach(path)
     store.update(array, value_range=list(value_range), complete=True)
 
 

@@ -61,6 +61,12 @@ class Source:
     identity: dict
     """What identifies the source's content (sizes, times): a changed source restarts ingest."""
     meta: dict = field(default_factory=dict)
+    value_range: tuple[float, float] | None = None
+    """Raw values that map to -1 and +1 where the values do not say (a noisy copy keeps its
+    clean source's range); None: from the dtype or the values (``signal.default_range``)."""
+    attach: Callable[[Path], None] | None = None
+    """Writes what the store holds besides the signal into its folder (a CT store's
+    sinogram), once the signal is written and before the store is marked complete."""
 
 
 def identity(path: Path) -> dict:

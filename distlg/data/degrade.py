@@ -1,0 +1,153 @@
+"""What ingest can do to an image before it is stored, for the Local-Global paper's downstream
+tasks: a low-resolution copy (super-resolution), a noisy copy (denoising), or the parallel-beam
+sinogram it would give in a CT scanner (reconstruction).
+
+- ``--downsample F`` averages each F x F block of pixels (area averaging: a box filter that
+  integrates every pixel's footprint exactly, the anti-aliasing a camera's sensor does). The
+  low-resolution sample i sits at the centre of the block it averages, so a model trained on it
+  and rendered at ``--scale F`` lines up with the original pixel for pixel (the render grid
+  tiles a sample's footprint; ``rendering.region.RenderGrid``).
+- ``--noise gaussian:SIGMA`` adds N(0, SIGMA^2) on the [0, 1] scale; ``--noise poisson:PEAK``
+  draws Poisson(PEAK x) / PEAK (photon counts at a peak of PEAK). Values are clipped to the
+  source's value range and stored as float32 in its units, so the clean store and the noisy one
+  normalise alike and ``render --compare CLEAN`` scores against the clean signal.
+- ``--ct-angles N`` keeps the image (the reference a reconstruction is scored against) and
+  writes, beside it in the store, its sinogram at N angles evenly spread over [0, 180) degrees:
+  ``skimage.transform.radon`` with ``circle=False`` (the image padded to its diagonal, so every
+  pixel is seen at every angle). ``distlg train`` then learns the image from the sinogram
+  (``distlg.measure``).
+
+Each records what it did in the store's ``meta``. Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from .signal import default_range
+from .sources.base import IngestError, Source, array_source
+
+NOISE_KINDS = ("gaussian", "poisson")
+SINOGRAM = "sinogram"
+"""Name of the sinogram's Zarr array inside a CT store's folder."""
+
+
+def parse_noise(text: str) -> tuple[str, float]:
+    """``gaussian:0.1`` -> ("gaussian", 0.1); one-line errors for anything else."""
+    kind, _, level = text.partition(":")
+    if kind not in NOISE_KINDS:
+        raise IngestError(f"--noise {text}: unknown noise kind {kind!r}; use gaussian:SIGMA "
+                          "(on the [0, 1] scale) or poisson:PEAK")
+    try:
+        value = float(level)
+    except ValueError:
+        raise IngestError(f"--noise {text}: the level must be a number, e.g. {kind}:0.1") from None
+    if not np.isfinite(value) or value <= 0:
+        raise IngestError(f"--noise {text}: the level must be a positive number")
+    return kind, value
+
+
+def check(downsample: int | None, noise: str | None, ct_angles: int | None) -> None:
+    """Refuse combinations before anything is read."""
+    if downsample is not None and (downsample != int(downsample) or downsample < 1):
+        raise IngestError(f"--downsample {downsample}: give a positive integer factor")
+    if noise is not None:
+        parse_noise(noise)
+    if ct_angles is not None and ct_angles < 1:
+        raise IngestError(f"--ct-angles {ct_angles}: give a positive number of angles")
+    if ct_angles is not None and (noise or downsample):
+        raise IngestError("--ct-angles takes the image as it is; ingest it without --noise and "
+                          "--downsample")
+
+
+def apply(src: Source, downsample: int | None, noise: str | None, noise_seed: int,
+          ct_angles: int | None) -> Source:
+    """``src`` downsampled, made noisy or given a sinogram (images only), or ``src`` itself."""
+    if downsample is None and noise is None and ct_angles is None:
+        return src
+    if src.kind != "image":
+        raise IngestError(f"{src.path}: --downsample, --noise and --ct-angles take images; this "
+                          f"source is a {src.kind}")
+    image = np.concatenate(list(src.slabs(0, src.shape[0])))
+    value_range = default_range(image, "image")
+    meta, ident = dict(src.meta), dict(src.identity)
+    if downsample:
+        image = area_downsample(image, int(downsample), src.path)
+        meta.update(downsample=int(downsample), original_shape=list(src.shape[:-1]),
+                    anti_aliasing="area average")
+        ident["downsample"] = int(downsample)
+    if noise:
+        kind, level = parse_noise(noise)
+        image = add_noise(image, kind, level, noise_seed, value_range)
+        meta.update(noise=f"{kind}:{level:g}", noise_seed=noise_seed)
+        ident.update(noise=f"{kind}:{level:g}", noise_seed=noise_seed)
+    out = array_source(src.path, src.nbytes, "image", image, ident, meta)
+    out = replace(out, value_range=value_range)
+    if ct_angles:
+        out = _with_sinogram(out, image, int(ct_angles), value_range)
+    return out
+
+
+def area_downsample(image: np.ndarray, factor: int, path: str) -> np.ndarray:
+    """The mean of every ``factor`` x ``factor`` block of ``image`` [H, W, C], in its dtype
+    (integers rounded)."""
+    h, w = image.shape[:2]
+    if factor > min(h, w):
+        raise IngestError(f"--downsample {factor}: larger than the {h}x{w} image")
+    if h % factor or w % factor:
+        raise IngestError(f"--downsample {factor} does not divide the {h}x{w} image; choose a "
+                          f"factor of both sides or a size they divide (e.g. @{h - h % factor}x"
+                          f"{w - w % factor})")
+    blocks = image.reshape(h // factor, factor, w // factor, factor, -1).astype(np.float64)
+    mean = blocks.mean(axis=(1, 3))
+    return np.rint(mean).astype(image.dtype) if image.dtype.kind in "uib" else mean.astype(image.dtype)
+
+
+def add_noise(image: np.ndarray, kind: str, level: float, seed: int,
+              value_range: tuple[float, float]) -> np.ndarray:
+    """``image`` with noise of ``kind`` at ``level`` (on the [0, 1] scale of ``value_range``),
+    clipped to the range, float32 in the image's units."""
+    lo, hi = value_range
+    unit = (image.astype(np.float64) - lo) / (hi - lo)
+    rng = np.random.default_rng(seed)
+    if kind == "gaussian":
+        noisy = unit + rng.normal(0.0, level, unit.shape)
+    else:
+        noisy = rng.poisson(np.clip(unit, 0, None) * level) / level
+    return (np.clip(noisy, 0.0, 1.0) * (hi - lo) + lo).astype(np.float32)
+
+
+def ct_angles(count: int) -> np.ndarray:
+    """``count`` projection angles in degrees, evenly over [0, 180)."""
+    return np.arange(count, dtype=np.float64) * (180.0 / count)
+
+
+def sinogram(image: np.ndarray, angles: np.ndarray) -> np.ndarray:
+    """Parallel-beam projections of a 2-D ``image`` [H, W] (H == W): float32 [detectors,
+    angles], ``skimage.transform.radon`` with the image padded to its diagonal."""
+    from skimage.transform import radon
+
+    return radon(image.astype(np.float64), theta=angles, circle=False).astype(np.float32)
+
+
+def _with_sinogram(src: Source, image: np.ndarray, count: int,
+                   value_range: tuple[float, float]) -> Source:
+    """``src`` (the reference image) with its sinogram attached: written beside the image in
+    the store, described in its meta."""
+    if image.shape[-1] != 1 or image.shape[0] != image.shape[1]:
+        raise IngestError(f"{src.path}: --ct-angles needs a square single-channel image, got "
+                          f"{'x'.join(map(str, image.shape))}; e.g. builtin:phantom@256")
+    angles = ct_angles(count)
+    sino = sinogram(image[..., 0].astype(np.float64), angles)
+    meta = {**src.meta, "measurement": {"operator": "radon", "array": SINOGRAM,
+                                        "angles": angles.tolist(), "shape": list(sino.shape)}}
+
+    def attach(path: Path) -> None:
+        import zarr
+
+        zarr.create_array(store=str(path / SINOGRAM), data=sino, overwrite=True)
+
+    return replace(src, meta=meta, identity={**src.identity, "ct_angles": count}, attach=attach)

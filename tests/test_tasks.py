@@ -1,0 +1,199 @@
+"""The downstream tasks: super-resolution, denoising and CT reconstruction, on real signals."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import distlg
+from distlg import measure
+from distlg.cli import main
+from distlg.config import Config
+from distlg.data.degrade import ct_angles, sinogram
+from distlg.data.ingest import IngestOptions, ingest
+from distlg.data.sources.builtin import builtin
+from distlg.data.store import open_signal
+from distlg.metrics import psnr
+
+
+def _store(tmp_path, name: str, source: str, **options):
+    return ingest(source, tmp_path / name, IngestOptions(progress=False, **options)).path
+
+
+def _train(store, out, **settings):
+    config = Config().replace(path=str(store), out=str(out), tensorboard=False, progress=False,
+                              threads=1, **settings)
+    return distlg.train(config)
+
+
+def _compare(capsys, model, against, *args) -> tuple[float, float | None]:
+    """PSNR and SSIM that ``distlg render MODEL --compare AGAINST`` prints."""
+    capsys.readouterr()
+    out = model.parent / "render.npy"
+    assert main(["render", str(model), "--out", str(out), "--compare", str(against),
+                 "--no-progress", *args]) == 0
+    text = capsys.readouterr().out
+    value = float(re.search(r"PSNR of the region against .*: ([\d.]+) dB", text).group(1))
+    ssim = re.search(r"SSIM ([\d.]+)", text)
+    out.unlink()
+    return value, float(ssim.group(1)) if ssim else None
+
+
+def _exit_code(argv: list[str]) -> int:
+    """``distlg ARGV``'s exit code, also where argparse itself refuses an option."""
+    try:
+        return main(argv)
+    except SystemExit as exc:
+        return exc.code
+
+
+def _psnr(a: np.ndarray, b: np.ndarray) -> float:
+    return psnr(float(np.mean((np.clip(a, -1, 1) - b) ** 2)), 2.0)
+
+
+# -- super-resolution --------------------------------------------------------------------------
+def test_downsample_stores_block_means_and_records_the_original(tmp_path):
+    image = builtin("astronaut@64x64").data
+    low = open_signal(_store(tmp_path, "lr.zarr", "builtin:astronaut@64x64", downsample=4))
+    assert low.shape == (16, 16) and low.data.dtype == np.uint8
+    expected = image.reshape(16, 4, 16, 4, 3).mean(axis=(1, 3))
+    assert np.abs(low.data[:].astype(float) - expected).max() <= 0.5
+    assert low.meta["downsample"] == 4 and low.meta["original_shape"] == [64, 64]
+
+
+def test_super_resolution_beats_bicubic_and_lines_up_with_the_original(tmp_path, capsys):
+    hr = _store(tmp_path, "hr.zarr", "builtin:camera@128x128")
+    lr = _store(tmp_path, "lr.zarr", "builtin:camera@128x128", downsample=4)
+    run = _train(lr, tmp_path / "run", arch="siren", w0=10.0, compression=1.0, lr=1e-3, steps=300)
+    sr, ssim = _compare(capsys, run.model_dir, hr, "--scale", "4")
+    truth, low = (open_signal(p) for p in (hr, lr))
+    x = truth.normalise(truth.data[:])
+    small = torch.from_numpy(low.normalise(low.data[:])).permute(2, 0, 1)[None]
+    bicubic = F.interpolate(small, scale_factor=4, mode="bicubic", align_corners=False)
+    bicubic = bicubic[0].permute(1, 2, 0).numpy()
+    assert sr > _psnr(bicubic, x) + 0.2
+    assert 0 < ssim <= 1
+
+
+def test_compare_at_a_scale_needs_the_signal_at_that_scale(tmp_path, capsys):
+    lr = _store(tmp_path, "lr.zarr", "builtin:camera@64x64", downsample=2)
+    run = _train(lr, tmp_path / "run", steps=2)
+    assert main(["render", str(run.model_dir), "--out", str(tmp_path / "x.npy"), "--scale", "2",
+                 "--compare", str(lr), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "does not hold the region" in err and len(err.splitlines()) == 1
+
+
+# -- denoising ---------------------------------------------------------------------------------
+def test_noise_is_seeded_at_its_level_and_recorded(tmp_path):
+    a = open_signal(_store(tmp_path, "a.zarr", "builtin:camera@64x64", noise="gaussian:0.1"))
+    b = open_signal(_store(tmp_path, "b.zarr", "builtin:camera@64x64", noise="gaussian:0.1"))
+    c = open_signal(_store(tmp_path, "c.zarr", "builtin:camera@64x64", noise="gaussian:0.1",
+                           noise_seed=1))
+    assert np.array_equal(a.data[:], b.data[:]) and not np.array_equal(a.data[:], c.data[:])
+    clean = builtin("camera@64x64").data.astype(np.float64) / 255
+    residual = a.data[:] / 255 - clean
+    inside = (clean > 0.3) & (clean < 0.7)  # away from the clipping at 0 and 1
+    assert residual[inside].std() == pytest.approx(0.1, rel=0.1)
+    assert a.meta["noise"] == "gaussian:0.1" and a.value_range == (0.0, 255.0)
+    poisson = open_signal(_store(tmp_path, "p.zarr", "builtin:camera@64x64", noise="poisson:30"))
+    assert np.all(np.isclose(poisson.data[:] / 255 * 30, np.round(poisson.data[:] / 255 * 30),
+                             atol=1e-3) | (poisson.data[:] == 255))
+
+
+def test_denoising_beats_the_noisy_input(tmp_path, capsys):
+    clean = _store(tmp_path, "clean.zarr", "builtin:astronaut@64x64")
+    noisy = _store(tmp_path, "noisy.zarr", "builtin:astronaut@64x64", noise="gaussian:0.1")
+    a, b = open_signal(clean), open_signal(noisy)
+    noisy_psnr = _psnr(b.normalise(b.data[:]), a.normalise(a.data[:]))
+    run = _train(noisy, tmp_path / "run")  # the defaults for a noisy store
+    denoised, _ = _compare(capsys, run.model_dir, clean)
+    assert denoised > noisy_psnr + 1.0
+
+
+# -- CT ----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("n", [63, 64])
+def test_radon_matches_skimage(n):
+    image = builtin(f"phantom@{n}").data[..., 0]
+    angles = ct_angles(30)
+    ours = measure.Radon(n, angles, torch.device("cpu"))(torch.from_numpy(image.copy())).numpy()
+    reference = sinogram(image, angles)
+    assert ours.shape == reference.shape
+    assert np.abs(ours - reference).max() <= 1e-5 * np.abs(reference).max()
+
+
+def test_ct_training_reconstructs_the_phantom(tmp_path):
+    store = _store(tmp_path, "ct.zarr", "builtin:phantom@64", ct_angles=30)
+    signal = open_signal(store)
+    assert measure.operator(signal) == "radon"
+    run = _train(store, tmp_path / "run", steps=300, lr=2e-3)
+    assert run.final.psnr >= 18.0  # against the phantom stored as the reference
+
+
+CT_CONFIG = """
+signal: {path: "%s"}
+partition: {factors: [2, 2]}
+model: {params: 1500}
+train: {lr: 0.002, seed: 3, log_every: 1}
+run: {tensorboard: false, progress: false}
+"""
+
+
+@pytest.mark.multiprocess
+def test_ct_two_workers_compute_what_one_process_computes(tmp_path):
+    from test_distributed import assert_same_model, command, losses
+
+    store = _store(tmp_path, "ct.zarr", "builtin:phantom@32", ct_angles=12)
+    config = tmp_path / "ct.yaml"
+    config.write_text(CT_CONFIG % store)
+    for workers in (1, 2):
+        proc = subprocess.run(command(workers, str(config), "--steps", "15", "--out",
+                                      str(tmp_path / f"w{workers}")),
+                              capture_output=True, text=True, timeout=240)
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert_same_model(tmp_path / "w1" / "model", tmp_path / "w2" / "model")
+    one, two = losses(tmp_path / "w1"), losses(tmp_path / "w2")
+    assert sorted(one) == sorted(two) == list(range(1, 16))
+    for step in one:
+        assert one[step] == pytest.approx(two[step], rel=1e-5)
+
+
+# -- errors ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("args,message", [
+    (["--downsample", "1.5"], "invalid int value"),
+    (["--downsample", "3"], "does not divide the 64x64 image"),
+    (["--downsample", "128"], "larger than the 64x64 image"),
+    (["--noise", "laplace:0.1"], "unknown noise kind 'laplace'"),
+    (["--noise", "gaussian:loud"], "the level must be a number"),
+    (["--noise", "poisson:-3"], "the level must be a positive number"),
+    (["--ct-angles", "30"], "--ct-angles needs a square single-channel image"),
+    (["--ct-angles", "30", "--noise", "gaussian:0.1"], "ingest it without --noise"),
+])
+def test_bad_task_options_are_one_line_errors(tmp_path, capsys, args, message):
+    out = tmp_path / "x.zarr"
+    assert _exit_code(["ingest", "builtin:astronaut@64x64", str(out), "--no-progress", *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+    assert not out.exists()
+
+
+def test_ct_store_with_an_unsupported_arch_is_a_one_line_error(tmp_path, capsys, monkeypatch):
+    store = _store(tmp_path, "ct.zarr", "builtin:phantom@32", ct_angles=8)
+    monkeypatch.setattr(measure, "SUPPORTED_ARCHS", ("local-global", "per-partition"))
+    assert main(["train", "--signal", str(store), "--arch", "siren", "--steps", "1", "--out",
+                 str(tmp_path / "run"), "--no-progress", "--no-tensorboard"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--arch siren cannot train on a CT store" in err and len(err.splitlines()) == 1
+
+
+def test_a_ct_store_records_its_angles_and_sinogram(tmp_path):
+    store = _store(tmp_path, "ct.zarr", "builtin:phantom@32", ct_angles=8)
+    desc = json.loads((store / "zarr.json").read_text())["attributes"]["distlg"]["meta"]
+    assert desc["measurement"]["angles"] == [22.5 * i for i in range(8)]
+    assert (store / "sinogram" / "zarr.json").is_file()
