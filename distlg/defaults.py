@@ -79,7 +79,7 @@ def factors(shape: tuple[int, ...], size: tuple[int, ...]) -> tuple[int, ...]:
 def overlaps(kind: str, factors: tuple[int, ...], arch: str) -> tuple[int, ...]:
     """The default halo: the kind's on every split axis, none for one SIREN."""
     halo = BY_KIND[kind].halo
-    if halo is None or arch == "siren":
+    if halo is None or arch in ("siren", "incode"):
         return (0,) * len(factors)
     return tuple(h if c > 1 else 0 for h, c in zip(halo, factors))  # none on unsplit axes
 

@@ -33,6 +33,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -44,12 +45,15 @@ from .data.sampler import Batch
 from .data.signal import Signal
 from .errors import DistlgError
 from .geometry import PartitionGrid
+from .nn.architecture import ARCHS, SIREN_ARCHS
 from .parallel import World
 from .plan import Plan
 from .step import autograd_forward
 
-SUPPORTED_ARCHS = ("local-global", "per-partition", "siren")
-"""Architectures the measured steps run (through ``step.autograd_forward``)."""
+SUPPORTED_ARCHS = {"footprint": ARCHS, "radon": SIREN_ARCHS}
+"""Architectures each measured step runs (through ``step.autograd_forward``). Not INCODE on a
+CT store: its harmonizer reads a preview of the store's image, which there is the reference
+the reconstruction is scored against."""
 
 
 class MeasurementError(DistlgError):
@@ -130,18 +134,20 @@ def _pixels(grid: PartitionGrid, pids: list[int]) -> tuple[np.ndarray, np.ndarra
 
 
 def prepare(signal: Signal, plan: Plan, pids: list[int], world: World, train: TrainConfig,
-            sampler, scale: float):
+            sampler, scale: float, coefficients: Callable[[], Tensor] | None = None):
     """(sampler, step, loss scale) of a run on a store of measurements, given those of a run
-    on plain samples: the hook ``train`` calls when ``operator(signal)`` is not None."""
+    on plain samples (``coefficients``: an INCODE model's, computed each step): the hook
+    ``train`` calls when ``operator(signal)`` is not None."""
     kind = operator(signal)
-    if kind not in ("radon", "footprint"):
+    if kind not in SUPPORTED_ARCHS:
         raise MeasurementError(f"unknown measurement operator {kind!r} in the store")
-    if plan.arch.arch not in SUPPORTED_ARCHS:
+    if plan.arch.arch not in SUPPORTED_ARCHS[kind]:
         what = "a CT store" if kind == "radon" else "a --downsample store"
         raise MeasurementError(f"--arch {plan.arch.arch} cannot train on {what}; use one of "
-                               f"{', '.join(SUPPORTED_ARCHS)}")
+                               f"{', '.join(SUPPORTED_ARCHS[kind])}")
     if kind == "footprint":
-        return sampler, footprint_step(plan.grid, int(signal.meta["downsample"]), train), scale
+        factor = int(signal.meta["downsample"])
+        return sampler, footprint_step(plan.grid, factor, train, coefficients), scale
     sampler.close()
     return _radon_run(signal, plan, pids, world, train)
 
@@ -161,7 +167,8 @@ def footprint_offsets(grid: PartitionGrid, factor: int) -> Tensor:
     return torch.from_numpy((mesh * unit).astype(np.float32))
 
 
-def footprint_step(grid: PartitionGrid, factor: int, train: TrainConfig):
+def footprint_step(grid: PartitionGrid, factor: int, train: TrainConfig,
+                   coefficients: Callable[[], Tensor] | None = None):
     """The step of a --downsample store: each sample compared with the mean of the model over
     its footprint."""
     offsets = footprint_offsets(grid, factor)
@@ -171,7 +178,8 @@ def footprint_step(grid: PartitionGrid, factor: int, train: TrainConfig):
         groups, n, dims = coords.shape
         sub = (coords[:, :, None, :] + offsets.to(coords.device)).reshape(groups, -1, dims)
         with torch.enable_grad():
-            out = autograd_forward(model, sub * model.coord_scale, train.precision, train.kernel)
+            c = coefficients() if coefficients is not None else None
+            out = autograd_forward(model, sub * model.coord_scale, train.precision, train.kernel, c)
             err = out.view(groups, n, len(offsets), -1).mean(dim=2) - values
             sse = err.pow(2).sum(dtype=torch.float64)
             torch.autograd.backward(err.pow(2).sum().mul(scale))

@@ -39,7 +39,7 @@ def make_optimizer(model: INR, lr: float, global_lr: float = 1.0,
     at ``global_lr * lr``, its local sub-networks at ``lr``. Every step of the replicated part
     moves the whole signal at once, where a local step moves one partition. Without
     ``train_global`` the replicated part is frozen (extend): Adam sees the local tensors only."""
-    shared = global_lr if model.arch.arch == "local-global" else 1.0
+    shared = global_lr if model.arch.base == "local-global" else 1.0
     groups = [(model.local_parameters(), 1.0)]
     if train_global:
         groups.append((model.global_parameters(), shared))

@@ -18,6 +18,7 @@ from . import defaults
 from .config import Config, ConfigError, StepsConfig, TrainConfig
 from .data.signal import Signal
 from .geometry import PartitionGrid
+from .nn.architecture import base_arch
 from .nn.budget import fit_widths
 from .nn.lattice import default_lattice
 from .nn.model import Architecture
@@ -67,7 +68,7 @@ def _per_axis(values, ndim: int, name: str) -> tuple[int, ...] | None:
 def make_grid(config: Config, signal: Signal) -> PartitionGrid:
     p, ndim = config.partition, len(signal.shape)
     factors = _per_axis(p.factors, ndim, "factors")
-    if config.model.arch == "siren" and factors is None:
+    if base_arch(config.model.arch) == "siren" and factors is None:
         factors = (1,) * ndim
     if factors is None:
         size = _per_axis(p.partition_size, ndim, "partition size") \
@@ -104,7 +105,7 @@ def make_arch(config: Config, signal: Signal, grid: PartitionGrid) -> Architectu
 def lattice_geometry(grid: PartitionGrid, arch: str = "local-global", merge: str = "bias") -> dict:
     """The ``Architecture`` fields that place a lattice on ``grid`` (one cell per partition
     until ``place_lattice`` sizes it); none for models without one."""
-    if arch != "local-global" or merge != "bias":
+    if base_arch(arch) != "local-global" or merge != "bias":
         return {}
     extent = np.maximum(np.asarray(grid.extent, dtype=np.float64) - 1, 1)
     origin = -1.0 - 1.0 / extent                     # position -0.5: the first box's edge

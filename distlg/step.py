@@ -7,6 +7,9 @@
   and the local layers run as Triton kernels under ``triton``. Biases, sines, the loss and the
   gradients' accumulation stay in float32: sin(w0 z) with w0 = 30 loses its phase in bfloat16.
 
+INCODE models always take ``autograd_forward_backward``, given the harmonizer's coefficients
+(``coefficients``: a function computing them, differentiably, once per step).
+
 Both return the step's sum of squared errors as a float64 tensor on the device and add the
 gradient of ``scale * sse`` to every ``.grad`` in place (the replicated gradients are views into
 the all-reduce bucket).
@@ -21,7 +24,7 @@ from torch import Tensor
 
 from .errors import DistlgError
 from .nn import fused, lattice
-from .nn.model import INR
+from .nn.model import INR, Activation
 
 PRECISIONS = ("fp32", "tf32", "bf16")
 KERNELS = ("torch", "triton")
@@ -36,9 +39,12 @@ def set_matmul_precision(precision: str) -> None:
 
 
 def training_step(precision: str = "fp32", kernel: str = "torch",
-                  device: torch.device | None = None) -> Callable[[INR, Tensor, Tensor, float], Tensor]:
+                  device: torch.device | None = None,
+                  coefficients: Callable[[], Tensor] | None = None
+                  ) -> Callable[[INR, Tensor, Tensor, float], Tensor]:
     """The step function for ``precision`` and ``kernel`` on ``device``; a one-line
-    ``DistlgError`` for a combination that cannot run there."""
+    ``DistlgError`` for a combination that cannot run there. ``coefficients``: an INCODE
+    model's, computed in each step (the autograd step then runs whatever the precision)."""
     if kernel not in KERNELS:
         raise DistlgError(f"unknown kernel {kernel!r}; choose one of {', '.join(KERNELS)}")
     set_matmul_precision(precision)
@@ -49,11 +55,12 @@ def training_step(precision: str = "fp32", kernel: str = "torch",
             from .kernels import grouped_mlp  # noqa: F401
         except ImportError as exc:
             raise DistlgError(f"--kernel triton: triton cannot be imported ({exc})") from None
-    if kernel == "torch" and precision != "bf16":
+    if kernel == "torch" and precision != "bf16" and coefficients is None:
         return fused.forward_backward
 
     def step(model: INR, coords: Tensor, values: Tensor, scale: float) -> Tensor:
-        return autograd_forward_backward(model, coords, values, scale, precision, kernel)
+        return autograd_forward_backward(model, coords, values, scale, precision, kernel,
+                                         coefficients)
 
     return step
 
@@ -82,61 +89,78 @@ def _grouped(x: Tensor, w: Tensor, b: Tensor, w0: float, sine: bool, precision: 
     return torch.sin(w0 * z) if sine else z
 
 
-def autograd_forward(model: INR, x: Tensor, precision: str = "fp32", kernel: str = "torch") -> Tensor:
+def _sine(act: Activation, layers: str, x: Tensor, w: Tensor, b: Tensor, low: bool) -> Tensor:
+    """The sine layer x -> sin(w0 (x W + b)), w0 riding in the GEMM, or INCODE's activation."""
+    if not act.sets:
+        return torch.sin(_linear(x, w, b, act.w0, low))
+    return act(_linear(x, w, b, 1.0, low), layers)
+
+
+def autograd_forward(model: INR, x: Tensor, precision: str = "fp32", kernel: str = "torch",
+                     coefficients: Tensor | None = None) -> Tensor:
     """``INR.forward`` for scaled coordinates ``x`` [P, n, in] over every held partition, with
-    bf16 matmuls and/or Triton local layers."""
-    a, w0, low = model.arch, model.arch.w0, precision == "bf16"
+    bf16 matmuls and/or Triton local layers (``coefficients``: an INCODE model's)."""
+    a, low = model.arch, precision == "bf16"
+    act = model.activation(coefficients)
     groups, n, _ = x.shape
     g, h = x.reshape(groups * n, a.in_dims), x
     if a.on_lattice:
-        return _lattice_forward(model, x, precision, kernel)
+        return _lattice_forward(model, x, precision, kernel, act)
     for d in range(a.depths):
         if a.has_global:
-            g = torch.sin(_linear(g, model[f"global.{d}.weight"], model[f"global.{d}.bias"], w0, low))
+            g = _sine(act, "global", g, model[f"global.{d}.weight"], model[f"global.{d}.bias"], low)
         if a.has_local:
-            l = _grouped(h, model[f"local.{d}.weight"], model[f"local.{d}.bias"], w0, True,
-                         precision, kernel)
-            h = _merge(model, d, l, g, low) if a.arch == "local-global" else l
+            wl, bl = model[f"local.{d}.weight"], model[f"local.{d}.bias"]
+            if act.sets:
+                l = act(_grouped(h, wl, bl, 1.0, False, precision, kernel), "local")
+            else:
+                l = _grouped(h, wl, bl, act.w0, True, precision, kernel)
+            h = _merge(model, d, l, g, low, act) if a.merge_count else l
     if not a.has_local:
         return _linear(g, model["out.weight"], model["out.bias"], 1.0, low).view(groups, n, -1)
     return _grouped(h, model["local.out.weight"], model["local.out.bias"], 1.0, False,
                     precision, kernel)
 
 
-def _lattice_forward(model: INR, x: Tensor, precision: str, kernel: str) -> Tensor:
+def _lattice_forward(model: INR, x: Tensor, precision: str, kernel: str,
+                     act: Activation) -> Tensor:
     """The lattice merge ("bias"): interpolated global features added inside each local layer."""
-    a, w0, width = model.arch, model.arch.w0, model.arch.local_width
+    a, width = model.arch, model.arch.local_width
     ids = model.partitions
     weights = lattice.interp_weights(a, x / model.coord_scale, ids)
-    zg = torch.bmm(weights, model.lattice_features(ids))
+    zg = torch.bmm(weights, model.lattice_features(ids, act))
     h = x
     for d in range(a.depths):
         pre = _grouped(h, model[f"local.{d}.weight"], model[f"local.{d}.bias"], 1.0, False,
                        precision, kernel)
-        h = torch.sin(w0 * (pre + zg[..., d * width:(d + 1) * width]))
+        h = act(pre + zg[..., d * width:(d + 1) * width], "local")
     out = _grouped(h, model["local.out.weight"], model["local.out.bias"], 1.0, False, precision, kernel)
     return out + zg[..., a.depths * width:]
 
 
-def _merge(model: INR, d: int, l: Tensor, g: Tensor, low: bool) -> Tensor:
-    a, w0 = model.arch, model.arch.w0
+def _merge(model: INR, d: int, l: Tensor, g: Tensor, low: bool, act: Activation) -> Tensor:
+    a = model.arch
     m = 0 if a.merge == "shared" else d
     w, b = model[f"merge.{m}.weight"], model[f"merge.{m}.bias"]
     groups, n, width = l.shape
     if a.merge == "add":
-        return l + torch.sin(_linear(g, w, b, w0, low)).view(groups, n, width)
+        return l + _sine(act, "merge", g, w, b, low).view(groups, n, width)
     lg = torch.cat([l.reshape(groups * n, width), g], dim=1)
-    return torch.sin(_linear(lg, w, b, w0, low)).view(groups, n, width)
+    return _sine(act, "merge", lg, w, b, low).view(groups, n, width)
 
 
 def autograd_forward_backward(model: INR, coords: Tensor, values: Tensor, scale: float,
-                              precision: str = "fp32", kernel: str = "torch") -> Tensor:
-    """Add the gradient of ``scale * sse`` to every ``.grad`` (in place); return sse."""
+                              precision: str = "fp32", kernel: str = "torch",
+                              coefficients: Callable[[], Tensor] | None = None) -> Tensor:
+    """Add the gradient of ``scale * sse`` to every ``.grad`` (in place); return sse.
+    ``coefficients``: computes an INCODE model's coefficients (their gradient flows back
+    into whatever computed them); default: the model's stored ones."""
     for p in model.parameters():
         if p.grad is None:
             p.grad = torch.zeros_like(p)
     with torch.enable_grad():
-        out = autograd_forward(model, coords * model.coord_scale, precision, kernel)
+        c = coefficients() if coefficients is not None else None
+        out = autograd_forward(model, coords * model.coord_scale, precision, kernel, c)
         err = out - values
         sse = err.pow(2).sum(dtype=torch.float64)
         torch.autograd.backward(err.pow(2).sum().mul(scale))

@@ -125,6 +125,7 @@ def _train(config: Config, world: World, signal: Signal | None, out: Path) -> Tr
     plan = make_plan(config, signal)
     pids = shard(plan.grid, world.size)[world.rank]
     model = INR(plan.arch, pids, seed=config.train.seed).to(world.device)
+    coefficients = _attach_harmonizer(model, config, signal, world.device)
     bucket = GlobalGradBucket(model, world)
     optimizer = make_optimizer(model, plan.lr, plan.global_lr)
     info = signal.info
@@ -135,13 +136,15 @@ def _train(config: Config, world: World, signal: Signal | None, out: Path) -> Tr
     sampler = make_sampler(signal, plan.grid, pids, plan.samples_per_partition, config.train.seed,
                            int(config.train.memory_budget_gib * 2**30), world.device, source=source)
     scale = 1.0 / (plan.samples_per_step * signal.channels)
-    forward_backward = training_step(config.train.precision, config.train.kernel, world.device)
+    forward_backward = training_step(config.train.precision, config.train.kernel, world.device,
+                                     coefficients)
     if measure.operator(signal):  # the loss sees the model through the store's measurements
         sampler, forward_backward, scale = measure.prepare(signal, plan, pids, world, config.train,
-                                                           sampler, scale)
+                                                           sampler, scale, coefficients)
     tracker = _Tracker(world, config, plan, sampler, bucket, start)
 
     def save(step: int) -> None:
+        model.store_coefficients()
         _check_finite(model, world, step, out)
         checkpoint.save(out, step, model, optimizer, world, plan.grid, info, config.to_dict())
 
@@ -173,6 +176,7 @@ def _train(config: Config, world: World, signal: Signal | None, out: Path) -> Tr
     seconds = tracker.elapsed()
     if not (config.run.checkpoint_every and plan.steps % config.run.checkpoint_every == 0):
         save(plan.steps)
+    model.store_coefficients()
     model_dir = checkpoint.write_model(out / "model", model, world, plan.grid, info)
     final = tracker.eval(plan.steps, lambda: _evaluate(model, plan, signal, world, config,
                                                        full=not world.distributed))
@@ -190,11 +194,28 @@ def _evaluate(model: INR, plan: Plan, signal: Signal, world: World, config: Conf
     (``--eval``); each worker scores the partitions it holds, the sums are all-reduced."""
     # host sums travel as objects: exact in float64 on NCCL too, which reduces CUDA tensors only
     reduce = world.sum_values
+    model.store_coefficients()
     subset = score_subset(plan.grid, signal.channels, config.train.eval)
     if subset is not None:
         return evaluate_sampled(model, plan.grid, signal, subset, reduce=reduce)
     return evaluate(model, plan.grid, signal, reduce=reduce, full=full,
                     progress=world.is_main and config.run.progress)
+
+
+def _attach_harmonizer(model: INR, config: Config, signal: Signal, device: torch.device):
+    """An INCODE model's harmonizer, attached to ``model`` (``distlg.nn.incode``); returns
+    what computes the coefficients each step (None for SIREN models)."""
+    if not model.arch.incode:
+        if config.model.harmonizer_weights:
+            raise ConfigError(f"--harmonizer-weights is for the INCODE archs, not {model.arch.arch}")
+        return None
+    from .nn import incode
+
+    preview = incode.read_preview(signal).to(device)
+    harmonizer = incode.build(model.arch, preview, config.train.seed, signal.meta.get("sample_rate"),
+                              config.model.harmonizer_weights).to(device)
+    model.attach_harmonizer(harmonizer)
+    return harmonizer
 
 
 def _resume(config: Config, model: INR, optimizer: torch.optim.Optimizer, world: World,
@@ -247,7 +268,7 @@ class _Tracker:
               f"{world.size} worker(s) on {world.device}; sampler {sampler.mode}; "
               f"{plan.samples_per_step:,} samples/step; all-reduce {bucket.bytes_per_step:,} B/step")
         shared = ""
-        if plan.arch.arch == "local-global":
+        if plan.arch.base == "local-global":
             a = plan.arch
             where = (f"on a {'x'.join(map(str, a.lattice))} lattice per partition" if a.on_lattice
                      else "at every sample")

@@ -183,13 +183,14 @@ def test_bad_task_options_are_one_line_errors(tmp_path, capsys, args, message):
     assert not out.exists()
 
 
-def test_ct_store_with_an_unsupported_arch_is_a_one_line_error(tmp_path, capsys, monkeypatch):
+def test_ct_store_with_an_unsupported_arch_is_a_one_line_error(tmp_path, capsys):
+    """INCODE's harmonizer would read the store's image: on a CT store, the answer."""
     store = _store(tmp_path, "ct.zarr", "builtin:phantom@32", ct_angles=8)
-    monkeypatch.setattr(measure, "SUPPORTED_ARCHS", ("local-global", "per-partition"))
-    assert main(["train", "--signal", str(store), "--arch", "siren", "--steps", "1", "--out",
+    assert main(["train", "--signal", str(store), "--arch", "incode", "--steps", "1", "--out",
                  str(tmp_path / "run"), "--no-progress", "--no-tensorboard"]) == 2
     err = capsys.readouterr().err.strip()
-    assert "--arch siren cannot train on a CT store" in err and len(err.splitlines()) == 1
+    assert "--arch incode cannot train on a CT store" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "run" / "model").exists()
 
 
 def test_a_ct_store_records_its_angles_and_sinogram(tmp_path):

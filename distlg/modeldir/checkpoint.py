@@ -5,6 +5,10 @@ of the optimiser's state); the main worker then writes the global branch and the
 which comes last. Nothing but per-file metadata (name, sha256, size) crosses workers. Because
 files are per partition, a checkpoint written by N workers resumes on any number of workers:
 each simply reads the files of the partitions it now owns.
+
+An INCODE run's checkpoints also hold its harmonizer (weights and Adam moments) in
+``harmonizer.safetensors``, listed in the manifest's ``training`` section: it resumes from
+there; exported model directories keep only the coefficients it computed.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from .format import (
 
 _STEP_DIR = re.compile(r"^step-(\d{8})$")
 ADAM_STATES = ("exp_avg", "exp_avg_sq")
+HARMONIZER_FILE = "harmonizer.safetensors"
 
 
 def write_model(directory: str | Path, model: INR, world: World, grid: PartitionGrid,
@@ -60,6 +65,10 @@ def write_model(directory: str | Path, model: INR, world: World, grid: Partition
         global_entry = write_tensors(directory, GLOBAL_FILE, tensors)
         if training is not None and optimizer is not None:
             training = {**training, "optimizer_step": state["step"]}
+            harmonizer = _harmonizer(model)
+            if harmonizer is not None:
+                training["harmonizer"] = write_tensors(
+                    directory, HARMONIZER_FILE, _harmonizer_state(harmonizer, optimizer))
         write_manifest(directory, manifest_for(grid, model.arch, signal_info, global_entry,
                                                gathered, training))
     world.barrier()
@@ -80,6 +89,39 @@ def _adam_state(model: INR, optimizer: torch.optim.Optimizer | None) -> dict:
         for key in ADAM_STATES:
             out[part][f"{OPTIM_PREFIX}{key}.{name}"] = st[key]
     return out
+
+
+def _harmonizer(model: INR):
+    return model.__dict__["_modules"].get("harmonizer")
+
+
+def _harmonizer_state(harmonizer: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict:
+    """The harmonizer's weights and their Adam moments (``optim.<state>.<name>``)."""
+    tensors = {}
+    for name, p in harmonizer.named_parameters():
+        tensors[name] = p.detach()
+        for key in ADAM_STATES:
+            if optimizer.state.get(p):
+                tensors[f"{OPTIM_PREFIX}{key}.{name}"] = optimizer.state[p][key]
+    return tensors
+
+
+def _restore_harmonizer(ckpt: ModelDir, model: INR, optimizer: torch.optim.Optimizer,
+                        training: dict, step: torch.Tensor | None) -> None:
+    harmonizer = _harmonizer(model)
+    if harmonizer is None:
+        return
+    if "harmonizer" not in training:
+        raise ModelDirError(f"{ckpt.path} holds no harmonizer for this INCODE run; start a new "
+                            "run (--overwrite)")
+    tensors = ckpt.read(training["harmonizer"])
+    device = model.coord_scale.device
+    with torch.no_grad():
+        for name, p in harmonizer.named_parameters():
+            p.copy_(tensors[name])
+            if step is not None:
+                optimizer.state[p] = {"step": step.clone(), **{
+                    key: tensors[f"{OPTIM_PREFIX}{key}.{name}"].to(device) for key in ADAM_STATES}}
 
 
 def save(run_dir: str | Path, step: int, model: INR, optimizer: torch.optim.Optimizer,
@@ -139,9 +181,10 @@ def restore(path: str | Path, model: INR, optimizer: torch.optim.Optimizer,
     with torch.no_grad():
         for (_, p), (_, q) in zip(model.named_tensors(), loaded.named_tensors()):
             p.copy_(q)
-    if not training.get("optimizer_step"):
+    step = torch.tensor(float(training["optimizer_step"])) if training.get("optimizer_step") else None
+    _restore_harmonizer(ckpt, model, optimizer, training, step)
+    if step is None:
         return training  # written before the first optimiser step: no state yet
-    step = torch.tensor(float(training["optimizer_step"]))
     local_names = set(model.arch.local_shapes())
     for name, p in model.named_tensors():
         state = {"step": step.clone()}

@@ -10,7 +10,8 @@ are linked unchanged, so the old region renders bit for bit as before.
 
 One process (the new partitions are trained together here, not sharded over workers). The
 new partitions train with the trainer's own step loop (``optim.run_steps``), plan
-(``plan.steps_plan``) and kind defaults; the global branch is left out of Adam.
+(``plan.steps_plan``) and kind defaults; the global branch is left out of Adam. An INCODE
+model's activation coefficients are constants of its global file and stay as they are.
 """
 
 from __future__ import annotations
@@ -29,9 +30,11 @@ from ..data.signal import Signal
 from ..errors import DistlgError
 from ..geometry import PartitionGrid
 from ..metrics import evaluate
+from ..nn import fused
 from ..nn.model import INR
 from ..optim import make_optimizer, run_steps
 from ..plan import Plan, steps_plan
+from ..step import autograd_forward_backward
 from .format import (
     ModelDir,
     check_new_directory,
@@ -98,10 +101,13 @@ def _train(model: INR, signal: Signal, plan: Plan, settings: ExtendConfig) -> No
     sampler = make_sampler(signal, plan.grid, model.partition_ids, plan.samples_per_partition,
                            settings.seed, int(settings.memory_budget_gib * 2**30), settings.device)
     optimizer = make_optimizer(model, plan.lr, train_global=False)
+    # an INCODE model's coefficients stay the stored constants: the global file is unchanged
+    step = autograd_forward_backward if model.arch.incode else fused.forward_backward
     bar = tqdm(total=plan.steps, unit="step", disable=not settings.progress)
     try:
         run_steps(model, optimizer, sampler, plan.lr_at, range(plan.steps),
-                  1.0 / (plan.samples_per_step * signal.channels), after=lambda done, loss: bar.update())
+                  1.0 / (plan.samples_per_step * signal.channels), after=lambda done, loss: bar.update(),
+                  forward_backward=step)
     finally:
         bar.close()
         sampler.close()

@@ -1,5 +1,19 @@
 """The architecture of a Local-Global INR (or a baseline): every number needed to rebuild its
-tensors, stored in checkpoints and manifests. ``distlg.nn.model`` holds the module itself."""
+tensors, stored in checkpoints and manifests. ``distlg.nn.model`` holds the module itself.
+
+Each SIREN family member has an INCODE counterpart (``local-global-incode``,
+``per-partition-incode``, ``incode``): the same tensors, with every sine layer's activation
+modulated by four coefficients (a, b, c, d) per set of layers. A model keeps its coefficients
+as constants (``incode.coefficients`` [sets, 4], in the global file); in training they come
+from the harmonizer (``distlg.nn.incode``), which lives in checkpoints only. The sets:
+
+- ``incode``: one set, the global branch's layers; ``per-partition-incode``: one, the local
+  layers;
+- ``local-global-incode``: local and global, plus the merge's set where the merge has its own
+  sine layer (``shared``, ``per-depth``, ``add``: 12 coefficients). The lattice merge ``bias``
+  (distlg's recipe) has none: its global features enter the local layers linearly, inside the
+  local activation, so it takes 8.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +22,16 @@ from dataclasses import asdict, dataclass
 
 from ..errors import DistlgError
 
-ARCHS = ("local-global", "per-partition", "siren")
+SIREN_ARCHS = ("local-global", "per-partition", "siren")
+INCODE_ARCHS = ("local-global-incode", "per-partition-incode", "incode")
+ARCHS = SIREN_ARCHS + INCODE_ARCHS
+COEFFICIENTS = "incode.coefficients"
+"""Name of an INCODE model's stored activation coefficients [sets, 4] (a, b, c, d per set)."""
+
+
+def base_arch(arch: str) -> str:
+    """The SIREN family member an architecture is built like (itself for SIREN ones)."""
+    return "siren" if arch == "incode" else arch.removesuffix("-incode")
 MERGES = ("shared", "per-depth", "add", "bias")
 
 
@@ -60,17 +83,35 @@ class Architecture:
                                   f"part_size with {self.in_dims} valid entries each")
 
     @property
+    def base(self) -> str:
+        """The SIREN family member this architecture is built like."""
+        return base_arch(self.arch)
+
+    @property
+    def incode(self) -> bool:
+        return self.arch in INCODE_ARCHS
+
+    @property
     def has_local(self) -> bool:
-        return self.arch != "siren"
+        return self.base != "siren"
 
     @property
     def has_global(self) -> bool:
-        return self.arch != "per-partition"
+        return self.base != "per-partition"
 
     @property
     def on_lattice(self) -> bool:
         """The global branch runs on a lattice of points, not at every sample."""
-        return self.arch == "local-global" and self.merge == "bias"
+        return self.base == "local-global" and self.merge == "bias"
+
+    @property
+    def coefficient_sets(self) -> tuple[str, ...]:
+        """Which layers each INCODE coefficient set modulates, in row order (none for SIREN)."""
+        if not self.incode:
+            return ()
+        sets = ("local",) if self.has_local else ()
+        sets += ("global",) if self.has_global else ()
+        return sets + (("merge",) if self.merge_count else ())
 
     @property
     def depths(self) -> int:
@@ -79,7 +120,7 @@ class Architecture:
 
     @property
     def merge_count(self) -> int:
-        if self.arch != "local-global":
+        if self.base != "local-global" or self.on_lattice:
             return 0
         return 1 if self.merge == "shared" else self.depths
 
@@ -120,12 +161,20 @@ class Architecture:
             shapes["out.bias"] = (self.out_dims,)
         return shapes
 
+    def constant_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Shapes of the stored constants (INCODE's coefficients): in the global file, never
+        trained as such."""
+        sets = self.coefficient_sets
+        return {COEFFICIENTS: (len(sets), 4)} if sets else {}
+
     def local_params(self) -> int:
         """Parameters of one partition's local sub-network."""
         return sum(math.prod(s) for s in self.local_shapes().values())
 
     def global_params(self) -> int:
-        return sum(math.prod(s) for s in self.global_shapes().values())
+        """Numbers in the global file: the shared tensors and the constants."""
+        shapes = {**self.global_shapes(), **self.constant_shapes()}
+        return sum(math.prod(s) for s in shapes.values())
 
     def total_params(self, partitions: int) -> int:
         return self.global_params() + partitions * self.local_params()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import DistlgError
+from .architecture import base_arch
 from .model import Architecture
 
 MAX_WIDTH = 2048
@@ -66,17 +67,19 @@ def fit_widths(arch: str, params: int, partitions: int, in_dims: int, out_dims: 
     common = dict(in_dims=in_dims, out_dims=out_dims, hidden_layers=hidden_layers, merge=merge,
                   **kwargs)
 
+    name, arch = arch, base_arch(arch)  # INCODE counts as its SIREN counterpart (+ constants)
+
     def count(local, glob):
         return _count(arch, in_dims, out_dims, hidden_layers, merge, partitions, local, glob)
 
     if arch == "siren":
         _, total = count(0, widths)
         g = int(widths[np.argmin(np.abs(total - params))])
-        best = Architecture(arch, global_width=g, **common)
+        best = Architecture(name, global_width=g, **common)
     elif arch == "per-partition":
         _, total = count(widths, 0)
         l = int(widths[np.argmin(np.abs(total - params))])
-        best = Architecture(arch, local_width=l, **common)
+        best = Architecture(name, local_width=l, **common)
     else:
         cap = min(MAX_WIDTH, max_global_width or MAX_WIDTH)
         local, glob = np.meshgrid(widths[:1024], widths[:cap], indexing="ij")
@@ -86,12 +89,12 @@ def fit_widths(arch: str, params: int, partitions: int, in_dims: int, out_dims: 
         ok = miss <= TOLERANCE
         score = np.where(ok, share_miss, 10 + miss)
         i, j = np.unravel_index(np.argmin(score), score.shape)
-        best = Architecture(arch, local_width=int(local[i, j]), global_width=int(glob[i, j]),
+        best = Architecture(name, local_width=int(local[i, j]), global_width=int(glob[i, j]),
                             **common)
     total = best.total_params(partitions)
     tolerance = TOLERANCE if arch == "local-global" else SINGLE_WIDTH_TOLERANCE
     if abs(total / params - 1) > tolerance:
         raise BudgetError(
-            f"no {arch} widths reach {params:,} parameters within {tolerance:.0%} for "
+            f"no {name} widths reach {params:,} parameters within {tolerance:.0%} for "
             f"{partitions} partitions (closest: {total:,}); change the budget or the partitions")
     return best

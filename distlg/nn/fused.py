@@ -264,7 +264,11 @@ def forward_backward(model: INR, coords: Tensor, values: Tensor, scale: float) -
 
     ``coords`` [P, n, in] and ``values`` [P, n, out] are grouped by the model's partitions, in
     the order it holds them. Returns the sum of squared errors (a float64 scalar tensor).
+    SIREN activations only (``distlg.step`` routes INCODE models to the autograd step).
     """
+    if model.arch.incode:
+        raise ValueError("the fused step writes out SIREN's activation; INCODE models train "
+                         "with distlg.step.autograd_forward_backward")
     grads = {}
     for name, p in model.named_tensors():
         if p.grad is None:
@@ -288,7 +292,10 @@ def forward_backward(model: INR, coords: Tensor, values: Tensor, scale: float) -
 
 @torch.no_grad()
 def predict(model: INR, coords: Tensor, pids=None) -> Tensor:
-    """Model values at ``coords`` [P', n, in] grouped by ``pids`` (default: all held, in order)."""
+    """Model values at ``coords`` [P', n, in] grouped by ``pids`` (default: all held, in order).
+    INCODE models (whose activation this path does not write out) take ``INR.forward``."""
+    if model.arch.incode:
+        return model(coords, pids)
     slots = model.slots(pids)
     x_all = coords * model.coord_scale
     out = torch.empty(x_all.shape[:2] + (model.arch.out_dims,), device=coords.device)

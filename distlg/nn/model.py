@@ -26,6 +26,14 @@ where Z_d, Z_out interpolate g_d M_d and g_L Wgo + bgo from the lattice. Per sam
 one small product per partition, whatever the global width, so the cost per sample does not
 grow with the signal.
 
+INCODE architectures (``Architecture.incode``) replace each sine layer's sin(w0 z) by
+
+    exp(a) sin(exp(b) w0 z + c) + d
+
+with the (a, b, c, d) of the layer's set (``Architecture.coefficient_sets``): rows of the
+``coefficients`` argument while training (the harmonizer's output, differentiable), else of the
+stored buffer ``incode.coefficients``. a = b = c = d = 0 is SIREN's activation.
+
 Initialisation is SIREN's: first layers U(-1/in, 1/in), later layers U(-sqrt(6/in)/w0, ..),
 biases U(-1/sqrt(in), 1/sqrt(in)). Partition p's local weights are drawn from a generator seeded
 by (seed, p) alone and the global weights from (seed, "global"), so they do not depend on which
@@ -42,7 +50,26 @@ import torch
 from torch import Tensor, nn
 
 from . import lattice
-from .architecture import ARCHS, MERGES, Architecture  # noqa: F401 - re-exported
+from .architecture import ARCHS, COEFFICIENTS, MERGES, Architecture  # noqa: F401 - re-exported
+
+
+def incode_sine(z: Tensor, coefficients: Tensor, w0: float) -> Tensor:
+    """INCODE's activation exp(a) sin(exp(b) w0 z + c) + d; ``coefficients`` = (a, b, c, d)."""
+    a, b, c, d = coefficients.unbind(-1)
+    return torch.exp(a) * torch.sin(torch.exp(b) * (w0 * z) + c) + d
+
+
+class Activation:
+    """The sine of one forward pass: SIREN's sin(w0 z), or INCODE's with per-set coefficients."""
+
+    def __init__(self, arch: Architecture, coefficients: Tensor | None):
+        self.w0, self.sets = arch.w0, arch.coefficient_sets
+        self.coefficients = coefficients
+
+    def __call__(self, z: Tensor, layers: str) -> Tensor:
+        if not self.sets:
+            return torch.sin(self.w0 * z)
+        return incode_sine(z, self.coefficients[self.sets.index(layers)], self.w0)
 
 
 # -- initialisation ------------------------------------------------------------------------------
@@ -116,6 +143,8 @@ class INR(nn.Module):
                     stacked[name][slot] = t
         for name, t in stacked.items():
             self.params[_key(name)] = nn.Parameter(t)
+        for name, shape in arch.constant_shapes().items():
+            self.register_buffer(_key(name), torch.zeros(shape))
 
     # -- access by name ----------------------------------------------------------------------------
     def __getitem__(self, name: str) -> Tensor:
@@ -126,7 +155,23 @@ class INR(nn.Module):
             yield _name(key), p
 
     def global_parameters(self) -> list[nn.Parameter]:
-        return [self[n] for n in self.arch.global_shapes()]
+        """The replicated parameters: the shared tensors, and an attached harmonizer's."""
+        harmonizer = self.__dict__["_modules"].get("harmonizer")
+        extra = list(harmonizer.parameters()) if harmonizer is not None else []
+        return [self[n] for n in self.arch.global_shapes()] + extra
+
+    def attach_harmonizer(self, harmonizer: nn.Module) -> None:
+        """Train an INCODE model's coefficients through ``harmonizer`` (``distlg.nn.incode``):
+        its parameters join the replicated ones; ``store_coefficients`` keeps its output."""
+        self.harmonizer = harmonizer
+
+    @torch.no_grad()
+    def store_coefficients(self) -> None:
+        """Set the stored coefficients to the attached harmonizer's current output (what a
+        model directory keeps); nothing without one."""
+        harmonizer = self.__dict__["_modules"].get("harmonizer")
+        if harmonizer is not None:
+            self.constant(COEFFICIENTS).copy_(harmonizer())
 
     def local_parameters(self) -> list[nn.Parameter]:
         return [self[n] for n in self.arch.local_shapes()]
@@ -159,8 +204,14 @@ class INR(nn.Module):
         s = self.slot(pid)
         return {n: self[n].detach()[s] for n in self.arch.local_shapes()}
 
+    def constant(self, name: str) -> Tensor:
+        """A stored constant (``Architecture.constant_shapes``), e.g. INCODE's coefficients."""
+        return getattr(self, _key(name))
+
     def global_state(self) -> dict[str, Tensor]:
-        return {n: self[n].detach() for n in self.arch.global_shapes()}
+        """The shared tensors and the stored constants: what the global file holds."""
+        state = {n: self[n].detach() for n in self.arch.global_shapes()}
+        return state | {n: self.constant(n) for n in self.arch.constant_shapes()}
 
     @torch.no_grad()
     def load_local(self, pid: int, tensors: dict[str, Tensor]) -> None:
@@ -172,15 +223,26 @@ class INR(nn.Module):
     def load_global(self, tensors: dict[str, Tensor]) -> None:
         for n, shape in self.arch.global_shapes().items():
             self[n].copy_(_checked(tensors, n, shape))
+        for n, shape in self.arch.constant_shapes().items():
+            self.constant(n).copy_(_checked(tensors, n, shape))
 
     # -- reference forward (autograd) -------------------------------------------------------------
-    def forward(self, coords: Tensor, pids: Sequence[int] | Tensor | None = None) -> Tensor:
+    def activation(self, coefficients: Tensor | None = None) -> Activation:
+        """The sine of a forward pass: INCODE's takes ``coefficients`` or the stored ones."""
+        if coefficients is None and self.arch.incode:
+            coefficients = self.constant(COEFFICIENTS)
+        return Activation(self.arch, coefficients)
+
+    def forward(self, coords: Tensor, pids: Sequence[int] | Tensor | None = None,
+                coefficients: Tensor | None = None) -> Tensor:
         """Values at ``coords`` [P', n, in] grouped by partition; ``pids`` [P'] names the
         partition of each group (default: every held partition, in order). Returns [P', n, out].
+        ``coefficients`` [sets, 4]: an INCODE model's activation coefficients (default: stored).
 
         This is the plain autograd formulation; ``distlg.nn.fused`` computes the same thing faster.
         """
         a = self.arch
+        act = self.activation(coefficients)
         slots = self.slots(pids)
         x = coords * self.coord_scale
         groups, n = x.shape[0], x.shape[1]
@@ -191,11 +253,11 @@ class INR(nn.Module):
 
         if a.on_lattice:
             ids = self.partitions if slots is None else self.partitions.index_select(0, slots)
-            z = torch.bmm(lattice.interp_weights(a, coords, ids), self.lattice_features(ids))
+            z = torch.bmm(lattice.interp_weights(a, coords, ids), self.lattice_features(ids, act))
             h, width = x, a.local_width
             for d in range(a.depths):
                 pre = torch.bmm(h, local(f"local.{d}.weight")) + local(f"local.{d}.bias").unsqueeze(1)
-                h = torch.sin(a.w0 * (pre + z[..., d * width:(d + 1) * width]))
+                h = act(pre + z[..., d * width:(d + 1) * width], "local")
             out = torch.bmm(h, local("local.out.weight")) + local("local.out.bias").unsqueeze(1)
             return out + z[..., a.depths * width:]
 
@@ -203,25 +265,26 @@ class INR(nn.Module):
         h = x
         for d in range(a.depths):
             if a.has_global:
-                g = torch.sin(a.w0 * (g @ self[f"global.{d}.weight"] + self[f"global.{d}.bias"]))
+                g = act(g @ self[f"global.{d}.weight"] + self[f"global.{d}.bias"], "global")
             if a.has_local:
-                l = torch.sin(a.w0 * (torch.bmm(h, local(f"local.{d}.weight"))
-                                      + local(f"local.{d}.bias").unsqueeze(1)))
-                h = self._merge(l, g, d, groups, n) if a.arch == "local-global" else l
+                l = act(torch.bmm(h, local(f"local.{d}.weight"))
+                        + local(f"local.{d}.bias").unsqueeze(1), "local")
+                h = self._merge(l, g, d, groups, n, act) if a.merge_count else l
         if not a.has_local:
             return (g @ self["out.weight"] + self["out.bias"]).reshape(groups, n, a.out_dims)
         return torch.bmm(h, local("local.out.weight")) + local("local.out.bias").unsqueeze(1)
 
-    def lattice_features(self, pids: Tensor) -> Tensor:
+    def lattice_features(self, pids: Tensor, act: Activation | None = None) -> Tensor:
         """The global branch's projections at the lattice corners of ``pids``: [P, K, C] with
         C = depths x local width + outputs (``distlg.lattice``), differentiable. Corners that
-        neighbouring partitions share are evaluated once."""
+        neighbouring partitions share are evaluated once. ``act``: the pass's activation."""
         a = self.arch
+        act = act or self.activation()
         points, inverse = self._lattice_points(pids)
         g = points * self.coord_scale
         feats = []
         for d in range(a.depths):
-            g = torch.sin(a.w0 * (g @ self[f"global.{d}.weight"] + self[f"global.{d}.bias"]))
+            g = act(g @ self[f"global.{d}.weight"] + self[f"global.{d}.bias"], "global")
             feats.append(g @ self[f"merge.{d}.weight"])
         feats.append(g @ self["global.out.weight"] + self["global.out.bias"])
         per_corner = torch.cat(feats, dim=1).index_select(0, inverse)
@@ -240,14 +303,15 @@ class INR(nn.Module):
             self.__dict__["_points"] = (pids, out)
         return out
 
-    def _merge(self, l: Tensor, g: Tensor, d: int, groups: int, n: int) -> Tensor:
+    def _merge(self, l: Tensor, g: Tensor, d: int, groups: int, n: int,
+               act: Activation) -> Tensor:
         a = self.arch
         m = 0 if a.merge == "shared" else d
         w, b = self[f"merge.{m}.weight"], self[f"merge.{m}.bias"]
         if a.merge == "add":
-            return l + torch.sin(a.w0 * (g @ w + b)).reshape(groups, n, -1)
+            return l + act(g @ w + b, "merge").reshape(groups, n, -1)
         lg = torch.cat([l.reshape(groups * n, -1), g], dim=1)
-        return torch.sin(a.w0 * (lg @ w + b)).reshape(groups, n, -1)
+        return act(lg @ w + b, "merge").reshape(groups, n, -1)
 
 
 def _key(name: str) -> str:
