@@ -108,8 +108,7 @@ class StepsConfig:
     """How a model's partitions train: what ``train`` and ``extend`` share."""
 
     steps: Optional[int] = field(default=None, metadata={"by_kind": "steps"})
-    """Optimisation steps (a store ingested with --noise: 300, stopping before the noise is
-    learnt)."""
+    """Optimisation steps."""
     lr: Optional[float] = field(default=None, metadata={"by_kind": "lr"})
     """Adam learning rate (the paper's)."""
     schedule: Literal["constant", "cosine"] = "constant"

@@ -96,5 +96,8 @@ def _text(name: str, value) -> str:
 
 def describe(name: str) -> str:
     """``Default by kind: image 2000, video 1500, ...`` for the --help of setting ``name``."""
-    return "Default by kind: " + ", ".join(f"{kind} {_text(name, getattr(d, name))}"
+    text = "Default by kind: " + ", ".join(f"{kind} {_text(name, getattr(d, name))}"
                                            for kind, d in BY_KIND.items()) + "."
+    if name == "steps":
+        text += f" Training on a store ingested with --noise: {DENOISING_STEPS} (stopping early denoises)."
+    return text

@@ -1,7 +1,8 @@
 """The data room: signals and the path from a source file to training batches.
 
 ``signal`` (the ``Signal`` and ``SignalInfo`` types) -> ``sources`` (one reader per kind of
-source file) -> ``ingest`` (source into a chunked Zarr store, resumable) -> ``store`` (stores,
+source file) -> ``degrade`` (the downstream tasks' inputs: downsampled, noisy, a sinogram) ->
+``ingest`` (source into a chunked Zarr store, resumable) -> ``store`` (stores,
 ``open_signal``; ``remote`` reads them from http(s):// URLs) -> ``sampler`` (counter-based
 sample positions, ``Batch``, the resident sampler) / ``stream`` (the streaming sampler) ->
 ``sampling`` (``make_sampler`` picks one); ``pack`` writes a store's chunks as per-worker tar
