@@ -3,7 +3,7 @@ super-resolution, denoising and CT reconstruction, for each architecture and a c
 baseline.
 
     python benchmarks/incode.py            # every architecture distlg has; results/incode.md
-    python benchmarks/incode.py --quick    # a smoke run (few steps, small signals), ~2 minutes
+    python benchmarks/incode.py --quick    # a smoke run (30 steps, 64x64), a few minutes
 
 Architectures: Local-Global INCODE, INCODE per partition and INCODE (where distlg has them),
 Local-Global SIREN, SIREN per partition and SIREN. The tasks (one thread, seed 0, equal
