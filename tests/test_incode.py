@@ -307,3 +307,15 @@ def test_two_workers_compute_what_one_process_computes(tmp_path):
     assert sorted(la) == sorted(lb) == [1, 2, 3]
     for step in la:
         assert la[step] == pytest.approx(lb[step], rel=1e-5)
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--arch", "local-global", "--harmonizer-weights", "w.safetensors"], "for the INCODE archs"),
+    (["--arch", "incode", "--harmonizer-weights", "missing.safetensors"], "is not a file"),
+])
+def test_harmonizer_option_errors_are_one_line(tmp_path, args, needle):
+    proc = subprocess.run([sys.executable, "-m", "distlg", "train", "--signal", "builtin:camera@32x32",
+                           "--steps", "1", "--out", str(tmp_path / "run"), "--no-tensorboard", *args],
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 2
+    assert needle in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
