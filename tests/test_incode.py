@@ -16,6 +16,7 @@ from distlg.data.sources.builtin import builtin
 from distlg.geometry import PartitionGrid
 from distlg.modeldir.checkpoint import write_model
 from distlg.modeldir.crop import crop
+from distlg.modeldir.export import export
 from distlg.modeldir.format import ModelDir
 from distlg.nn import fused, incode
 from distlg.nn.model import COEFFICIENTS, INR, Architecture, incode_sine
@@ -219,6 +220,9 @@ def test_training_stores_the_harmonizers_coefficients_and_all_reduces_its_gradie
     assert not (result.model_dir / "harmonizer.safetensors").exists()
     assert (tmp_path / "run" / "checkpoints" / "step-00000004" / "harmonizer.safetensors").is_file()
     assert md.params()["global"] == result.plan.arch.global_params()
+    exported = export(tmp_path / "run", tmp_path / "exported")  # the last checkpoint, weights only
+    assert exported.read_global().keys() == md.read_global().keys()
+    assert torch.equal(exported.read_global()[COEFFICIENTS], stored)
 
 
 def test_resume_equals_an_uninterrupted_run(tmp_path):
