@@ -323,3 +323,15 @@ def test_harmonizer_option_errors_are_one_line(tmp_path, args, needle):
                           capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 2
     assert needle in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+def test_audio_incode_trains_through_its_mfcc_harmonizer(tmp_path):
+    t = np.arange(8000) / 8000
+    tone = (0.5 * np.sin(2 * np.pi * 440 * t) * np.exp(-3 * t)).astype(np.float32)
+    signal = Signal.from_array(tone, "audio", (-1.0, 1.0), sample_rate=8000)
+    result = train(quick(tmp_path, arch="per-partition-incode", factors=[4], steps=30, lr=1e-3,
+                         local_width=16, log_every=1, threads=1), signal=signal)
+    losses = [r["loss"] for r in result.history if "loss" in r]
+    assert len(losses) == 30 and losses[-1] < 0.5 * losses[0]
+    assert isinstance(result.model.harmonizer.extractor, incode.MFCC)
+    assert result.model.harmonizer.extractor.n_fft == 512  # ~46 ms at 8 kHz
