@@ -62,9 +62,8 @@ class PartitionConfig:
 class ModelConfig:
     arch: Literal["local-global", "per-partition", "siren", "local-global-incode",
                   "per-partition-incode", "incode"] = "local-global"
-    """Model family: Local-Global SIREN, SIREN per partition (local only), or one SIREN; the
-    -incode variants (and incode, one network) modulate every sine layer by INCODE's
-    coefficients, which a harmonizer computes from a downsampled view of the signal."""
+    """Model family: Local-Global SIREN, SIREN per partition (local only), one SIREN, or their
+    INCODE counterparts (sine layers modulated by coefficients computed from the signal)."""
     recipe: Literal["distlg", "paper"] = "distlg"
     """How Local-Global is built. distlg: the global branch capped at --max-global-width and
     evaluated on a coarse lattice per partition, its features entering every local layer as a
@@ -98,9 +97,8 @@ class ModelConfig:
     """Largest global width the budget may pick. Default: 64 for the distlg recipe, none for
     the paper's."""
     harmonizer_weights: Optional[str] = field(default=None, metadata={"metavar": "PATH"})
-    """INCODE archs: start the harmonizer's feature extractor from this safetensors file
-    (torchvision's ResNet-34 names: conv1.weight, bn1.weight, bn1.bias, layer1.0.conv1.weight,
-    ...; other tensors in the file are ignored). Default: trained from scratch with the rest."""
+    """INCODE archs: the harmonizer's extractor starts from this safetensors file (torchvision's
+    ResNet-34 names: conv1.weight, bn1.weight, layer1.0.conv1.weight, ...; others ignored)."""
 
 
 @dataclass

@@ -175,8 +175,7 @@ def _train(config: Config, world: World, signal: Signal | None, out: Path) -> Tr
         sampler.close()
     seconds = tracker.elapsed()
     if not (config.run.checkpoint_every and plan.steps % config.run.checkpoint_every == 0):
-        save(plan.steps)
-    model.store_coefficients()
+        save(plan.steps)  # also stores an INCODE model's final coefficients
     model_dir = checkpoint.write_model(out / "model", model, world, plan.grid, info)
     final = tracker.eval(plan.steps, lambda: _evaluate(model, plan, signal, world, config,
                                                        full=not world.distributed))

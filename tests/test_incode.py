@@ -16,6 +16,7 @@ from distlg.data.sources.builtin import builtin
 from distlg.geometry import PartitionGrid
 from distlg.modeldir.checkpoint import write_model
 from distlg.modeldir.crop import crop
+from distlg.modeldir.export import export
 from distlg.modeldir.format import ModelDir
 from distlg.nn import fused, incode
 from distlg.nn.model import COEFFICIENTS, INR, Architecture, incode_sine
@@ -219,6 +220,9 @@ def test_training_stores_the_harmonizers_coefficients_and_all_reduces_its_gradie
     assert not (result.model_dir / "harmonizer.safetensors").exists()
     assert (tmp_path / "run" / "checkpoints" / "step-00000004" / "harmonizer.safetensors").is_file()
     assert md.params()["global"] == result.plan.arch.global_params()
+    exported = export(tmp_path / "run", tmp_path / "exported")  # the last checkpoint, weights only
+    assert exported.read_global().keys() == md.read_global().keys()
+    assert torch.equal(exported.read_global()[COEFFICIENTS], stored)
 
 
 def test_resume_equals_an_uninterrupted_run(tmp_path):
@@ -307,3 +311,27 @@ def test_two_workers_compute_what_one_process_computes(tmp_path):
     assert sorted(la) == sorted(lb) == [1, 2, 3]
     for step in la:
         assert la[step] == pytest.approx(lb[step], rel=1e-5)
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--arch", "local-global", "--harmonizer-weights", "w.safetensors"], "for the INCODE archs"),
+    (["--arch", "incode", "--harmonizer-weights", "missing.safetensors"], "is not a file"),
+])
+def test_harmonizer_option_errors_are_one_line(tmp_path, args, needle):
+    proc = subprocess.run([sys.executable, "-m", "distlg", "train", "--signal", "builtin:camera@32x32",
+                           "--steps", "1", "--out", str(tmp_path / "run"), "--no-tensorboard", *args],
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 2
+    assert needle in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+def test_audio_incode_trains_through_its_mfcc_harmonizer(tmp_path):
+    t = np.arange(8000) / 8000
+    tone = (0.5 * np.sin(2 * np.pi * 440 * t) * np.exp(-3 * t)).astype(np.float32)
+    signal = Signal.from_array(tone, "audio", (-1.0, 1.0), sample_rate=8000)
+    result = train(quick(tmp_path, arch="per-partition-incode", factors=[4], steps=30, lr=1e-3,
+                         local_width=16, log_every=1, threads=1), signal=signal)
+    losses = [r["loss"] for r in result.history if "loss" in r]
+    assert len(losses) == 30 and losses[-1] < 0.5 * losses[0]
+    assert isinstance(result.model.harmonizer.extractor, incode.MFCC)
+    assert result.model.harmonizer.extractor.n_fft == 512  # ~46 ms at 8 kHz

@@ -29,8 +29,10 @@ class PackOptions:
     """Workers of the training runs that will read the pack (each gets its own shards)."""
     shard_mb: float = 256.0
     """Size of each tar shard in MB (a worker's chunks span as many shards as they need)."""
-    arch: Literal["local-global", "per-partition", "siren"] = "local-global"
-    """Model family of the training runs (one SIREN has one partition and no halo)."""
+    arch: Literal["local-global", "per-partition", "siren", "local-global-incode",
+                  "per-partition-incode", "incode"] = "local-global"
+    """Model family of the training runs (one SIREN or INCODE network has one partition and no
+    halo)."""
     progress: bool = True
     """Show a progress bar (on a terminal)."""
 

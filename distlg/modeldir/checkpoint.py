@@ -65,10 +65,9 @@ def write_model(directory: str | Path, model: INR, world: World, grid: Partition
         global_entry = write_tensors(directory, GLOBAL_FILE, tensors)
         if training is not None and optimizer is not None:
             training = {**training, "optimizer_step": state["step"]}
-            harmonizer = _harmonizer(model)
-            if harmonizer is not None:
+            if model.harmonizer is not None:
                 training["harmonizer"] = write_tensors(
-                    directory, HARMONIZER_FILE, _harmonizer_state(harmonizer, optimizer))
+                    directory, HARMONIZER_FILE, _harmonizer_state(model.harmonizer, optimizer))
         write_manifest(directory, manifest_for(grid, model.arch, signal_info, global_entry,
                                                gathered, training))
     world.barrier()
@@ -91,10 +90,6 @@ def _adam_state(model: INR, optimizer: torch.optim.Optimizer | None) -> dict:
     return out
 
 
-def _harmonizer(model: INR):
-    return model.__dict__["_modules"].get("harmonizer")
-
-
 def _harmonizer_state(harmonizer: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict:
     """The harmonizer's weights and their Adam moments (``optim.<state>.<name>``)."""
     tensors = {}
@@ -108,7 +103,7 @@ def _harmonizer_state(harmonizer: torch.nn.Module, optimizer: torch.optim.Optimi
 
 def _restore_harmonizer(ckpt: ModelDir, model: INR, optimizer: torch.optim.Optimizer,
                         training: dict, step: torch.Tensor | None) -> None:
-    harmonizer = _harmonizer(model)
+    harmonizer = model.harmonizer
     if harmonizer is None:
         return
     if "harmonizer" not in training:

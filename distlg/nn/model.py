@@ -145,6 +145,7 @@ class INR(nn.Module):
             self.params[_key(name)] = nn.Parameter(t)
         for name, shape in arch.constant_shapes().items():
             self.register_buffer(_key(name), torch.zeros(shape))
+        self.harmonizer: nn.Module | None = None  # INCODE in training: ``attach_harmonizer``
 
     # -- access by name ----------------------------------------------------------------------------
     def __getitem__(self, name: str) -> Tensor:
@@ -156,8 +157,7 @@ class INR(nn.Module):
 
     def global_parameters(self) -> list[nn.Parameter]:
         """The replicated parameters: the shared tensors, and an attached harmonizer's."""
-        harmonizer = self.__dict__["_modules"].get("harmonizer")
-        extra = list(harmonizer.parameters()) if harmonizer is not None else []
+        extra = list(self.harmonizer.parameters()) if self.harmonizer is not None else []
         return [self[n] for n in self.arch.global_shapes()] + extra
 
     def attach_harmonizer(self, harmonizer: nn.Module) -> None:
@@ -169,9 +169,8 @@ class INR(nn.Module):
     def store_coefficients(self) -> None:
         """Set the stored coefficients to the attached harmonizer's current output (what a
         model directory keeps); nothing without one."""
-        harmonizer = self.__dict__["_modules"].get("harmonizer")
-        if harmonizer is not None:
-            self.constant(COEFFICIENTS).copy_(harmonizer())
+        if self.harmonizer is not None:
+            self.constant(COEFFICIENTS).copy_(self.harmonizer())
 
     def local_parameters(self) -> list[nn.Parameter]:
         return [self[n] for n in self.arch.local_shapes()]
