@@ -19,7 +19,9 @@ from distlg.data.degrade import ct_angles, sinogram
 from distlg.data.ingest import IngestOptions, ingest
 from distlg.data.sources.builtin import builtin
 from distlg.data.store import open_signal
+from distlg.geometry import PartitionGrid
 from distlg.metrics import psnr
+from distlg.rendering.region import RenderGrid
 
 
 def _store(tmp_path, name: str, source: str, **options):
@@ -65,6 +67,21 @@ def test_downsample_stores_block_means_and_records_the_original(tmp_path):
     expected = image.reshape(16, 4, 16, 4, 3).mean(axis=(1, 3))
     assert np.abs(low.data[:].astype(float) - expected).max() <= 0.5
     assert low.meta["downsample"] == 4 and low.meta["original_shape"] == [64, 64]
+
+
+def test_footprint_positions_are_the_render_grid_at_that_scale():
+    """The sub-positions the footprint loss evaluates for low-resolution sample i are the
+    positions ``render --scale F`` gives original pixels i F ... i F + F - 1."""
+    grid = PartitionGrid((16, 12), (2, 2))
+    factor = 4
+    offsets = measure.footprint_offsets(grid, factor).numpy()           # [F^2, 2], C order
+    render = RenderGrid(((0, 16), (0, 12)), (factor, factor))
+    ys, xs = render.coords(grid, 0), render.coords(grid, 1)
+    for i, j in [(0, 0), (5, 7), (15, 11)]:
+        centre = grid.normalise(np.asarray([[i, j]]))[0]
+        expected = np.stack(np.meshgrid(ys[i * factor:(i + 1) * factor],
+                                        xs[j * factor:(j + 1) * factor], indexing="ij"), -1)
+        assert np.allclose(centre + offsets, expected.reshape(-1, 2), atol=1e-6)
 
 
 def test_super_resolution_beats_bicubic(tmp_path, capsys):
