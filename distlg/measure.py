@@ -95,14 +95,16 @@ def operator(signal: Signal) -> str | None:
 
 
 def load_sinogram(signal: Signal, desc: dict) -> np.ndarray:
+    """The sinogram a CT store holds beside its image (float32 [detectors, angles])."""
     import zarr
 
     path = Path(str(signal.meta.get("store", ""))) / desc["array"]
     try:
         return np.asarray(zarr.open_array(store=str(path), mode="r")[:], dtype=np.float32)
     except Exception as exc:  # missing or damaged: one line naming it
-        raise MeasurementError(f"{path}: cannot read the store's sinogram ({exc}); ingest the "
-                               "store again with --ct-angles") from None
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise MeasurementError(f"{path}: cannot read the store's sinogram ({reason}); ingest "
+                               "the store again with --ct-angles (CT stores are read locally)") from None
 
 
 @dataclass

@@ -210,6 +210,17 @@ def test_ct_store_with_an_unsupported_arch_is_a_one_line_error(tmp_path, capsys)
     assert not (tmp_path / "run" / "model").exists()
 
 
+def test_a_ct_store_without_its_sinogram_is_a_one_line_error(tmp_path, capsys):
+    import shutil
+
+    store = _store(tmp_path, "ct.zarr", "builtin:phantom@32", ct_angles=8)
+    shutil.rmtree(store / "sinogram")
+    assert main(["train", "--signal", str(store), "--steps", "1", "--out", str(tmp_path / "run"),
+                 "--no-progress", "--no-tensorboard"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "cannot read the store's sinogram" in err and len(err.splitlines()) == 1
+
+
 def test_a_ct_store_records_its_angles_and_sinogram(tmp_path):
     store = _store(tmp_path, "ct.zarr", "builtin:phantom@32", ct_angles=8)
     desc = json.loads((store / "zarr.json").read_text())["attributes"]["distlg"]["meta"]
