@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from faults.helpers import one_line
-from modelkit import assert_same_stream
+from modelkit import assert_same_stream, random_model
 from test_distributed import assert_same_model, command
 from test_remote import TRAIN, assert_equal_models
 
@@ -29,6 +29,7 @@ from distlg.commands.info import describe_store
 from distlg.data import remote, store
 from distlg.data.store import StoreError, open_signal
 from distlg.geometry import PartitionGrid
+from distlg.modeldir.format import ModelDir
 
 pytest.importorskip("s3fs")
 moto_server = pytest.importorskip("moto.server")
@@ -295,6 +296,21 @@ def test_render_compares_against_the_s3_store_as_against_the_local_one(remote_st
     assert psnr[0] == psnr[1]
 
 
+def test_extend_from_s3_gives_what_extend_from_the_local_store_gives(endpoint, tmp_path):
+    clip = np.random.default_rng(1).integers(0, 256, (12, 8, 10, 3), dtype=np.uint8)
+    np.save(tmp_path / "clip.npy", clip)
+    url = f"s3://{BUCKET}/clip.zarr"
+    for where in (url, str(tmp_path / "clip.zarr")):
+        assert main(["ingest", str(tmp_path / "clip.npy"), where, "--kind", "video",
+                     "--no-progress"]) == 0
+    model = random_model(tmp_path / "first", (6, 8, 10), (2, 2, 1), "video")
+    for name, signal in (("a", url), ("b", str(tmp_path / "clip.zarr"))):
+        assert main(["extend", str(model), str(tmp_path / name), "--signal", signal, "--steps", "3",
+                     "--samples-per-partition", "16", "--no-progress"]) == 0
+    assert_equal_models(tmp_path / "a", tmp_path / "b")
+    assert ModelDir.open(tmp_path / "a").partition_ids == list(range(8))
+
+
 # -- failures --------------------------------------------------------------------------------------
 @pytest.mark.parametrize("where, why", [(f"s3://{BUCKET}/missing.zarr", "no objects under it"),
                                         ("s3://no-such-bucket/clip.zarr", "NoSuchBucket")])
@@ -324,3 +340,18 @@ def test_without_s3fs_the_extra_is_named(monkeypatch, tmp_path, capsys):
     assert main(TRAIN + ["--signal", "s3://bucket/clip.zarr", "--out", str(tmp_path / "run"),
                          "--steps", "1"]) == 2
     one_line(capsys.readouterr().err, "reading s3:// stores needs `pip install 'distlg[s3]'`")
+
+
+def test_missing_credentials_are_one_line(remote_store, monkeypatch, capsys):
+    import s3fs
+
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")  # no instance-metadata lookup
+    s3fs.S3FileSystem.clear_instance_cache()  # the cached client holds the test's keys
+    try:
+        capsys.readouterr()
+        assert main(["info", remote_store]) == 2
+        one_line(capsys.readouterr().err, remote_store, "zarr.json", "AWS_ACCESS_KEY_ID")
+    finally:
+        s3fs.S3FileSystem.clear_instance_cache()

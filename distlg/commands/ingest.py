@@ -12,6 +12,7 @@ it resumes where it stopped.
     distlg ingest builtin:astronaut@256x256 storage/signals/astronaut.zarr
     distlg ingest scan.raw --shape 512 512 512 --dtype uint16 --partition-size 64
     distlg ingest scan.raw --shape 4096 4096 4096 --dtype uint8 --shard auto
+    distlg ingest ../shared/data/bikes.mp4 s3://signals/bikes.zarr   # object storage
 """
 
 from __future__ import annotations
@@ -32,7 +33,9 @@ CHUNKING = ("factors", "partition_size", "chunks", "shard")
 def arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("source", metavar="SOURCE", help="file, folder of frames, or builtin:NAME[@HxW]")
     p.add_argument("store", metavar="STORE", nargs="?",
-                   help=f"store to write (default: {DEFAULT_ROOT}/<source name>.zarr)")
+                   help=f"store to write: a path (default: {DEFAULT_ROOT}/<source name>.zarr) or "
+                   "an s3:// URL (`pip install 'distlg[s3]'`; AWS_* variables give the endpoint "
+                   "and keys)")
     reading = [f.name for f in dataclasses.fields(SourceOptions)]
     add_fields(p.add_argument_group("reading the source"), IngestOptions, names=reading)
     add_fields(p.add_argument_group("chunking (match what you will train with)"), IngestOptions,

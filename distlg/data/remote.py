@@ -16,8 +16,8 @@ schemes go through zarr's fsspec support, wrapped in ``RetryingStore``:
 For every request:
 
 - a time limit: ``TIMEOUT_S`` in all for an HTTP request and for an S3 read; an S3 write
-  (whose size, up to a whole shard, sets how long it may take) fails when the server leaves it
-  without progress for ``TIMEOUT_S``; so nothing hangs;
+  (whose size, up to a whole shard, sets how long it may take) has botocore's limits instead,
+  ``TIMEOUT_S`` to connect and ``TIMEOUT_S`` for each wait on the server's answer;
 - transient failures (5xx answers, 408/425/429, refused or reset connections, timeouts) are
   retried ``TRIES`` times with exponential backoff from ``BACKOFF_S``; then, and on any other
   failure, a one-line ``RemoteError`` names the URL and the key (``zarr.json`` or a chunk such
