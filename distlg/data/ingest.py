@@ -219,7 +219,7 @@ def _prepare(path: str | Path, src: Source, chunking: dict, options: IngestOptio
     build = path
     url = remote.is_url(path)
     if array is not None and desc.get("complete"):
-        if not url:  # creating the store in place deletes a remote one's objects
+        if not url:  # a remote one is replaced in place: create() deletes its objects
             build = path.with_name(f".{path.name}.replacing")  # swapped in when complete
             if build.exists():
                 shutil.rmtree(build)

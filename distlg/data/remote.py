@@ -50,7 +50,8 @@ WRITABLE = ("s3",)
 EXTRA = {"http": "remote", "https": "remote", "s3": "s3"}
 """The optional dependencies (``pip install 'distlg[EXTRA]'``) each scheme needs."""
 TIMEOUT_S = 30.0
-"""Total time allowed for one request (connecting, headers and body)."""
+"""Total time allowed for one read request (connecting, headers and body); for an S3 write,
+the time allowed to connect and for each wait on the server's answer."""
 TRIES = 5
 BACKOFF_S = 0.2
 """Wait before the second try; it doubles before each further one (0.2 + 0.4 + 0.8 + 1.6 s)."""
@@ -190,6 +191,15 @@ class RetryingStore(WrapperStore):
     async def delete_dir(self, prefix: str) -> None:
         await self._retry(prefix or "the objects", self._store.delete_dir, prefix, verb="delete")
 
+    async def is_empty(self, prefix: str) -> bool:
+        return await self._retry(prefix or "the objects", self._store.is_empty, prefix, verb="list")
+
+    async def nbytes(self) -> int:
+        """Bytes of all the store's objects, from one listing (not a request per object, as
+        zarr's ``getsize_prefix`` makes)."""
+        fs, path = self._store.fs, self._store.path
+        return await self._retry("the objects", fs._du, path, verb="list")
+
 
 def _cut(buffer, byte_range):
     """``buffer`` cut to ``byte_range`` where the server ignored the Range header and answered
@@ -255,21 +265,18 @@ def is_empty(url: str) -> bool:
     """Whether no object lies under ``url`` (a store's prefix)."""
     from zarr.core.sync import sync
 
-    store = url_store(url)
-    return sync(store._retry("the objects", store._store.is_empty, "", verb="list"))
+    return sync(url_store(url).is_empty(""))
 
 
 def absence(url: str) -> str:
     """Why no distlg store opened at ``url``, in a few words: from a listing for s3:// (a missing
     bucket, no objects, or objects but no store); HTTP cannot list."""
-    from zarr.core.sync import sync
-
     if scheme(url) != "s3":
         return "no zarr.json with distlg attributes there, or the server answered 404"
     try:
-        empty = sync(url_store(url)._store.is_empty(""))
-    except _failures() as exc:
-        return _reason(exc)
+        empty = is_empty(url)
+    except RemoteError as exc:
+        return _reason(exc.__cause__) if exc.__cause__ else str(exc)
     return "no objects under it" if empty else "objects, but no zarr.json with distlg attributes"
 
 
@@ -281,12 +288,10 @@ def delete(url: str) -> None:
 
 
 def stored_bytes(url: str) -> int:
-    """Bytes of the objects under ``url``, from one listing (no request per object)."""
+    """Bytes of the objects under ``url``."""
     from zarr.core.sync import sync
 
-    store = url_store(url)
-    fs, path = store._store.fs, store._store.path
-    return sync(store._retry("the objects", fs._du, path, verb="list"))
+    return sync(url_store(url).nbytes())
 
 
 _SESSIONS: set = set()
