@@ -191,9 +191,10 @@ def test_a_failed_write_leaves_no_marker_and_ingest_resumes(endpoint, local, mon
     monkeypatch.setattr(remote, "BACKOFF_S", 0.01)
     url = f"s3://{BUCKET}/failed.zarr"
     capsys.readouterr()
-    with faults(lambda method, key: 500 if method == "PUT" and key.endswith("c/2/1/0") else None):
+    with faults(lambda method, key: 500 if method == "PUT" and key.endswith("c/2/1/0") else None) as proxy:
         assert main(["ingest", SOURCE, url, *CHUNKING, "--no-progress"]) == 2
     one_line(capsys.readouterr().err, url, "c/2/1/0", "after 2 tries", "HTTP 500")
+    assert proxy.failed == 2  # botocore and s3fs do not retry on their own: TRIES is all
     with pytest.raises(StoreError, match=r"incomplete \(ingest stopped after 32 of 64 y rows\)"):
         open_signal(url)
     assert "incomplete" in describe_store(url)[0]
