@@ -30,7 +30,7 @@ def arguments(p: argparse.ArgumentParser) -> None:
                    help="add the new partitions to MODEL itself (new files, then the manifest)")
     p.add_argument("--signal", required=True, metavar="STORE",
                    help="the whole signal, old and new samples (a Zarr store written by "
-                   "`distlg ingest`)")
+                   "`distlg ingest`: a path, or an https:// or s3:// URL)")
     add_fields(p.add_argument_group("training the new partitions"), ExtendConfig)
 
 

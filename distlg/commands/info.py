@@ -1,21 +1,28 @@
 """Describe a model directory or checkpoint: what signal it encodes, its partition grid and
 architecture, which partitions it holds and which are missing (cropped), its weights by part
 and the region it still covers. Reads the manifest only.
+
+Given a signal store instead (a folder with zarr.json, or a URL: https://, s3://), describe the
+signal it holds, its chunking and whether its ingest finished. Reads zarr.json only (and, for a
+store, one listing of its objects for the size).
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+from pathlib import Path
 
 from ..modeldir.format import ModelDir, id_ranges
 from ..rendering.region import bounding_box, box_text
 
-HELP = "describe a model: geometry, partitions present and missing, weights, region covered"
+HELP = ("describe a model (geometry, partitions present and missing, weights, region covered) "
+        "or a signal store")
 
 
 def arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", metavar="MODEL", help="model directory (or checkpoint)")
+    p.add_argument("model", metavar="MODEL", help="model directory (or checkpoint), or a signal "
+                   "store written by `distlg ingest` (a path, or an https:// or s3:// URL)")
 
 
 def weights_text(params: dict[str, int]) -> str:
@@ -57,6 +64,45 @@ def describe(md: ModelDir) -> list[str]:
     return lines
 
 
+def describe_store(path: str) -> list[str]:
+    """The lines ``distlg info STORE`` prints; an incomplete store is described, not refused."""
+    from ..data import store
+    from ..data.signal import StoreError
+
+    array = store.open_array(store.location(path))
+    if array is None:
+        raise StoreError(f"{path} is neither a model directory nor a distlg signal store")
+    desc = store.info(array)
+    shape, axes = array.shape[:-1], desc["axes"]
+    done = desc.get("ingest", {}).get("done", 0)
+    state = ("complete" if desc.get("complete") else
+             f"incomplete: ingest stopped after {done} of {shape[0]} {axes[0]} rows; run the "
+             "same `distlg ingest` again to resume it")
+    values = (f"values {desc['value_range'][0]:g}..{desc['value_range'][1]:g}"
+              if "value_range" in desc else "value range not yet known")
+    source = desc.get("meta", {}).get("source")
+    chunking = desc.get("chunking", {})
+    chunks = _sizes(array.chunks) + (f" in shards of {_sizes(array.shards)}" if array.shards else "")
+    raw = math.prod(array.shape) * array.dtype.itemsize
+    stored = store.stored_bytes(store.location(path))
+    return [
+        f"store       {path} ({desc['format']} version {desc['version']}, {state})",
+        f"signal      {desc['kind']} {' x '.join(f'{n}={d}' for n, d in zip(axes, shape))}, "
+        f"{array.shape[-1]} channel(s), {array.dtype}, {values}" + (f" ({source})" if source else ""),
+        f"chunks      {chunks}; aligned with partitions {_sizes(chunking.get('factors', []))} of "
+        f"{_sizes(chunking.get('part_shape', []))}",
+        f"stored      {raw:,} bytes in {stored:,} ({raw / max(stored, 1):.1f}x)",
+    ]
+
+
+def is_store(spec: str) -> bool:
+    """Whether ``spec`` names a signal store rather than a model directory."""
+    from ..data import remote
+
+    return remote.is_url(spec) or (Path(spec) / "zarr.json").is_file()
+
+
 def run(args: argparse.Namespace) -> int:
-    print("\n".join(describe(ModelDir.open(args.model))))
+    lines = describe_store(args.model) if is_store(args.model) else describe(ModelDir.open(args.model))
+    print("\n".join(lines))
     return 0

@@ -15,6 +15,7 @@ it resumes where it stopped.
     distlg ingest builtin:astronaut@256x256 lr.zarr --downsample 4     # super-resolution
     distlg ingest builtin:astronaut@256x256 noisy.zarr --noise gaussian:0.1
     distlg ingest builtin:phantom@256 ct.zarr --ct-angles 90           # CT reconstruction
+    distlg ingest ../shared/data/bikes.mp4 s3://signals/bikes.zarr   # object storage
 """
 
 from __future__ import annotations
@@ -36,7 +37,9 @@ TASKS = ("downsample", "noise", "noise_seed", "ct_angles")
 def arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("source", metavar="SOURCE", help="file, folder of frames, or builtin:NAME[@HxW]")
     p.add_argument("store", metavar="STORE", nargs="?",
-                   help=f"store to write (default: {DEFAULT_ROOT}/<source name>.zarr)")
+                   help=f"store to write: a path (default: {DEFAULT_ROOT}/<source name>.zarr) or "
+                   "an s3:// URL (`pip install 'distlg[s3]'`; AWS_* variables give the endpoint "
+                   "and keys)")
     reading = [f.name for f in dataclasses.fields(SourceOptions)]
     add_fields(p.add_argument_group("reading the source"), IngestOptions, names=reading)
     add_fields(p.add_argument_group("chunking (match what you will train with)"), IngestOptions,

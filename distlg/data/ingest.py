@@ -21,6 +21,12 @@ whole, once, as zarr reads back and rewrites a whole shard on every write to it 
 of one shard lose data); images are read whole. After every slab the store records how far it got;
 run again with the same source and settings, an interrupted ingest resumes there, and with a
 different source or settings it restarts. The completion marker is written last.
+
+STORE may be an s3:// URL (``distlg.data.remote``): the store is written there the same way,
+slab by slab, the marker last, so a reader never takes a half-written remote store for a
+complete one, and an interrupted remote ingest resumes like a local one. Object storage has no
+rename: a complete store that ``--overwrite`` replaces is deleted first and written again in
+place (locally it is built beside and swapped in).
 """
 
 from __future__ import annotations
@@ -38,7 +44,7 @@ import numpy as np
 
 from .. import defaults
 from ..geometry import PartitionGrid
-from . import degrade, store
+from . import degrade, remote, store
 from .signal import AXES, default_range
 from .sources.arrays import RAW_SUFFIXES, open_npy, open_raw
 from .sources.audio import open_wav
@@ -121,7 +127,8 @@ def _shard_option(value) -> str | tuple[int, ...] | None:
 
 @dataclass
 class IngestResult:
-    path: Path
+    path: str | Path
+    """The store written (a URL as given)."""
     status: str
     """'written', 'resumed' or 'up to date'."""
     shape: tuple[int, ...]
@@ -138,10 +145,14 @@ def ingest(source: str | Path, path: str | Path, options: IngestOptions | None =
     """Write the signal of ``source`` into the store at ``path`` (resuming an interrupted one)."""
     t0 = time.perf_counter()
     options = options or IngestOptions()
+    path = store.location(path)
+    if remote.is_url(path):
+        remote.check_writable(path)
+        if options.ct_angles:
+            raise IngestError(f"{path}: a CT store (--ct-angles) is written to a local path only")
     src = degrade.apply(open_source(source, options), options.downsample, options.noise,
                         options.noise_seed, options.ct_angles)
     chunking = plan_chunks(src, options)
-    path = Path(path)
     array, status, build = _prepare(path, src, chunking, options)
     if status != "up to date":
         try:
@@ -210,10 +221,10 @@ def _per_axis(values: Sequence[int] | None, ndim: int, name: str) -> tuple[int, 
     return tuple(values)
 
 
-def _prepare(path: Path, src: Source, chunking: dict, options: IngestOptions):
+def _prepare(path: str | Path, src: Source, chunking: dict, options: IngestOptions):
     """Open the store to resume, or (re)create it. Returns (array, status, where it is built):
-    a complete store that ``--overwrite`` replaces stays until the new one is complete, which
-    is built beside it."""
+    a complete local store that ``--overwrite`` replaces stays until the new one is complete,
+    which is built beside it; a remote one is replaced in place."""
     fingerprint = json.loads(json.dumps({**src.identity, "kind": src.kind, **chunking}))
     array = store.open_array(path, mode="r+")
     if array is not None:
@@ -228,17 +239,20 @@ def _prepare(path: Path, src: Source, chunking: dict, options: IngestOptions):
         elif same and not options.overwrite:
             return array, "resumed", path
     build = path
+    url = remote.is_url(path)
     if array is not None and desc.get("complete"):
-        build = path.with_name(f".{path.name}.replacing")  # swapped in when complete
-        if build.exists():
-            shutil.rmtree(build)
-    elif path.exists():
+        if not url:  # a remote one is replaced in place: create() deletes its objects
+            build = path.with_name(f".{path.name}.replacing")  # swapped in when complete
+            if build.exists():
+                shutil.rmtree(build)
+    elif store.exists(path):
         store.remove(path)
     info = {"kind": src.kind, "axes": list(AXES[src.kind]), "complete": False,
             "meta": {**src.meta, "source": Path(src.path).name, "source_bytes": src.nbytes},
             "chunking": chunking,
             "ingest": {"fingerprint": fingerprint, "done": 0, "low": None, "high": None}}
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if not url:
+        path.parent.mkdir(parents=True, exist_ok=True)
     array = store.create(build, src.shape, src.dtype, chunking["chunks"], AXES[src.kind], info,
                          chunking.get("shards"))
     return array, "written", build

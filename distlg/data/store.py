@@ -140,12 +140,24 @@ def shard_row_bytes(shape: Sequence[int], shards: Sequence[int], value_bytes: in
     return min(int(shards[0]), int(shape[0])) * math.prod(int(d) for d in shape[1:]) * value_bytes
 
 
+def location(spec: str | Path) -> str | Path:
+    """Where a store is: a URL as given (a Path would fold its ``//``), else a local Path."""
+    return str(spec) if remote.is_url(spec) else Path(spec)
+
+
+def exists(path: str | Path) -> bool:
+    """Whether anything is at ``path`` (for a URL: any object under it)."""
+    return not remote.is_empty(str(path)) if remote.is_url(path) else Path(path).exists()
+
+
 def create(path: str | Path, shape: Sequence[int], dtype: np.dtype, chunks: Sequence[int],
            axes: Sequence[str], info: dict, shards: Sequence[int] | None = None) -> zarr.Array:
-    """A new, empty store at ``path`` (replacing what is there) described by ``info``; with
-    ``shards``, its chunks are packed into shards of that shape (without the channel axis)."""
+    """A new, empty store at ``path`` (a local path or an s3:// URL; replacing what is there)
+    described by ``info``; with ``shards``, its chunks are packed into shards of that shape
+    (without the channel axis)."""
     shape = tuple(int(d) for d in shape)
-    return zarr.create_array(store=str(path), shape=shape, dtype=np.dtype(dtype),
+    target = remote.url_store(str(path), writable=True) if remote.is_url(path) else str(path)
+    return zarr.create_array(store=target, shape=shape, dtype=np.dtype(dtype),
                              chunks=tuple(int(c) for c in chunks) + (shape[-1],),
                              shards=tuple(int(s) for s in shards) + (shape[-1],) if shards else None,
                              compressors=codec(dtype), fill_value=0, overwrite=True,
@@ -154,11 +166,13 @@ def create(path: str | Path, shape: Sequence[int], dtype: np.dtype, chunks: Sequ
 
 
 def open_array(path: str | Path, mode: str = "r") -> zarr.Array | None:
-    """The Zarr array at ``path`` (or an http(s):// URL, read-only) if it is a distlg store
-    (complete or not), else None; a URL that cannot be read raises ``remote.RemoteError``."""
+    """The Zarr array at ``path`` (or a URL; writable with ``mode="r+"`` where its scheme is)
+    if it is a distlg store (complete or not), else None; a URL that cannot be read raises
+    ``remote.RemoteError``."""
     try:
         if remote.is_url(path):
-            array = zarr.open_array(store=remote.http_store(str(path)), mode="r", zarr_format=3)
+            target = remote.url_store(str(path), writable=mode != "r")
+            array = zarr.open_array(store=target, mode=mode, zarr_format=3)
         else:
             array = zarr.open_array(store=str(path), mode=mode)
     except remote.RemoteError:
@@ -188,7 +202,14 @@ def update(array: zarr.Array, **changes) -> None:
 
 
 def remove(path: str | Path) -> None:
-    """Delete the store at ``path``; refuses anything but a distlg store or an empty folder."""
+    """Delete the store at ``path``; refuses anything but a distlg store or an empty folder
+    (for a URL: a prefix without objects)."""
+    if remote.is_url(path):
+        if open_array(path) is None and not remote.is_empty(str(path)):
+            raise StoreError(f"{path} holds objects that are not a distlg signal store; refusing "
+                             "to replace them")
+        remote.delete(str(path))
+        return
     path = Path(path)
     if open_array(path) is None and not (path.is_dir() and not any(path.iterdir())):
         raise StoreError(f"{path} exists and is not a distlg signal store; refusing to replace it")
@@ -196,7 +217,7 @@ def remove(path: str | Path) -> None:
 
 
 def open_store(path: str | Path) -> Signal:
-    """The signal in the complete store at ``path`` (or an http(s):// URL), read lazily
+    """The signal in the complete store at ``path`` (or a URL: https://, s3://), read lazily
     (chunks on demand)."""
     url = remote.is_url(path)
     path = str(path) if url else Path(path)
@@ -204,7 +225,7 @@ def open_store(path: str | Path) -> Signal:
         raise StoreError(f"{path} does not exist: write it with `distlg ingest SOURCE {path}`")
     array = open_array(path)
     if array is None:
-        why = ("(no zarr.json with distlg attributes there, or the server answered 404)" if url
+        why = (f"({remote.absence(str(path))})" if url
                else "(no Zarr v3 array with distlg attributes); write one with `distlg ingest`")
         raise StoreError(f"{path} is not a distlg signal store {why}")
     desc = info(array)
@@ -233,7 +254,7 @@ def fingerprint(source_identity: object) -> str:
 
 
 def open_signal(spec: str | Path) -> Signal:
-    """``builtin:NAME[@HxW]``, or the path or http(s):// URL of a Zarr store written by
+    """``builtin:NAME[@HxW]``, or the path or URL (https://, s3://) of a Zarr store written by
     ``distlg ingest``."""
     spec = str(spec)
     if spec.startswith(PREFIX):
@@ -249,5 +270,7 @@ def attributes(info: SignalInfo) -> dict:
 
 
 def stored_bytes(path: str | Path) -> int:
-    """Bytes the store occupies on disk."""
+    """Bytes the store occupies on disk (or in object storage)."""
+    if remote.is_url(path):
+        return remote.stored_bytes(str(path))
     return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
