@@ -38,7 +38,7 @@ TIMEOUT_S = 30.0
 TRIES = 5
 BACKOFF_S = 0.2
 """Wait before the second try; it doubles before each further one (0.2 + 0.4 + 0.8 + 1.6 s)."""
-CONCURRENCY = 16
+CONCURRENCY = 32
 RETRY_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 
 
