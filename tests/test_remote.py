@@ -148,6 +148,7 @@ def test_two_workers_from_a_url_match_one_local_process(root, url, tmp_path):
     assert_same_model(tmp_path / "one" / "model", tmp_path / "two" / "model")
 
 
+@pytest.mark.faults
 def test_a_failing_server_is_retried(root, local_model, tmp_path):
     Flaky.seen.clear()
     Flaky.failed = 0

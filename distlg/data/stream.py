@@ -15,6 +15,13 @@ one window's samples (``GROUPING_BYTES`` each), and one decoded chunk. The windo
 the budget affords, and no longer than it takes to read at most ``BYTES_PER_SAMPLE`` bytes of
 chunks per sample consumed (``plan_window``).
 
+Over a network every chunk request waits a round trip (20-100 ms to an object store), which one
+read at a time cannot hide: a window of the bikes clip (200 chunks) took 21 s to gather at
+100 ms, against 2 s of training. So for a store named by a URL the reads run ahead
+(``read_ahead``): up to ``remote.CONCURRENCY`` chunks in flight, each held decoded until its
+turn (within a quarter of the budget), and windows over a network read at most
+``REMOTE_BYTES_PER_SAMPLE`` bytes per sample (benchmarks/results/remote.md).
+
 Chunks come from a ``ChunkSource``: the store (``StoreChunks``), or a pack written by
 ``distlg pack`` (``distlg.data.pack``), which holds the same chunks in the same order as one
 tar stream per worker.
