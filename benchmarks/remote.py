@@ -1,8 +1,10 @@
 """Streaming a signal from an HTTP server: remote Zarr (plain chunks), remote Zarr (sharded) and a
 pack (webdataset tar streams), each at 0, 20 and 100 ms of latency per request.
 
-    python benchmarks/remote.py            # the bikes clip, 3 paths x 3 latencies; ~10 min here
-    python benchmarks/remote.py --quick    # fewer steps, 0 and 100 ms only; a smoke run (~3 min)
+    python benchmarks/remote.py            # the bikes clip, 3 paths x 3 latencies; 17 min here
+    python benchmarks/remote.py --quick    # 20 steps, 0 and 100 ms only; a smoke run (~5 min)
+    python benchmarks/remote.py --sequential --latencies 100 --paths zarr --steps 20
+                                           # as distlg read before: one chunk at a time
 
 1. Ingests ../shared/data/bikes.mp4 (250x272x640x3 uint8, 130.6 MB) into storage/bench/remote/
    as a plain store, a sharded copy (``--shard auto``: one shard) and a pack of the plain one
