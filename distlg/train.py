@@ -58,6 +58,10 @@ class TrainResult:
     peak_rss_mib: list[float]
     """Peak resident memory of each worker."""
     history: list[dict] = field(default_factory=list)
+    sampler_stats: dict = field(default_factory=dict)
+    """This worker's streaming sampler's counts (``stream.StreamingSampler.stats``: seconds the
+    loop waited for the first window and for later ones, chunks and bytes read); empty for the
+    resident sampler."""
     model_dir: Path | None = None
     model: INR | None = None
 
@@ -184,7 +188,7 @@ def _train(config: Config, world: World, signal: Signal | None, out: Path) -> Tr
     steps_run = plan.steps - start
     return TrainResult(plan, final, steps_run, seconds,
                        steps_run * plan.samples_per_step / max(seconds, 1e-9), bucket.bytes_per_step,
-                       rss, tracker.history, model_dir, model)
+                       rss, tracker.history, dict(getattr(sampler, "stats", {})), model_dir, model)
 
 
 def _evaluate(model: INR, plan: Plan, signal: Signal, world: World, config: Config,

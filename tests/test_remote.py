@@ -26,6 +26,7 @@ from test_distributed import assert_same_model, command
 from distlg.cli import main
 from distlg.data import remote
 from distlg.data.store import StoreError, open_signal
+from distlg.data.stream import REMOTE_BYTES_PER_SAMPLE, StoreChunks, StreamingSampler, plan_window, read_ahead
 from distlg.geometry import PartitionGrid
 from distlg.modeldir.format import ModelDir
 
@@ -150,6 +151,7 @@ def test_two_workers_from_a_url_match_one_local_process(root, url, tmp_path):
     assert_same_model(tmp_path / "one" / "model", tmp_path / "two" / "model")
 
 
+@pytest.mark.faults
 def test_a_failing_server_is_retried(root, local_model, tmp_path):
     Flaky.seen.clear()
     Flaky.failed = 0
@@ -202,3 +204,67 @@ def test_without_aiohttp_the_extra_is_named(url, monkeypatch, tmp_path, capsys):
     assert main(TRAIN + ["--signal", "https://example.invalid/clip.zarr", "--out",
                          str(tmp_path / "run"), "--steps", "1"]) == 2
     one_line(capsys.readouterr().err, "reading https:// stores needs `pip install 'distlg[remote]'`")
+
+
+class Counting(Quiet):
+    """Holds each chunk request ``delay`` seconds and records the most answered at once."""
+
+    lock = threading.Lock()
+    now = most = 0
+    delay = 0.05
+
+    def do_GET(self) -> None:
+        if "/c/" not in self.path:
+            return super().do_GET()
+        cls = type(self)
+        with cls.lock:
+            cls.now += 1
+            cls.most = max(cls.most, cls.now)
+        try:
+            time.sleep(cls.delay)
+            super().do_GET()
+        finally:
+            with cls.lock:
+                cls.now -= 1
+
+
+def test_a_remote_store_is_read_chunks_ahead_in_order_within_the_budget(root):
+    local = open_signal(root / "image.zarr")
+    grid = PartitionGrid((32, 32), (2, 2))
+    with serve(root, Counting) as (_, base):
+        served = open_signal(f"{base}/image.zarr")
+        assert read_ahead(local, 4 << 30, 64) == 1  # local stores read as before
+        assert read_ahead(served, 4 << 30, 64) == remote.CONCURRENCY
+        assert read_ahead(served, 4 * 64 * 3, 64) == 3  # a quarter of the budget at most
+        chunks = [(c, ((8 * (c // 4), 8 * (c // 4) + 8), (8 * (c % 4), 8 * (c % 4) + 8)))
+                  for c in range(16)]
+        Counting.most, Counting.delay = 0, 0.05
+        blocks = list(StoreChunks(served, ahead=4).read(chunks))
+        assert 1 < Counting.most <= 4
+        for (_, box), block in zip(chunks, blocks):
+            assert np.array_equal(block, local.read(box))
+        # the sampler reads ahead from a remote store: the batches are the local store's
+        Counting.delay = 0.0
+        samplers = [StreamingSampler(s, grid, [0, 1, 2, 3], 4, seed=1, window=3) for s in (local, served)]
+        try:
+            assert (samplers[0].ahead, samplers[1].ahead) == (1, remote.CONCURRENCY)
+            for step in range(7):
+                assert torch.equal(samplers[0].batch(step).values, samplers[1].batch(step).values)
+        finally:
+            for sampler in samplers:
+                sampler.close()
+    # chunks from a network are read a quarter as often, where the budget allows
+    args = (1 << 30, 10 * 10_000 * 256, 0, 10_000, 3, 1 << 20)  # 10 windows at 256 B/sample
+    assert plan_window(*args, bytes_per_sample=REMOTE_BYTES_PER_SAMPLE) == 40 == 4 * plan_window(*args)
+
+
+def test_a_server_that_goes_away_during_read_ahead_is_one_line(root, monkeypatch):
+    monkeypatch.setattr(remote, "BACKOFF_S", 0.05)
+    with serve(root) as (server, base):
+        signal = open_signal(f"{base}/image.zarr")
+        server.shutdown()
+        server.server_close()
+        chunks = [(c, ((8 * (c // 4), 8 * (c // 4) + 8), (0, 8))) for c in range(0, 16, 4)]
+        with pytest.raises(StoreError) as caught:
+            list(StoreChunks(signal, ahead=3).read(chunks))
+    one_line(str(caught.value), f"{base}/image.zarr", "could not read c/0/0")

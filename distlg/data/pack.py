@@ -204,6 +204,8 @@ class PackChunks:
 
     def __init__(self, urls: list[str], rank: int):
         self.urls, self.rank = urls, rank
+        self.remote = any("://" in url for url in urls)
+        """Whether the shards come over a network (the sampler then reads them less often)."""
 
     def _samples(self, url: str) -> Iterator[dict]:
         """The samples of one shard, in order (webdataset splits nothing: one URL, no node or

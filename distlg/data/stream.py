@@ -15,6 +15,13 @@ one window's samples (``GROUPING_BYTES`` each), and one decoded chunk. The windo
 the budget affords, and no longer than it takes to read at most ``BYTES_PER_SAMPLE`` bytes of
 chunks per sample consumed (``plan_window``).
 
+Over a network every chunk request waits a round trip (20-100 ms to an object store), which one
+read at a time cannot hide: a window of the bikes clip (200 chunks) took 21 s to gather at
+100 ms, against 2 s of training. So for a store named by a URL the reads run ahead
+(``read_ahead``): up to ``remote.CONCURRENCY`` chunks in flight, each held decoded until its
+turn (within a quarter of the budget), and windows over a network read at most
+``REMOTE_BYTES_PER_SAMPLE`` bytes per sample (benchmarks/results/remote.md).
+
 Chunks come from a ``ChunkSource``: the store (``StoreChunks``), or a pack written by
 ``distlg pack`` (``distlg.data.pack``), which holds the same chunks in the same order as one
 tar stream per worker.
@@ -31,13 +38,16 @@ from __future__ import annotations
 
 import math
 import time
+from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
+from itertools import islice
 from typing import Generator, Protocol, Sequence
 
 import numpy as np
 import torch
 
 from ..geometry import Box, PartitionGrid
+from . import remote
 from .sampler import Batch, SamplerError, check_seed, random_positions, shard_region, to_device
 from .signal import Signal
 from .store import chunk_shape
@@ -45,6 +55,10 @@ from .store import chunk_shape
 BYTES_PER_SAMPLE = 256
 """Bytes of chunks read per training sample consumed, at most, when the budget allows: reading
 and decoding them costs about 1 microsecond, against 10-20 to train on one sample on a CPU."""
+REMOTE_BYTES_PER_SAMPLE = 64
+"""The same bound for chunks that come over a network (a remote store or pack), where reading
+costs more: a window four times longer, as the budget allows, reads a quarter as often (on the
+bikes clip at 100 ms per request, benchmarks/results/remote.md)."""
 CHUNK_READ_BYTES = 256 << 10
 """The fixed cost of one chunk read (~0.6 ms here), in bytes of reading at ~400 MB/s."""
 GROUPING_BYTES = 20
@@ -86,18 +100,21 @@ def shard_chunks(grid: PartitionGrid, pids: Sequence[int], chunks: Sequence[int]
 
 
 def plan_window(memory_budget: int, shard_bytes: int, shard_chunks: int, samples_per_step: int,
-                value_bytes: int, chunk_bytes: int) -> int:
-    """Steps per window: what the budget affords, and no more than needed to read the shard
-    (its bytes and ``shard_chunks`` chunk reads) for at most ``BYTES_PER_SAMPLE`` per sample."""
+                value_bytes: int, chunk_bytes: int, held_chunks: int = 2,
+                bytes_per_sample: int = BYTES_PER_SAMPLE) -> int:
+    """Steps per window: what the budget affords besides ``held_chunks`` decoded chunks, and no
+    more than needed to read the shard (its bytes and ``shard_chunks`` chunk reads) for at most
+    ``bytes_per_sample`` per sample."""
     per_step = samples_per_step * (2 * value_bytes + GROUPING_BYTES)
-    affordable = (memory_budget - 2 * chunk_bytes) // per_step
+    chunks_bytes = held_chunks * chunk_bytes
+    affordable = (memory_budget - chunks_bytes) // per_step
     if affordable < 1:
-        raise SamplerError(f"streaming this shard needs at least {_size(per_step + 2 * chunk_bytes)} "
-                           f"({samples_per_step:,} samples per step and two {_size(chunk_bytes)} "
-                           f"chunks), over the memory budget of {_size(memory_budget)}; raise the "
-                           "budget or draw fewer samples")
+        raise SamplerError(f"streaming this shard needs at least {_size(per_step + chunks_bytes)} "
+                           f"({samples_per_step:,} samples per step and {held_chunks} "
+                           f"{_size(chunk_bytes)} chunks), over the memory budget of "
+                           f"{_size(memory_budget)}; raise the budget or draw fewer samples")
     reading = shard_bytes + shard_chunks * CHUNK_READ_BYTES
-    wanted = math.ceil(reading / (samples_per_step * BYTES_PER_SAMPLE))
+    wanted = math.ceil(reading / (samples_per_step * bytes_per_sample))
     return int(max(1, min(affordable, wanted)))
 
 
@@ -119,14 +136,44 @@ class ChunkSource(Protocol):
 
 
 class StoreChunks:
-    """Chunks read from the signal (its store), one read each."""
+    """Chunks read from the signal (its store), one read each, ``ahead`` of them in flight: the
+    next ones are requested while the current one is used (``read_ahead``), and they are
+    handed over in order."""
 
-    def __init__(self, signal: Signal):
-        self.signal = signal
+    def __init__(self, signal: Signal, ahead: int = 1):
+        self.signal, self.ahead = signal, max(1, int(ahead))
 
     def read(self, chunks: list[tuple[int, Box]]) -> Generator[np.ndarray, None, None]:
-        for _, box in chunks:
-            yield self.signal.read(box)
+        if self.ahead == 1:
+            for _, box in chunks:
+                yield self.signal.read(box)
+            return
+        boxes = iter([box for _, box in chunks])
+        pool = ThreadPoolExecutor(max_workers=self.ahead, thread_name_prefix="distlg-read")
+        pending = deque(pool.submit(self.signal.read, box) for box in islice(boxes, self.ahead))
+        try:
+            while pending:
+                yield pending.popleft().result()
+                for box in islice(boxes, 1):
+                    pending.append(pool.submit(self.signal.read, box))
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+def is_remote(signal: Signal, source: ChunkSource | None = None) -> bool:
+    """Whether the chunks come over a network: from a store or a pack named by a URL."""
+    if source is not None:
+        return bool(getattr(source, "remote", False))
+    return remote.is_url(signal.meta.get("store", ""))
+
+
+def read_ahead(signal: Signal, memory_budget: int, chunk_bytes: int) -> int:
+    """Chunks a store read keeps in flight: one for a local store (a read costs ~0.6 ms); for a
+    remote one, enough to hide each request's latency behind the others (``remote.CONCURRENCY``,
+    as the store allows at once), but no more than a quarter of the memory budget holds."""
+    if not is_remote(signal):
+        return 1
+    return int(min(remote.CONCURRENCY, max(1, memory_budget // (4 * chunk_bytes))))
 
 
 class StreamingSampler:
@@ -143,15 +190,19 @@ class StreamingSampler:
         self.signal, self.grid, self.pids = signal, grid, [int(p) for p in pids]
         self.n, self.seed, self.device = int(n), check_seed(seed), torch.device(device)
         self.chunks = np.asarray(signal_chunks(signal, grid))
-        self.source = source or StoreChunks(signal)
-        self.chunk_grid = tuple(int(g) for g in -(-np.asarray(grid.shape) // self.chunks))
         value_bytes = signal.channels * np.dtype(signal.data.dtype).itemsize
+        chunk_bytes = int(self.chunks.prod()) * value_bytes
+        self.ahead = 1 if source else read_ahead(signal, memory_budget, chunk_bytes)
+        self.source = source or StoreChunks(signal, self.ahead)
+        self.chunk_grid = tuple(int(g) for g in -(-np.asarray(grid.shape) // self.chunks))
         region = shard_region(grid, self.pids)
         self.shard_bytes = math.prod(b - a for a, b in region) * value_bytes
         shard_chunks = math.prod(-(-b // c) - a // c for (a, b), c in zip(region, self.chunks))
         self.window = window or plan_window(memory_budget, self.shard_bytes, shard_chunks,
                                             len(self.pids) * self.n, value_bytes,
-                                            int(self.chunks.prod()) * value_bytes)
+                                            chunk_bytes, held_chunks=1 + self.ahead,
+                                            bytes_per_sample=REMOTE_BYTES_PER_SAMPLE
+                                            if is_remote(signal, source) else BYTES_PER_SAMPLE)
         shape = (self.window, len(self.pids), self.n, signal.channels)
         self._values = [np.empty(shape, signal.data.dtype) for _ in range(2)]
         self._scratch = np.empty(tuple(self.chunks) + (signal.channels,), signal.data.dtype)
@@ -168,8 +219,9 @@ class StreamingSampler:
 
     def describe(self) -> str:
         per_sample = self.shard_bytes / (self.window * len(self.pids) * self.n)
+        ahead = f", {self.ahead} chunks in flight" if self.ahead > 1 else ""
         return (f"streaming: windows of {self.window} steps, each gathered by reading the shard's "
-                f"{_size(self.shard_bytes)} once ({per_sample:,.0f} B per sample); "
+                f"{_size(self.shard_bytes)} once ({per_sample:,.0f} B per sample{ahead}); "
                 f"{_size(self.resident_bytes)} held")
 
     # -- the background gather --------------------------------------------------------------------
