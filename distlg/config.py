@@ -36,10 +36,9 @@ class ConfigError(DistlgError):
 class SignalConfig:
     path: str = field(default="builtin:astronaut@256x256",
                       metadata={"flag": "--signal", "metavar": "STORE"})
-    """Zarr store written by `distlg ingest` (a path; an http(s):// URL, needs `pip install
-    'distlg[remote]'`; or an s3:// URL, needs `pip install 'distlg[s3]'`, endpoint and keys
-    from AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, ...), or builtin:NAME[@HxW] for a scikit-image
-    photograph (e.g. builtin:camera@256x256)."""
+    """Zarr store written by `distlg ingest`: a path, an http(s):// URL (`distlg[remote]`) or
+    an s3:// URL (`distlg[s3]`; endpoint and keys from AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID,
+    ...); or builtin:NAME[@HxW] for a scikit-image photograph (e.g. builtin:camera@256x256)."""
     pack: Optional[str] = field(default=None, metadata={"metavar": "PACK"})
     """Stream the signal's chunks from a pack that `distlg pack` wrote for this grid and worker
     count (a folder, an https:// prefix, or a pipe: command to which each file name is appended)
