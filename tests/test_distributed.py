@@ -15,6 +15,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from distlg.cli import main
 from distlg.modeldir.format import ModelDir
 
 pytestmark = pytest.mark.multiprocess
@@ -59,6 +60,22 @@ def assert_same_model(a: Path, b: Path, rel: float = 1e-5) -> None:
     for (name, x), (_, y) in zip(model_a.named_tensors(), model_b.named_tensors()):
         err = ((x - y).abs().max() / x.abs().max()).item()
         assert err <= rel, f"{name}: relative difference {err:.2e}"
+
+
+def assert_two_workers_match_one_process(local: str, served: str, tmp_path: Path) -> None:
+    """2 workers trained from ``served`` (a URL) give the model 1 process trains from ``local``."""
+    config = tmp_path / "run.yaml"
+    config.write_text("partition: {factors: [4, 4]}\nmodel: {params: 3000}\n"
+                      "train: {samples_per_partition: 64, lr: 0.001, seed: 7}\n"
+                      "run: {tensorboard: false, progress: false}\n")
+    steps = ["--steps", "20"]
+    assert main(["train", str(config), "--signal", local, "--out", str(tmp_path / "one"),
+                 *steps]) == 0
+    proc = subprocess.run(command(2, str(config), "--signal", served,
+                                  "--out", str(tmp_path / "two"), *steps),
+                          capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    assert_same_model(tmp_path / "one" / "model", tmp_path / "two" / "model")
 
 
 def test_two_workers_compute_what_one_process_computes(tmp_path):

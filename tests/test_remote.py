@@ -7,7 +7,6 @@ A real HTTP server (``http.server`` in a thread, on 127.0.0.1) serves stores wri
 
 import collections
 import functools
-import subprocess
 import sys
 import threading
 import time
@@ -21,7 +20,7 @@ import torch
 import zarr
 from faults.helpers import one_line
 from modelkit import assert_same_stream
-from test_distributed import assert_same_model, command
+from test_distributed import assert_two_workers_match_one_process
 
 from distlg.cli import main
 from distlg.data import remote
@@ -137,18 +136,7 @@ def test_training_from_a_url_gives_the_same_weights(url, local_model, tmp_path):
 
 @pytest.mark.multiprocess
 def test_two_workers_from_a_url_match_one_local_process(root, url, tmp_path):
-    config = tmp_path / "run.yaml"
-    config.write_text("partition: {factors: [4, 4]}\nmodel: {params: 3000}\n"
-                      "train: {samples_per_partition: 64, lr: 0.001, seed: 7}\n"
-                      "run: {tensorboard: false, progress: false}\n")
-    steps = ["--steps", "20"]
-    assert main(["train", str(config), "--signal", str(root / "camera.zarr"),
-                 "--out", str(tmp_path / "one"), *steps]) == 0
-    proc = subprocess.run(command(2, str(config), "--signal", f"{url}/camera.zarr",
-                                  "--out", str(tmp_path / "two"), *steps),
-                          capture_output=True, text=True, timeout=180)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
-    assert_same_model(tmp_path / "one" / "model", tmp_path / "two" / "model")
+    assert_two_workers_match_one_process(str(root / "camera.zarr"), f"{url}/camera.zarr", tmp_path)
 
 
 @pytest.mark.faults

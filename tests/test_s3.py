@@ -8,7 +8,6 @@ The endpoint and credentials reach distlg the standard way, by AWS_* environment
 """
 
 import logging
-import subprocess
 import sys
 import threading
 import time
@@ -21,7 +20,7 @@ import numpy as np
 import pytest
 from faults.helpers import one_line
 from modelkit import assert_same_stream, random_model
-from test_distributed import assert_same_model, command
+from test_distributed import assert_two_workers_match_one_process
 from test_remote import TRAIN, assert_equal_models
 
 from distlg.cli import main
@@ -270,18 +269,7 @@ def test_training_through_a_failing_server_gives_the_local_weights(remote_store,
 
 @pytest.mark.multiprocess
 def test_two_workers_from_s3_match_one_local_process(remote_store, local, tmp_path):
-    config = tmp_path / "run.yaml"
-    config.write_text("partition: {factors: [4, 4]}\nmodel: {params: 3000}\n"
-                      "train: {samples_per_partition: 64, lr: 0.001, seed: 7}\n"
-                      "run: {tensorboard: false, progress: false}\n")
-    steps = ["--steps", "20"]
-    assert main(["train", str(config), "--signal", str(local), "--out", str(tmp_path / "one"),
-                 *steps]) == 0
-    proc = subprocess.run(command(2, str(config), "--signal", remote_store,
-                                  "--out", str(tmp_path / "two"), *steps),
-                          capture_output=True, text=True, timeout=180)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
-    assert_same_model(tmp_path / "one" / "model", tmp_path / "two" / "model")
+    assert_two_workers_match_one_process(str(local), remote_store, tmp_path)
 
 
 def test_render_compares_against_the_s3_store_as_against_the_local_one(remote_store, local,

@@ -147,9 +147,9 @@ def ingest(source: str | Path, path: str | Path, options: IngestOptions | None =
     options = options or IngestOptions()
     path = store.location(path)
     if remote.is_url(path):
-        remote.check_writable(path)
         if options.ct_angles:
             raise IngestError(f"{path}: a CT store (--ct-angles) is written to a local path only")
+        remote.check_writable(path)
     src = degrade.apply(open_source(source, options), options.downsample, options.noise,
                         options.noise_seed, options.ct_angles)
     chunking = plan_chunks(src, options)

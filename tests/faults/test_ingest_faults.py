@@ -38,3 +38,10 @@ def test_a_finished_overwrite_replaces_the_store(tmp_path):
     assert _ingest(_npy(tmp_path / "other.npy", 24), store, "--overwrite") == 0
     assert open_signal(str(store)).shape == (24, 8)
     assert [p.name for p in store.parent.iterdir()] == ["signal.zarr"]
+
+
+def test_a_ct_store_is_not_written_to_a_url(capsys):
+    # refused before anything is read or written: the sinogram sits beside a local store
+    assert main(["ingest", "builtin:phantom@32", "s3://bucket/ct.zarr", "--ct-angles", "8",
+                 "--no-progress"]) == 2
+    one_line(capsys.readouterr().err, "local path only")
