@@ -149,12 +149,15 @@ class GlobalGradBucket:
     ``reduce(extras)`` sums the gradients and ``extras`` (per-step statistics such as the loss,
     0-d tensors on the model's device) over all workers in a single all-reduce and returns the
     summed extras as a tensor view on the device: nothing is read back to the host, so a step
-    never waits for the GPU. The view is overwritten by the next ``reduce``.
+    never waits for the GPU. The view is overwritten by the next ``reduce``. ``tensors``: whose
+    gradients are summed (default: the model's replicated parameters; an INCODE run sums its
+    coefficients' gradient in place of the harmonizer's, ``distlg.nn.incode.StepCoefficients``).
     """
 
-    def __init__(self, model: INR, world: World, extras: int = 2):
+    def __init__(self, model: INR, world: World, extras: int = 2,
+                 tensors: list[torch.Tensor] | None = None):
         self.world = world
-        params = model.global_parameters()
+        params = model.global_parameters() if tensors is None else tensors
         self.numel = sum(p.numel() for p in params)
         self.buffer = torch.zeros(self.numel + extras, device=model.coord_scale.device)
         offset = 0

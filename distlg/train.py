@@ -130,7 +130,8 @@ def _train(config: Config, world: World, signal: Signal | None, out: Path) -> Tr
     pids = shard(plan.grid, world.size)[world.rank]
     model = INR(plan.arch, pids, seed=config.train.seed).to(world.device)
     coefficients = _attach_harmonizer(model, config, signal, world.device)
-    bucket = GlobalGradBucket(model, world)
+    bucket = GlobalGradBucket(model, world, tensors=None if coefficients is None else
+                              model.shared_parameters() + [coefficients.leaf])
     optimizer = make_optimizer(model, plan.lr, plan.global_lr)
     info = signal.info
     start = _resume(config, model, optimizer, world, plan, info) if config.run.resume else 0
@@ -164,7 +165,7 @@ def _train(config: Config, world: World, signal: Signal | None, out: Path) -> Tr
     step = start
     try:
         run_steps(model, optimizer, sampler, plan.lr_at, range(start, plan.steps), scale,
-                  bucket.reduce, after, forward_backward)
+                  _reduce(bucket, coefficients), after, forward_backward)
     except WorkerLost as exc:
         last = checkpoint.latest(out)
         where = f"the checkpoint of {last.name}" if last else "the start (no checkpoint yet)"
@@ -205,9 +206,23 @@ def _evaluate(model: INR, plan: Plan, signal: Signal, world: World, config: Conf
                     progress=world.is_main and config.run.progress)
 
 
+def _reduce(bucket: GlobalGradBucket, coefficients):
+    """The step's all-reduce; an INCODE run then backpropagates the summed coefficient
+    gradient through its harmonizer (``StepCoefficients``)."""
+    if coefficients is None:
+        return bucket.reduce
+
+    def reduce(*extras):
+        summed = bucket.reduce(*extras)
+        coefficients.backward()
+        return summed
+
+    return reduce
+
+
 def _attach_harmonizer(model: INR, config: Config, signal: Signal, device: torch.device):
     """An INCODE model's harmonizer, attached to ``model`` (``distlg.nn.incode``); returns
-    what computes the coefficients each step (None for SIREN models)."""
+    what computes the coefficients each step (``StepCoefficients``; None for SIREN models)."""
     if not model.arch.incode:
         if config.model.harmonizer_weights:
             raise ConfigError(f"--harmonizer-weights is for the INCODE archs, not {model.arch.arch}")
@@ -218,7 +233,7 @@ def _attach_harmonizer(model: INR, config: Config, signal: Signal, device: torch
     harmonizer = incode.build(model.arch, preview, config.train.seed, signal.meta.get("sample_rate"),
                               config.model.harmonizer_weights).to(device)
     model.attach_harmonizer(harmonizer)
-    return harmonizer
+    return incode.StepCoefficients(harmonizer)
 
 
 def _resume(config: Config, model: INR, optimizer: torch.optim.Optimizer, world: World,

@@ -1,6 +1,7 @@
 """INCODE archs: the activation, the harmonizer, stored coefficients, training and resume."""
 
 import math
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -212,7 +213,9 @@ def test_training_stores_the_harmonizers_coefficients_and_all_reduces_its_gradie
     model = result.model
     harmonizer_params = sum(p.numel() for p in model.harmonizer.parameters())
     shared = sum(math.prod(s) for s in result.plan.arch.global_shapes().values())
-    assert result.allreduce_bytes == 4 * (shared + harmonizer_params + 2)
+    assert harmonizer_params > 200_000
+    sets = len(result.plan.arch.coefficient_sets)
+    assert result.allreduce_bytes == 4 * (shared + 4 * sets + 2)  # not the harmonizer's weights
     md = ModelDir.open(result.model_dir)
     stored = md.read_global()[COEFFICIENTS]
     with torch.no_grad():
@@ -266,9 +269,10 @@ def test_incode_fits_a_real_image(tmp_path):
     assert result.final.ssim > 0.75
 
 
-def test_harmonizer_gradients_summed_over_workers_are_one_process_gradients():
-    """What the bucket sums: each worker's harmonizer gradient (from its partitions' loss)
-    adds up to the gradient one process computes, to float32 summation order."""
+def test_coefficient_gradients_summed_over_workers_give_one_process_harmonizer_gradients():
+    """What the bucket sums is the coefficients' gradient (``StepCoefficients``): each worker's,
+    from its partitions' loss, adds up to one process's, and carried through the harmonizer
+    it gives one process's harmonizer gradients."""
     from distlg.step import autograd_forward_backward
 
     signal = builtin("camera@32x32")
@@ -278,27 +282,37 @@ def test_harmonizer_gradients_summed_over_workers_are_one_process_gradients():
     coords = torch.rand(4, 50, 2) * 2 - 1
     values = torch.rand(4, 50, 1) * 2 - 1
 
-    def gradients(pids):
+    def step(pids, summed=None):
         model = INR(plan.arch, pids, seed=0)
-        harmonizer = incode.build(plan.arch, preview, seed=0)
-        model.attach_harmonizer(harmonizer)
-        autograd_forward_backward(model, coords[pids], values[pids], 1 / 200, coefficients=harmonizer)
-        return {n: p.grad for n, p in harmonizer.named_parameters()}
+        model.attach_harmonizer(incode.build(plan.arch, preview, seed=0))
+        coefficients = incode.StepCoefficients(model.harmonizer)
+        autograd_forward_backward(model, coords[pids], values[pids], 1 / 200,
+                                  coefficients=coefficients)
+        leaf = coefficients.leaf.grad.clone()
+        if summed is not None:
+            coefficients.leaf.grad.copy_(summed)
+        coefficients.backward()
+        assert not coefficients.leaf.grad.any()  # cleared for the next step
+        return leaf, {n: p.grad for n, p in model.harmonizer.named_parameters()}
 
-    one, first, second = gradients([0, 1, 2, 3]), gradients([0, 1]), gradients([2, 3])
-    for name, g in one.items():
-        err = (first[name] + second[name] - g).abs().max() / g.abs().max()
+    (one, harmonizer), (first, _), (second, _) = step([0, 1, 2, 3]), step([0, 1]), step([2, 3])
+    torch.testing.assert_close(first + second, one, rtol=1e-5, atol=1e-7)
+    _, from_sum = step([0, 1], summed=first + second)
+    for name, g in harmonizer.items():
+        err = (from_sum[name] - g).abs().max() / g.abs().max()
         assert err < 1e-5, f"{name}: {err:.1e}"
 
 
 @pytest.mark.multiprocess
 def test_two_workers_compute_what_one_process_computes(tmp_path):
-    """After a step the model and its coefficients agree to 1e-5, and the next steps' losses
-    too. Further on the runs drift apart (losses 1e-3 to 1e-2 apart by steps 5 to 10): the harmonizer's
-    gradients summed over workers round differently from one process's (the test above bounds
-    that by 1e-5 of each tensor), and Adam steps their near-zero elements by about the
-    learning rate whatever their size, so rounding becomes weight changes. One process is
-    reproducible bit for bit, whatever its thread count."""
+    """From the start: the model and its coefficients after a step and the losses of 3 steps
+    agree to 1e-5 (the losses here bit for bit: only the coefficients' gradient, 8 or 12
+    numbers, is summed over workers, and the harmonizer's backward is the same on every
+    worker). Over tens of steps the two
+    runs drift apart as any two runs whose sums round differently would: the harmonizer's
+    extractor takes its gradients through those 12 numbers, and Adam steps elements whose
+    gradient is a near-cancelling sum by about the learning rate whatever their size (the
+    next test checks the step itself at a later state)."""
     from test_distributed import assert_same_model, losses, run
 
     args = ("--arch", "local-global-incode", "--steps")
@@ -311,6 +325,26 @@ def test_two_workers_compute_what_one_process_computes(tmp_path):
     assert sorted(la) == sorted(lb) == [1, 2, 3]
     for step in la:
         assert la[step] == pytest.approx(lb[step], rel=1e-5)
+
+
+@pytest.mark.multiprocess
+@pytest.mark.parametrize("args", [("--arch", "local-global-incode", "--recipe", "paper"),
+                                  ("--arch", "incode")])
+def test_a_step_of_two_workers_is_a_step_of_one_process_mid_training(tmp_path, args):
+    """From a 2-worker checkpoint at step 14 (the harmonizer trained, Adam's moments
+    accumulated), the next step taken by 1 process and by 2 workers gives the same model,
+    coefficients and loss to 1e-5."""
+    from test_distributed import assert_same_model, losses, run
+
+    run(tmp_path, 2, "base", *args, "--steps", "14", "--checkpoint-every", "14")
+    for name in ("one", "two"):
+        shutil.copytree(tmp_path / "base", tmp_path / name)
+    one = run(tmp_path, 1, "one", *args, "--steps", "15", "--resume")
+    two = run(tmp_path, 2, "two", *args, "--steps", "15", "--resume")
+    assert_same_model(one / "model", two / "model")
+    a, b = (ModelDir.open(r / "model").read_global()[COEFFICIENTS] for r in (one, two))
+    torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    assert losses(one)[15] == pytest.approx(losses(two)[15], rel=1e-5)
 
 
 @pytest.mark.parametrize("args,needle", [

@@ -13,7 +13,9 @@ depends on the signal's axes:
   coefficients after pooling (the MLP sees unit-scale inputs whatever the recording's level).
 
 The harmonizer trains jointly with the rest and is part of the replicated part: every worker
-holds it and computes it on the same input, a bounded downsampled view of the signal
+holds it and computes it on the same input; workers sum the gradient of its output, the
+coefficients, and backpropagate that through it alike (``StepCoefficients``). Its input is a
+bounded downsampled view of the signal
 (``read_preview``: a strided read of the store, at most 256 x 256 pixels, 16 x 128 x 128 for
 video, 64^3 for volumes, a centred 2^17-sample excerpt of audio). Its batch norms always use
 the statistics of that one input (no running statistics), so the coefficients are a fixed
@@ -183,6 +185,42 @@ class Harmonizer(nn.Module):
         with torch.no_grad():
             for name, p in own.items():
                 p.copy_(tensors[name])
+
+
+class StepCoefficients:
+    """Each step's coefficients, cut from the harmonizer's graph so that workers sum 12 numbers.
+
+    ``step()`` runs the harmonizer and returns its output as the leaf ``leaf`` [sets, 4]: the
+    model's forward uses the leaf, so the loss's gradient stops there. Workers sum the leaf's
+    gradient (48 bytes, where the harmonizer's own gradients are about 1 MB); ``backward()``
+    then carries the summed gradient through the harmonizer, on every worker the same
+    computation on the same numbers. Summing the harmonizer's gradients instead made 2 workers
+    and one process drift apart within a few steps: its batch norms leave gradient elements that
+    are near-cancelling sums, whose rounding depends on how the loss is split, and Adam steps
+    such an element by about the learning rate whatever its size.
+    """
+
+    def __init__(self, harmonizer: Harmonizer):
+        self.harmonizer = harmonizer
+        device = harmonizer.preview.device
+        self.leaf = torch.zeros(harmonizer.sets, 4, device=device, requires_grad=True)
+        self._out: Tensor | None = None
+
+    def step(self) -> Tensor:
+        """The harmonizer's current coefficients as the leaf (call with grad enabled)."""
+        self._out = self.harmonizer()
+        with torch.no_grad():
+            self.leaf.copy_(self._out)
+        return self.leaf
+
+    __call__ = step
+
+    def backward(self) -> None:
+        """Add the harmonizer's gradients for the leaf's (summed) gradient; clear the leaf's."""
+        if self._out is not None and self.leaf.grad is not None:
+            self._out.backward(self.leaf.grad)
+            self.leaf.grad.zero_()
+        self._out = None
 
 
 def build(arch: Architecture, preview: Tensor, seed: int, sample_rate: float | None = None,

@@ -158,7 +158,11 @@ class INR(nn.Module):
     def global_parameters(self) -> list[nn.Parameter]:
         """The replicated parameters: the shared tensors, and an attached harmonizer's."""
         extra = list(self.harmonizer.parameters()) if self.harmonizer is not None else []
-        return [self[n] for n in self.arch.global_shapes()] + extra
+        return self.shared_parameters() + extra
+
+    def shared_parameters(self) -> list[nn.Parameter]:
+        """The shared tensors (global branch, merge, lattice), without any harmonizer."""
+        return [self[n] for n in self.arch.global_shapes()]
 
     def attach_harmonizer(self, harmonizer: nn.Module) -> None:
         """Train an INCODE model's coefficients through ``harmonizer`` (``distlg.nn.incode``):
