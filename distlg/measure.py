@@ -45,15 +45,14 @@ from .data.sampler import Batch
 from .data.signal import Signal
 from .errors import DistlgError
 from .geometry import PartitionGrid
-from .nn.architecture import ARCHS, SIREN_ARCHS
+from .nn.architecture import ARCHS
 from .parallel import World
 from .plan import Plan
 from .step import autograd_forward
 
-SUPPORTED_ARCHS = {"footprint": ARCHS, "radon": SIREN_ARCHS}
-"""Architectures each measured step runs (through ``step.autograd_forward``). Not INCODE on a
-CT store: its harmonizer reads a preview of the store's image, which there is the reference
-the reconstruction is scored against."""
+SUPPORTED_ARCHS = {"footprint": ARCHS, "radon": ARCHS}
+"""Architectures each measured step runs (through ``step.autograd_forward``). An INCODE
+model's harmonizer reads the measurements themselves (``harmonizer_input``)."""
 
 
 class MeasurementError(DistlgError):
@@ -92,6 +91,20 @@ def operator(signal: Signal) -> str | None:
     if signal.meta.get("measurement"):
         return signal.meta["measurement"].get("operator", "?")
     return "footprint" if int(signal.meta.get("downsample", 1)) > 1 else None
+
+
+def harmonizer_input(signal: Signal, bounds: tuple[int, int]) -> Tensor | None:
+    """What an INCODE model's harmonizer reads on a CT store: the measured sinogram, strided to
+    at most ``bounds`` and scaled to [-1, 1], laid out as a one-channel image [1, 1, detectors,
+    angles] (never the store's image: that is the reference the reconstruction is scored
+    against). None for other stores: a --downsample store's samples are its measurements."""
+    if operator(signal) != "radon":
+        return None
+    sino = load_sinogram(signal, signal.meta["measurement"])
+    steps = tuple(max(1, -(-n // b)) for n, b in zip(sino.shape, bounds))
+    sino = sino[::steps[0], ::steps[1]]
+    peak = float(np.abs(sino).max()) or 1.0
+    return torch.from_numpy(np.ascontiguousarray(sino / peak * 2 - 1, dtype=np.float32))[None, None]
 
 
 def load_sinogram(signal: Signal, desc: dict) -> np.ndarray:
@@ -151,7 +164,7 @@ def prepare(signal: Signal, plan: Plan, pids: list[int], world: World, train: Tr
         factor = int(signal.meta["downsample"])
         return sampler, footprint_step(plan.grid, factor, train, coefficients), scale
     sampler.close()
-    return _radon_run(signal, plan, pids, world, train)
+    return _radon_run(signal, plan, pids, world, train, coefficients)
 
 
 def _zero_grads(model) -> None:
@@ -190,7 +203,8 @@ def footprint_step(grid: PartitionGrid, factor: int, train: TrainConfig,
     return step
 
 
-def _radon_run(signal: Signal, plan: Plan, pids: list[int], world: World, train: TrainConfig):
+def _radon_run(signal: Signal, plan: Plan, pids: list[int], world: World, train: TrainConfig,
+               coefficients: Callable[[], Tensor] | None = None):
     if signal.channels != 1 or len(set(signal.shape)) != 1 or len(signal.shape) != 2:
         raise MeasurementError("a CT store holds a square single-channel image")
     desc = signal.meta["measurement"]
@@ -212,8 +226,9 @@ def _radon_run(signal: Signal, plan: Plan, pids: list[int], world: World, train:
         workers is the error once)."""
         _zero_grads(model)
         with torch.enable_grad():
+            c = coefficients() if coefficients is not None else None
             out = autograd_forward(model, coords * model.coord_scale, train.precision,
-                                   train.kernel)[..., 0]
+                                   train.kernel, c)[..., 0]
             raw = (out[real] + 1) * ((hi - lo) / 2) + lo
             image = torch.zeros(n * n, device=device).scatter(0, index, raw).view(n, n)
             partial = radon(image)

@@ -229,7 +229,8 @@ def _attach_harmonizer(model: INR, config: Config, signal: Signal, device: torch
         return None
     from .nn import incode
 
-    preview = incode.read_preview(signal).to(device)
+    preview = measure.harmonizer_input(signal, incode.PREVIEW_PIXELS)
+    preview = (incode.read_preview(signal) if preview is None else preview).to(device)
     harmonizer = incode.build(model.arch, preview, config.train.seed, signal.meta.get("sample_rate"),
                               config.model.harmonizer_weights).to(device)
     model.attach_harmonizer(harmonizer)

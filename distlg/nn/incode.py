@@ -15,9 +15,9 @@ depends on the signal's axes:
 The harmonizer trains jointly with the rest and is part of the replicated part: every worker
 holds it and computes it on the same input; workers sum the gradient of its output, the
 coefficients, and backpropagate that through it alike (``StepCoefficients``). Its input is a
-bounded downsampled view of the signal
-(``read_preview``: a strided read of the store, at most 256 x 256 pixels, 16 x 128 x 128 for
-video, 64^3 for volumes, a centred 2^17-sample excerpt of audio). Its batch norms always use
+bounded downsampled view of the signal (``read_preview``: a strided read of the store, at
+most 256 x 256 pixels, 16 x 128 x 128 for video, 64^3 for volumes, a centred 2^17-sample
+excerpt of audio; on a CT store, of its sinogram: ``measure.harmonizer_input``). Its batch norms always use
 the statistics of that one input (no running statistics), so the coefficients are a fixed
 function of the weights: every worker gets the same, and a checkpoint's coefficients are
 recomputed exactly on resume. A model stores the coefficients as constants
