@@ -99,6 +99,9 @@ class ModelConfig:
     harmonizer_weights: Optional[str] = field(default=None, metadata={"metavar": "PATH"})
     """INCODE archs: the harmonizer's extractor starts from this safetensors file (torchvision's
     ResNet-34 names: conv1.weight, bn1.weight, layer1.0.conv1.weight, ...; others ignored)."""
+    harmonizer_bias: float = 0.0
+    """INCODE archs: the harmonizer's last bias, i.e. the (a, b, c, d) it starts near: 0 starts
+    from SIREN's activation; the paper's image code uses 0.3120 (lower here: results/incode.md)."""
 
 
 @dataclass
@@ -237,8 +240,7 @@ class Config:
                     raise ConfigError(f"unknown setting {f.name}.{key}")
             sections[f.name] = dataclasses.replace(sub, **{
                 k.replace("-", "_"): _coerce(sub, k.replace("-", "_"), v) for k, v in values.items()})
-        extra = set(data) - set(sections)
-        if extra:
+        if extra := set(data) - set(sections):
             raise ConfigError(f"unknown config section(s): {', '.join(sorted(extra))}")
         return cls(**sections)
 
@@ -375,9 +377,7 @@ def _option(f: dataclasses.Field, hint: Any, doc: str, prefix: str) -> dict[str,
     if "choices" in f.metadata:
         kwargs.update(choices=f.metadata["choices"], metavar=None)
     kwargs["metavar"] = f.metadata.get("metavar", kwargs.get("metavar"))
-    if kwargs["metavar"] is None:
-        del kwargs["metavar"]
-    return kwargs
+    return {k: v for k, v in kwargs.items() if k != "metavar" or v is not None}
 
 
 def given(args: argparse.Namespace, cls: type, prefix: str = "") -> dict[str, Any]:

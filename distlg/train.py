@@ -232,7 +232,7 @@ def _attach_harmonizer(model: INR, config: Config, signal: Signal, device: torch
     preview = measure.harmonizer_input(signal, incode.PREVIEW_PIXELS)
     preview = (incode.read_preview(signal) if preview is None else preview).to(device)
     harmonizer = incode.build(model.arch, preview, config.train.seed, signal.meta.get("sample_rate"),
-                              config.model.harmonizer_weights).to(device)
+                              config.model.harmonizer_weights, config.model.harmonizer_bias).to(device)
     model.attach_harmonizer(harmonizer)
     return incode.StepCoefficients(harmonizer)
 

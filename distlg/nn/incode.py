@@ -3,8 +3,8 @@
 INCODE (Kazerouni et al., WACV 2024) modulates every sine layer as
 exp(a) sin(exp(b) w0 z + c) + d, with (a, b, c, d) produced per signal by a harmonizer: a
 feature extractor applied to the ground truth, global average pooling, and a small MLP
-(features -> 64 -> 32 -> 4 x sets, SiLU, the last bias starting at 0.3120). The extractor
-depends on the signal's axes:
+(features -> 64 -> 32 -> 4 x sets, SiLU; the last bias starting at 0.3120 in its image code,
+at 0 here: ``PAPER_MLP_BIAS``). The extractor depends on the signal's axes:
 
 - 2-D (images): ResNet-34's stem truncated after layer1 (conv 7x7/2 to 64 channels, batch
   norm, ReLU, max-pool 3x3/2, three basic blocks of 64 channels);
@@ -41,8 +41,13 @@ from torch import Tensor, nn
 from ..errors import DistlgError
 from .architecture import Architecture
 
-MLP_BIAS = 0.3120
-"""Initial bias of the MLP's output layer (INCODE's image experiments)."""
+PAPER_MLP_BIAS = 0.3120
+"""Initial bias of the MLP's output layer in INCODE's image experiments. distlg starts from 0
+(``--harmonizer-bias``): the activation then starts as SIREN's, whose initialisation is made
+for it. At 0.3120 every sine layer starts with its amplitude and frequency scaled by
+exp(0.312) = 1.37, which stacked layers compound: measured on the downstream benchmark
+(benchmarks/results/incode.md), 0 beat 0.3120 for every INCODE arch and task but one-network
+image fitting (-0.5 dB), by up to 10 dB for the paper's Local-Global recipe."""
 FEATURES = 64
 """Channels of the ResNet stems' output."""
 MFCC_COEFFICIENTS = 40
@@ -142,7 +147,8 @@ class Harmonizer(nn.Module):
     """Extractor, pooling and MLP; ``harmonizer()`` gives the coefficients [sets, 4] of
     ``preview`` (held as a buffer: every call sees the same input)."""
 
-    def __init__(self, arch: Architecture, preview: Tensor, sample_rate: float | None = None):
+    def __init__(self, arch: Architecture, preview: Tensor, sample_rate: float | None = None,
+                 bias: float = 0.0):
         super().__init__()
         ndim, sets = arch.in_dims, len(arch.coefficient_sets)
         if ndim == 1:
@@ -151,7 +157,7 @@ class Harmonizer(nn.Module):
             self.extractor, features = ResNetStem(ndim, preview.shape[1]), FEATURES
         self.mlp = nn.Sequential(nn.Linear(features, 64), nn.SiLU(), nn.Linear(64, 32), nn.SiLU(),
                                  nn.Linear(32, 4 * sets))
-        nn.init.constant_(self.mlp[-1].bias, MLP_BIAS)
+        nn.init.constant_(self.mlp[-1].bias, bias)
         self.sets = sets
         self.register_buffer("preview", preview, persistent=False)
 
@@ -224,11 +230,12 @@ class StepCoefficients:
 
 
 def build(arch: Architecture, preview: Tensor, seed: int, sample_rate: float | None = None,
-          weights: str | Path | None = None) -> Harmonizer:
-    """The harmonizer of ``arch``, initialised from ``seed`` alone (the same on every worker)."""
+          weights: str | Path | None = None, bias: float = 0.0) -> Harmonizer:
+    """The harmonizer of ``arch``, initialised from ``seed`` alone (the same on every worker),
+    its last bias at ``bias``."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(np.random.SeedSequence([seed, 0x1AC0DE]).generate_state(1)[0]))
-        harmonizer = Harmonizer(arch, preview, sample_rate)
+        harmonizer = Harmonizer(arch, preview, sample_rate, bias)
     if weights is not None:
         harmonizer.load_extractor(weights)
     return harmonizer
