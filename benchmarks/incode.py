@@ -182,7 +182,7 @@ def main() -> None:
             p, s = tasks.score(task, arch, result)
             scores.setdefault(task, {})[arch] = p
             if task == "sr":
-                fits.append(sr_fit(arch, result, p))
+                fits.append(sr_fit(arch, result, p, _truth(tasks.lr)))
             weights = result.plan.arch.total_params(result.plan.grid.num_partitions)
             rows.append(f"| {task} | {LABELS[arch]} | {p:.2f} | {s:.4f} | {result.seconds:.1f} | "
                         f"{weights:,} |")
@@ -198,21 +198,21 @@ def main() -> None:
 
 SR_FIT = """Super-resolution is underdetermined (1 K measured block means, 16 K pixels to render):
 how well each model explains its input, against how well it renders the original. "input
-fit": PSNR of the training loss at the end (the footprint means against the stored 32x32
-means); "point values": the model at the 32x32 block centres against those means (what
-training prints); "full size": the table's PSNR. A model whose input fit is far above its
+fit": the model's footprint means against the stored 32x32 block means (what training fits
+and prints); "point values": the model at the 32x32 block centres against those means;
+"full size": the table's PSNR. A model whose input fit is far above its
 point values has put content into the blocks' insides that averages away: the averaging
 operator's null space, which the loss does not see.
 
 """
 
 
-def sr_fit(arch: str, result, full: float) -> str:
-    from distlg.metrics import psnr
+def sr_fit(arch: str, result, full: float, stored: np.ndarray) -> str:
+    from distlg.rendering.render import render
 
-    loss = [r["loss"] for r in result.history if "loss" in r][-1]
-    return (f"- {LABELS[arch]}: input fit {psnr(loss, 2.0):.2f} dB, point values "
-            f"{result.final.psnr:.2f} dB, full size {full:.2f} dB")
+    points, _ = _score(render(result.model_dir), stored)
+    return (f"- {LABELS[arch]}: input fit {result.final.psnr:.2f} dB, point values "
+            f"{points:.2f} dB, full size {full:.2f} dB")
 
 
 def ordering(scores: dict[str, dict[str, float]]) -> str:

@@ -182,6 +182,15 @@ def footprint_offsets(grid: PartitionGrid, factor: int) -> Tensor:
     return torch.from_numpy((mesh * unit).astype(np.float32))
 
 
+def score_offsets(signal: Signal, grid: PartitionGrid) -> np.ndarray | None:
+    """Where the trainer's score evaluates the model around each position: over a --downsample
+    store's footprints (its samples are block means, and training fits the model's means; its
+    point values would count the content inside the blocks as error), else None."""
+    if operator(signal) != "footprint":
+        return None
+    return footprint_offsets(grid, int(signal.meta["downsample"])).numpy()
+
+
 def footprint_step(grid: PartitionGrid, factor: int, train: TrainConfig,
                    coefficients: Callable[[], Tensor] | None = None):
     """The step of a --downsample store: each sample compared with the mean of the model over

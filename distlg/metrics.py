@@ -93,14 +93,15 @@ def score_subset(grid: PartitionGrid, channels: int, mode: str = "auto") -> list
 
 
 def evaluate_sampled(model: INR, grid: PartitionGrid, signal: Signal, subset: Sequence[int],
-                     reduce: Callable[[list[float]], list[float]] | None = None) -> Evaluation:
+                     reduce: Callable[[list[float]], list[float]] | None = None,
+                     offsets: np.ndarray | None = None) -> Evaluation:
     """Estimate the PSNR over the whole signal from the partitions ``subset`` (each worker
     scores those it holds): a cluster sample, the MSE the ratio of summed squared errors to
     summed counts, its 95 % interval from the spread of the per-partition errors."""
     index = {p: i for i, p in enumerate(subset)}
     held = [p for p in model.partition_ids if p in index]
     sums = [0.0] * (2 * len(subset))
-    for pid, box, values in render_partitions(model, grid, held):
+    for pid, box, values in render_partitions(model, grid, held, offsets=offsets):
         truth = signal.normalise(signal.read(box))
         i = index[pid]
         sums[2 * i] += float(np.square(np.clip(values, -1.0, 1.0) - truth, dtype=np.float64).sum())
@@ -120,18 +121,20 @@ def evaluate_sampled(model: INR, grid: PartitionGrid, signal: Signal, subset: Se
 
 def evaluate(model: INR, grid: PartitionGrid, signal: Signal, pids: Sequence[int] | None = None,
              reduce: Callable[[list[float]], list[float]] | None = None,
-             full: bool = False, progress: bool = False) -> Evaluation:
+             full: bool = False, progress: bool = False,
+             offsets: np.ndarray | None = None) -> Evaluation:
     """Score the model's partitions against the signal, each position by its own partition.
 
     ``reduce`` sums [sse, count] over workers (identity by default). With ``full`` (single
     process, small signals) the reconstruction is assembled and SSIM computed too.
+    ``offsets``: score the model's means over them (``render_partitions``).
     """
     values = math.prod(signal.shape) * signal.channels
     keep = full and ssim_bytes(values, signal.kind) <= SSIM_MAX_BYTES
     recon = np.zeros(signal.shape + (signal.channels,), np.float32) if keep else None
     truth_all = np.zeros_like(recon) if keep else None
     sse, count = 0.0, 0
-    parts = render_partitions(model, grid, pids)
+    parts = render_partitions(model, grid, pids, offsets=offsets)
     if progress:
         from tqdm.auto import tqdm
         held = len(pids) if pids is not None else model.num_partitions

@@ -195,15 +195,17 @@ def _train(config: Config, world: World, signal: Signal | None, out: Path) -> Tr
 def _evaluate(model: INR, plan: Plan, signal: Signal, world: World, config: Config,
               full: bool) -> Evaluation:
     """Score the model: every partition, or a fixed subset of them on large signals
-    (``--eval``); each worker scores the partitions it holds, the sums are all-reduced."""
+    (``--eval``); each worker scores the partitions it holds, the sums are all-reduced. On a
+    --downsample store the model's footprint means are scored (``measure.score_offsets``)."""
     # host sums travel as objects: exact in float64 on NCCL too, which reduces CUDA tensors only
     reduce = world.sum_values
     model.store_coefficients()
     subset = score_subset(plan.grid, signal.channels, config.train.eval)
+    offsets = measure.score_offsets(signal, plan.grid)
     if subset is not None:
-        return evaluate_sampled(model, plan.grid, signal, subset, reduce=reduce)
+        return evaluate_sampled(model, plan.grid, signal, subset, reduce=reduce, offsets=offsets)
     return evaluate(model, plan.grid, signal, reduce=reduce, full=full,
-                    progress=world.is_main and config.run.progress)
+                    progress=world.is_main and config.run.progress, offsets=offsets)
 
 
 def _reduce(bucket: GlobalGradBucket, coefficients):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -45,6 +46,14 @@ def _compare(capsys, model, against, *args) -> tuple[float, float | None]:
     ssim = re.search(r"SSIM ([\d.]+)", text)
     out.unlink()
     return value, float(ssim.group(1)) if ssim else None
+
+
+def _render(capsys, model, name: str, *args) -> Path:
+    """What ``distlg render MODEL --out NAME ARGS`` writes (beside the model)."""
+    out = model.parent / name
+    assert main(["render", str(model), "--out", str(out), "--no-progress", *args]) == 0
+    capsys.readouterr()
+    return out
 
 
 def _exit_code(argv: list[str]) -> int:
@@ -96,6 +105,14 @@ def test_super_resolution_beats_bicubic(tmp_path, capsys):
     bicubic = bicubic[0].permute(1, 2, 0).numpy()
     assert sr > _psnr(bicubic, x) + 0.1  # 25.03 vs 24.64 dB when written
     assert 0 < ssim <= 1
+    # the trainer scores what it fits, the model's footprint means against the block means:
+    # render at scale 4, averaged over 4x4 blocks, against the store
+    fine = low.normalise(np.load(_render(capsys, run.model_dir, "x4.npy", "--scale", "4")))
+    means = fine.reshape(32, 4, 32, 4, -1).astype(np.float64).mean(axis=(1, 3))
+    stored = low.normalise(low.data[:])
+    assert run.final.psnr == pytest.approx(_psnr(means, stored), abs=0.25)  # uint8 render
+    points = low.normalise(np.load(_render(capsys, run.model_dir, "x1.npy")))  # at the block centres
+    assert run.final.psnr > _psnr(points, stored) + 1, _psnr(points, stored)
 
 
 def test_compare_at_a_scale_needs_the_signal_at_that_scale(tmp_path, capsys):

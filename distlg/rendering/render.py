@@ -10,6 +10,7 @@ evaluator, ``evaluate_shares``: shares of equal size are evaluated together, abo
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import itertools
 import math
@@ -99,10 +100,13 @@ def _box_coords(grid: PartitionGrid, box: Box, start: int, stop: int) -> np.ndar
 
 
 def render_partitions(model: INR, grid: PartitionGrid, pids: Sequence[int] | None = None,
-                      region: Box | None = None) -> Iterator[tuple[int, Box, np.ndarray]]:
+                      region: Box | None = None, offsets: np.ndarray | None = None
+                      ) -> Iterator[tuple[int, Box, np.ndarray]]:
     """Yield (pid, box, values [*box sizes, out]) for each partition's share of ``region``
     (default: the whole signal), values normalised to [-1, 1] as the model predicts them.
-    A position is evaluated by the partition whose un-grown box holds it."""
+    A position is evaluated by the partition whose un-grown box holds it. ``offsets`` [k,
+    ndim]: each value is instead the model's mean over the coordinates offset by those (a
+    --downsample store's footprint, ``measure.footprint_offsets``)."""
     region = region or tuple((0, d) for d in grid.shape)
     pids = model.partition_ids if pids is None else [int(p) for p in pids]
     shares = []
@@ -111,8 +115,19 @@ def render_partitions(model: INR, grid: PartitionGrid, pids: Sequence[int] | Non
         if box is not None:
             coords = functools.partial(_box_coords, grid, box)
             shares.append(Share(p, tuple(hi - lo for lo, hi in box), coords, box))
-    for share, values in evaluate_shares(model, shares, model.coord_scale.device):
-        yield share.pid, share.where, values
+    device = model.coord_scale.device
+    if offsets is None:
+        for share, values in evaluate_shares(model, shares, device):
+            yield share.pid, share.where, values
+        return
+    for share in shares:
+        moved = [dataclasses.replace(share, coords=_shifted(share.coords, shift)) for shift in offsets]
+        values = [v for _, v in evaluate_shares(model, moved, device)]
+        yield share.pid, share.where, np.mean(values, axis=0, dtype=np.float64).astype(np.float32)
+
+
+def _shifted(coords: Callable[[int, int], np.ndarray], shift: np.ndarray):
+    return lambda start, stop: coords(start, stop) + shift
 
 
 # -- regions of a model directory, streamed --------------------------------------------------------
