@@ -45,6 +45,7 @@ from .data.sampler import Batch
 from .data.signal import Signal
 from .errors import DistlgError
 from .geometry import PartitionGrid
+from .metrics import Evaluation, psnr
 from .nn.architecture import ARCHS
 from .parallel import World
 from .plan import Plan
@@ -60,10 +61,12 @@ class MeasurementError(DistlgError):
 
 
 class Radon:
-    """Parallel-beam projections of an n x n image at ``angles`` (degrees): [detectors, angles]."""
+    """Parallel-beam projections of an n x n image at ``angles`` (degrees): [detectors, angles],
+    the image centred in a square frame of ``detectors`` (default: its diagonal)."""
 
-    def __init__(self, n: int, angles: np.ndarray, device: torch.device):
-        pad = math.ceil(math.sqrt(2) * n - n)
+    def __init__(self, n: int, angles: np.ndarray, device: torch.device,
+                 detectors: int | None = None):
+        pad = math.ceil(math.sqrt(2) * n - n) if detectors is None else detectors - n
         self.detectors = n + pad
         before = (n + pad) // 2 - n // 2            # where the image starts in the padded frame
         centre = self.detectors // 2
@@ -212,21 +215,45 @@ def footprint_step(grid: PartitionGrid, factor: int, train: TrainConfig,
     return step
 
 
+def references(signal: Signal) -> bool:
+    """Whether the store's image is the truth (the trainer scores it) or, for a measured
+    sinogram (ingest --sinogram), only a back-projection (the trainer scores the projections)."""
+    return operator(signal) != "radon" or bool(signal.meta["measurement"].get("reference", True))
+
+
+class Projector:
+    """What a CT run projects: each held partition's pixels placed in an empty image and
+    projected; ``project`` gives this worker's partial sinogram, ``measured`` the store's."""
+
+    def __init__(self, signal: Signal, plan: Plan, pids: list[int], world: World):
+        if signal.channels != 1 or len(set(signal.shape)) != 1 or len(signal.shape) != 2:
+            raise MeasurementError("a CT store holds a square single-channel image")
+        desc = signal.meta["measurement"]
+        self.n, device = signal.shape[0], world.device
+        self.measured = torch.from_numpy(load_sinogram(signal, desc)).to(device)
+        detectors, angles = self.measured.shape
+        if detectors < self.n or angles != len(desc["angles"]):
+            raise MeasurementError(f"the store's sinogram has shape {tuple(self.measured.shape)}, "
+                                   f"not (>= {self.n}, {len(desc['angles'])}); ingest it again")
+        self.radon = Radon(self.n, np.asarray(desc["angles"]), device, detectors)
+        coords, index, real = _pixels(plan.grid, pids)
+        self.coords = torch.from_numpy(coords).to(device)
+        self.index = torch.from_numpy(index[real]).to(device)
+        self.real = torch.from_numpy(real).to(device)
+        self.value_range, self.device = signal.value_range, device
+
+    def project(self, out: Tensor) -> Tensor:
+        """The partial sinogram of the model's values ``out`` [P, n] at ``coords``."""
+        lo, hi = self.value_range
+        raw = (out[self.real] + 1) * ((hi - lo) / 2) + lo
+        image = torch.zeros(self.n * self.n, device=self.device).scatter(0, self.index, raw)
+        return self.radon(image.view(self.n, self.n))
+
+
 def _radon_run(signal: Signal, plan: Plan, pids: list[int], world: World, train: TrainConfig,
                coefficients: Callable[[], Tensor] | None = None):
-    if signal.channels != 1 or len(set(signal.shape)) != 1 or len(signal.shape) != 2:
-        raise MeasurementError("a CT store holds a square single-channel image")
-    desc = signal.meta["measurement"]
-    n, device = signal.shape[0], world.device
-    radon = Radon(n, np.asarray(desc["angles"]), device)
-    measured = torch.from_numpy(load_sinogram(signal, desc)).to(device)
-    if tuple(measured.shape) != (radon.detectors, radon.angles):
-        raise MeasurementError(f"the store's sinogram has shape {tuple(measured.shape)}, not "
-                               f"{(radon.detectors, radon.angles)}; ingest it again")
-    coords, index, real = _pixels(plan.grid, pids)
-    index = torch.from_numpy(index[real]).to(device)
-    real = torch.from_numpy(real).to(device)
-    lo, hi = signal.value_range
+    projector = Projector(signal, plan, pids, world)
+    measured = projector.measured
     scale = 1.0 / measured.numel()
 
     def step(model, coords: Tensor, values: Tensor, _scale: float) -> Tensor:
@@ -238,13 +265,23 @@ def _radon_run(signal: Signal, plan: Plan, pids: list[int], world: World, train:
             c = coefficients() if coefficients is not None else None
             out = autograd_forward(model, coords * model.coord_scale, train.precision,
                                    train.kernel, c)[..., 0]
-            raw = (out[real] + 1) * ((hi - lo) / 2) + lo
-            image = torch.zeros(n * n, device=device).scatter(0, index, raw).view(n, n)
-            partial = radon(image)
+            partial = projector.project(out)
             residual = world.all_reduce_(partial.detach().clone()) - measured
             partial.backward(residual * (2 * scale))
         sse = residual.pow(2).sum(dtype=torch.float64)
         return sse if world.is_main else torch.zeros_like(sse)
 
-    sampler = FullGrid(torch.from_numpy(coords).to(device), f"measured (radon, {radon.angles} angles)")
+    sampler = FullGrid(projector.coords, f"measured (radon, {projector.radon.angles} angles)")
     return sampler, step, scale
+
+
+@torch.no_grad()
+def evaluate_projections(model, signal: Signal, plan: Plan, world: World) -> Evaluation:
+    """Score a model of a measured sinogram (no reference image): its projections against
+    the sinogram, PSNR with the sinogram's range as the peak."""
+    projector = Projector(signal, plan, model.partition_ids, world)
+    out = autograd_forward(model, projector.coords * model.coord_scale)[..., 0]
+    residual = world.all_reduce_(projector.project(out)) - projector.measured
+    mse = float(residual.pow(2).mean(dtype=torch.float64))
+    peak = float(projector.measured.max() - projector.measured.min()) or 1.0
+    return Evaluation(mse, psnr(mse, peak))

@@ -200,6 +200,8 @@ def _evaluate(model: INR, plan: Plan, signal: Signal, world: World, config: Conf
     # host sums travel as objects: exact in float64 on NCCL too, which reduces CUDA tensors only
     reduce = world.sum_values
     model.store_coefficients()
+    if not measure.references(signal):  # a measured sinogram: no image to score against
+        return measure.evaluate_projections(model, signal, plan, world)
     subset = score_subset(plan.grid, signal.channels, config.train.eval)
     offsets = measure.score_offsets(signal, plan.grid)
     if subset is not None:

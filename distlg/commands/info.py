@@ -87,12 +87,29 @@ def describe_store(path: str) -> list[str]:
     stored = store.stored_bytes(store.location(path))
     return [
         f"store       {path} ({desc['format']} version {desc['version']}, {state})",
+        *_task_lines(desc.get("meta", {})),
         f"signal      {desc['kind']} {' x '.join(f'{n}={d}' for n, d in zip(axes, shape))}, "
         f"{array.shape[-1]} channel(s), {array.dtype}, {values}" + (f" ({source})" if source else ""),
         f"chunks      {chunks}; aligned with partitions {_sizes(chunking.get('factors', []))} of "
         f"{_sizes(chunking.get('part_shape', []))}",
         f"stored      {raw:,} bytes in {stored:,} ({raw / max(stored, 1):.1f}x)",
     ]
+
+
+def _task_lines(meta: dict) -> list[str]:
+    """What ingest did for a downstream task (``distlg.data.degrade``), if anything."""
+    m, lines = meta.get("measurement"), []
+    if m:
+        kind = "the image is its reference" if m.get("reference", True) else (
+            "measured: the image is its back-projection, no reference")
+        lines.append(f"task        CT: sinogram {_sizes(m['shape'])} at {len(m['angles'])} "
+                     f"angles; {kind}")
+    if int(meta.get("downsample", 1)) > 1:
+        lines.append(f"task        super-resolution: {meta['downsample']}x block means of "
+                     f"{_sizes(meta.get('original_shape', []))}")
+    if meta.get("noise"):
+        lines.append(f"task        denoising: {meta['noise']} noise, seed {meta.get('noise_seed')}")
+    return lines
 
 
 def is_store(spec: str) -> bool:

@@ -15,6 +15,7 @@ it resumes where it stopped.
     distlg ingest builtin:astronaut@256x256 lr.zarr --downsample 4     # super-resolution
     distlg ingest builtin:astronaut@256x256 noisy.zarr --noise gaussian:0.1
     distlg ingest builtin:phantom@256 ct.zarr --ct-angles 90           # CT reconstruction
+    distlg ingest scan_sinogram.npy ct.zarr --sinogram                  # ... from a measurement
     distlg ingest ../shared/data/bikes.mp4 s3://signals/bikes.zarr   # object storage
 """
 
@@ -31,7 +32,7 @@ from ..data.sources.base import SourceOptions
 HELP = "turn a video, frames, volume, image or audio file into a signal store"
 DEFAULT_ROOT = Path("storage") / "signals"
 CHUNKING = ("factors", "partition_size", "chunks", "shard")
-TASKS = ("downsample", "noise", "noise_seed", "ct_angles")
+TASKS = ("downsample", "noise", "noise_seed", "ct_angles", "sinogram")
 
 
 def arguments(p: argparse.ArgumentParser) -> None:

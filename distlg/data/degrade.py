@@ -16,6 +16,12 @@ sinogram it would give in a CT scanner (reconstruction).
   ``skimage.transform.radon`` with ``circle=False`` (the image padded to its diagonal, so every
   pixel is seen at every angle). ``distlg train`` then learns the image from the sinogram
   (``distlg.measure``).
+- ``--sinogram`` takes the source as a measured sinogram [detectors, angles] (angles evenly
+  over [0, 180), as many as its columns; ``--ct-angles`` may state the count) and stores it
+  with, as the image, its filtered back-projection on the largest n x n grid whose diagonal
+  the detectors span (n = floor(detectors / sqrt 2), scikit-image's geometry): a starting
+  view and the value range, not a reference. Training learns the image from the sinogram and
+  scores the projections.
 
 Each records what it did in the store's ``meta``. Nothing here imports torch.
 """
@@ -50,22 +56,29 @@ def parse_noise(text: str) -> tuple[str, float]:
     return kind, value
 
 
-def check(downsample: int | None, noise: str | None, ct_angles: int | None) -> None:
+def check(downsample: int | None, noise: str | None, ct_angles: int | None,
+          measured: bool = False) -> None:
     """Refuse combinations before anything is read."""
+    if measured and (noise or downsample):
+        raise IngestError("--sinogram stores a measured sinogram as it is; ingest it without "
+                          "--noise and --downsample")
     if downsample is not None and (downsample != int(downsample) or downsample < 1):
         raise IngestError(f"--downsample {downsample}: give a positive integer factor")
     if noise is not None:
         parse_noise(noise)
     if ct_angles is not None and ct_angles < 1:
         raise IngestError(f"--ct-angles {ct_angles}: give a positive number of angles")
-    if ct_angles is not None and (noise or downsample):
+    if ct_angles is not None and (noise or downsample) and not measured:
         raise IngestError("--ct-angles takes the image as it is; ingest it without --noise and "
                           "--downsample")
 
 
 def apply(src: Source, downsample: int | None, noise: str | None, noise_seed: int,
-          ct_angles: int | None) -> Source:
-    """``src`` downsampled, made noisy or given a sinogram (images only), or ``src`` itself."""
+          ct_angles: int | None, measured: bool = False) -> Source:
+    """``src`` downsampled, made noisy or given a sinogram (images only), the store of a
+    measured sinogram (``measured``), or ``src`` itself."""
+    if measured:
+        return _measured(src, ct_angles)
     if downsample is None and noise is None and ct_angles is None:
         return src
     if src.kind != "image":
@@ -140,14 +153,49 @@ def _with_sinogram(src: Source, image: np.ndarray, count: int,
     if image.shape[-1] != 1 or image.shape[0] != image.shape[1]:
         raise IngestError(f"{src.path}: --ct-angles needs a square single-channel image, got "
                           f"{'x'.join(map(str, image.shape))}; e.g. builtin:phantom@256")
-    angles = ct_angles(count)
-    sino = sinogram(image[..., 0].astype(np.float64), angles)
+    return _attach_sinogram(src, sinogram(image[..., 0].astype(np.float64), ct_angles(count)),
+                            ct_angles(count), count, reference=True)
+
+
+def _measured(src: Source, count: int | None) -> Source:
+    """The store of a measured sinogram: its filtered back-projection as the image, the
+    sinogram beside it."""
+    from skimage.transform import iradon
+
+    if src.kind not in ("image", "volume") or len(src.shape) != 3 or src.shape[-1] != 1:
+        raise IngestError(f"{src.path}: --sinogram needs a 2-D single-channel array [detectors, "
+                          f"angles], got {'x'.join(map(str, src.shape))}")
+    sino = np.concatenate(list(src.slabs(0, src.shape[0])))[..., 0].astype(np.float32)
+    detectors, columns = sino.shape
+    if count is not None and count != columns:
+        raise IngestError(f"{src.path}: --ct-angles {count}, but the sinogram has {columns} "
+                          "columns (one per angle)")
+    if detectors < 3 or not np.isfinite(sino).all():
+        raise IngestError(f"{src.path}: a sinogram needs at least 3 detector rows of finite values")
+    n = int(detectors / np.sqrt(2))
+    angles = ct_angles(columns)
+    fbp = iradon(sino.astype(np.float64), theta=angles, circle=False, output_size=n,
+                 filter_name="ramp").astype(np.float32)
+    lo, hi = float(fbp.min()), float(fbp.max())
+    margin = (hi - lo) / 4 or 1.0  # a back-projection blurs the image's extremes
+    image = array_source(src.path, src.nbytes, "image", fbp[..., None], dict(src.identity),
+                         {**src.meta, "sinogram_source": True})
+    image = replace(image, value_range=(lo - margin, hi + margin))
+    return _attach_sinogram(image, sino, angles, columns, reference=False)
+
+
+def _attach_sinogram(src: Source, sino: np.ndarray, angles: np.ndarray, count: int,
+                     reference: bool) -> Source:
+    """``src`` (the image) with ``sino`` [detectors, angles] written beside it in the store;
+    ``reference``: whether the image is the truth the reconstruction is scored against."""
     meta = {**src.meta, "measurement": {"operator": "radon", "array": SINOGRAM,
-                                        "angles": angles.tolist(), "shape": list(sino.shape)}}
+                                        "angles": angles.tolist(), "shape": list(sino.shape),
+                                        "reference": reference}}
 
     def attach(path: Path) -> None:
         import zarr
 
         zarr.create_array(store=str(path / SINOGRAM), data=sino, overwrite=True)
 
-    return replace(src, meta=meta, identity={**src.identity, "ct_angles": count}, attach=attach)
+    identity = {**src.identity, "ct_angles": count, **({} if reference else {"measured": True})}
+    return replace(src, meta=meta, identity=identity, attach=attach)

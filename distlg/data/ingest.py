@@ -90,7 +90,13 @@ class IngestOptions(SourceOptions):
     ct_angles: int | None = None
     """Also store the image's parallel-beam sinogram at this many angles over [0, 180)
     degrees: `distlg train` on the store then learns the image from the sinogram (CT
-    reconstruction); the image stays as the reference it is scored against."""
+    reconstruction); the image stays as the reference it is scored against. With
+    --sinogram: the measured sinogram's angle count (default: its columns)."""
+    sinogram: bool = False
+    """The source is a measured parallel-beam sinogram, a 2-D array [detectors, angles] (.npy,
+    TIFF, image) with angles evenly over [0, 180): store it to learn the n x n image it
+    projects (n = detectors / sqrt 2), with that image's filtered back-projection as a
+    starting view (no reference: training scores the projections)."""
     overwrite: bool = False
     """Replace a complete store that holds a different signal (an incomplete one is always
     resumed or restarted)."""
@@ -105,7 +111,7 @@ class IngestOptions(SourceOptions):
                 raise IngestError(f"--{name.replace('_', '-')} needs positive values, got "
                                   f"{list(values)}")
         self.shard = _shard_option(self.shard)
-        degrade.check(self.downsample, self.noise, self.ct_angles)
+        degrade.check(self.downsample, self.noise, self.ct_angles, self.sinogram)
 
 
 def _shard_option(value) -> str | tuple[int, ...] | None:
@@ -147,11 +153,12 @@ def ingest(source: str | Path, path: str | Path, options: IngestOptions | None =
     options = options or IngestOptions()
     path = store.location(path)
     if remote.is_url(path):
-        if options.ct_angles:
-            raise IngestError(f"{path}: a CT store (--ct-angles) is written to a local path only")
+        if options.ct_angles or options.sinogram:
+            raise IngestError(f"{path}: a CT store (--ct-angles, --sinogram) is written to a "
+                              "local path only")
         remote.check_writable(path)
     src = degrade.apply(open_source(source, options), options.downsample, options.noise,
-                        options.noise_seed, options.ct_angles)
+                        options.noise_seed, options.ct_angles, options.sinogram)
     chunking = plan_chunks(src, options)
     array, status, build = _prepare(path, src, chunking, options)
     if status != "up to date":
