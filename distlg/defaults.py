@@ -48,7 +48,9 @@ BY_KIND = {
 
 
 DENOISING_STEPS = 300
-"""Steps on a store ingested with --noise. An INR learns the image's structure before its
+"""Steps on an image store ingested with --noise (other kinds keep their kind's steps: not
+measured; on a 1 s two-tone clip at sigma 0.05, 300 steps underfit and 1000 and 3000 fit
+the noise, all below the noisy input's PSNR). An INR learns the image's structure before its
 noise, so stopping early is the denoiser (capacity, w0 and steps act as the prior; the budget
 keeps the kind's compression). Astronaut 128x128, Gaussian sigma 0.1 (input 20.60 dB), clean
 PSNR after 150 / 300 / 600 steps: 22.60 / 25.50 / 25.30 dB at 4 values per weight, 14.94 /
@@ -99,5 +101,5 @@ def describe(name: str) -> str:
     text = "Default by kind: " + ", ".join(f"{kind} {_text(name, getattr(d, name))}"
                                            for kind, d in BY_KIND.items()) + "."
     if name == "steps":
-        text += f" Training on a store ingested with --noise: {DENOISING_STEPS} (stopping early denoises)."
+        text += f" An image store ingested with --noise: {DENOISING_STEPS} (stopping early denoises)."
     return text

@@ -134,7 +134,7 @@ def make_plan(config: Config, signal: Signal) -> Plan:
     grid = make_grid(config, signal)
     arch = make_arch(config, signal, grid)
     train = config.train
-    if train.steps is None and "noise" in signal.meta:  # stopping early is the denoiser
+    if train.steps is None and "noise" in signal.meta and signal.kind == "image":  # stopping early denoises
         train = dataclasses.replace(train, steps=defaults.DENOISING_STEPS)
     plan = steps_plan(train, signal.kind, grid, arch, math.prod(signal.shape),
                       grid.num_partitions)

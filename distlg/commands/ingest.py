@@ -45,7 +45,7 @@ def arguments(p: argparse.ArgumentParser) -> None:
     add_fields(p.add_argument_group("reading the source"), IngestOptions, names=reading)
     add_fields(p.add_argument_group("chunking (match what you will train with)"), IngestOptions,
                names=CHUNKING)
-    add_fields(p.add_argument_group("downstream tasks (images)"), IngestOptions, names=TASKS)
+    add_fields(p.add_argument_group("downstream tasks"), IngestOptions, names=TASKS)
     add_fields(p.add_argument_group("output"), IngestOptions, names=("overwrite", "progress"))
 
 

@@ -1,16 +1,23 @@
-"""What ingest can do to an image before it is stored, for the Local-Global paper's downstream
+"""What ingest can do to a signal before it is stored, for the Local-Global paper's downstream
 tasks: a low-resolution copy (super-resolution), a noisy copy (denoising), or the parallel-beam
-sinogram it would give in a CT scanner (reconstruction).
+sinogram an image would give in a CT scanner (reconstruction).
 
 - ``--downsample F`` averages each F x F block of pixels (area averaging: a box filter that
-  integrates every pixel's footprint exactly, the anti-aliasing a camera's sensor does). The
+  integrates every pixel's footprint exactly, the anti-aliasing a camera's sensor does); on
+  video, volumes and audio each block of F samples along every axis (F^3 for a video: frames
+  too, its frame rate divided by F; F samples of audio, its sample rate divided by F). The
   low-resolution sample i sits at the centre of the block it averages, so a model trained on it
-  and rendered at ``--scale F`` lines up with the original pixel for pixel (the render grid
+  and rendered at ``--scale F`` lines up with the original sample for sample (the render grid
   tiles a sample's footprint; ``rendering.region.RenderGrid``).
 - ``--noise gaussian:SIGMA`` adds N(0, SIGMA^2) on the [0, 1] scale; ``--noise poisson:PEAK``
   draws Poisson(PEAK x) / PEAK (photon counts at a peak of PEAK). Values are clipped to the
   source's value range and stored as float32 in its units, so the clean store and the noisy one
   normalise alike and ``render --compare CLEAN`` scores against the clean signal.
+
+Images are read whole (they fit in memory). Video, volumes and audio stream a slab at a time:
+the noise at each position comes from a counter-based generator at that position (``uniforms``),
+so an interrupted ingest resumes with the same values; a float source is read once more first,
+for the value range the noise is scaled by.
 - ``--ct-angles N`` keeps the image (the reference a reconstruction is scored against) and
   writes, beside it in the store, its sinogram at N angles evenly spread over [0, 180) degrees:
   ``skimage.transform.radon`` with ``circle=False`` (the image padded to its diagonal, so every
@@ -82,8 +89,9 @@ def apply(src: Source, downsample: int | None, noise: str | None, noise_seed: in
     if downsample is None and noise is None and ct_angles is None:
         return src
     if src.kind != "image":
-        raise IngestError(f"{src.path}: --downsample, --noise and --ct-angles take images; this "
-                          f"source is a {src.kind}")
+        if ct_angles:
+            raise IngestError(f"{src.path}: --ct-angles takes an image; this source is a {src.kind}")
+        return _streamed(src, downsample, noise, noise_seed)
     image = np.concatenate(list(src.slabs(0, src.shape[0])))
     value_range = default_range(image, "image")
     meta, ident = dict(src.meta), dict(src.identity)
@@ -102,6 +110,98 @@ def apply(src: Source, downsample: int | None, noise: str | None, noise_seed: in
     if ct_angles:
         out = _with_sinogram(out, image, int(ct_angles), value_range)
     return out
+
+
+def _streamed(src: Source, downsample: int | None, noise: str | None, seed: int) -> Source:
+    """A video, volume or audio source downsampled and/or made noisy, a slab at a time."""
+    meta, ident, out = dict(src.meta), dict(src.identity), src
+    value_range = src.value_range or (_scan_range(src) if noise else None)
+    if downsample:
+        factor = int(downsample)
+        out = _block_means(src, factor)
+        meta.update(downsample=factor, original_shape=list(src.shape[:-1]),
+                    anti_aliasing="area average")
+        meta.update({k: meta[k] / factor for k in ("fps", "sample_rate") if meta.get(k)})
+        ident["downsample"] = factor
+    if noise:
+        kind, level = parse_noise(noise)
+        out = _noisy(out, kind, level, seed, value_range)
+        meta.update(noise=f"{kind}:{level:g}", noise_seed=seed)
+        ident.update(noise=f"{kind}:{level:g}", noise_seed=seed)
+    return replace(out, meta=meta, identity=ident, value_range=value_range)
+
+
+def _scan_range(src: Source) -> tuple[float, float]:
+    """The value range ingest would record for ``src`` (a pass over a float source)."""
+    if src.dtype.kind not in "f":
+        return default_range(np.zeros(0, src.dtype), src.kind)
+    low, high = np.inf, -np.inf
+    for slab in src.slabs(0, max(1, (1 << 22) // max(1, int(np.prod(src.shape[1:]))))):
+        low, high = min(low, float(slab.min())), max(high, float(slab.max()))
+    return default_range(np.asarray([low, high], dtype=src.dtype), src.kind)
+
+
+def _block_means(src: Source, factor: int) -> Source:
+    """``src`` with each block of ``factor`` samples per axis averaged; the rows of a last
+    block that the source does not fill (a video longer or shorter than announced) dropped."""
+    dims = src.shape[:-1]
+    what = "x".join(map(str, dims))
+    if factor > min(dims):
+        raise IngestError(f"--downsample {factor}: larger than the {what} {src.kind}")
+    if any(n % factor for n in dims):
+        raise IngestError(f"--downsample {factor} does not divide the {what} {src.kind}; choose a "
+                          "factor of every axis")
+
+    def slabs(start: int, rows: int):
+        for slab in src.slabs(start * factor, rows * factor):
+            whole = len(slab) - len(slab) % factor
+            if whole:
+                yield block_mean(slab[:whole], factor)
+
+    shape = tuple(n // factor for n in dims) + src.shape[-1:]
+    return replace(src, shape=shape, slabs=slabs)
+
+
+def block_mean(array: np.ndarray, factor: int) -> np.ndarray:
+    """The mean of every block of ``factor`` samples per axis of ``array`` [*dims, C], in its
+    dtype (integers rounded)."""
+    dims = array.shape[:-1]
+    split = [x for n in dims for x in (n // factor, factor)] + [array.shape[-1]]
+    mean = array.reshape(split).astype(np.float64).mean(axis=tuple(range(1, 2 * len(dims), 2)))
+    return np.rint(mean).astype(array.dtype) if array.dtype.kind in "uib" else mean.astype(array.dtype)
+
+
+def _noisy(src: Source, kind: str, level: float, seed: int,
+           value_range: tuple[float, float]) -> Source:
+    """``src`` with noise (as ``add_noise``) whose value at flat position i depends on (seed, i)
+    alone: any slab, resumed or not, gets the same values."""
+    row = int(np.prod(src.shape[1:]))
+    lo, hi = value_range
+
+    def slabs(start: int, rows: int):
+        for slab in src.slabs(start, rows):
+            unit = (slab.astype(np.float64) - lo) / (hi - lo)
+            first, start = start * row, start + len(slab)
+            if kind == "gaussian":  # Box-Muller on two uniforms per value
+                u = uniforms(seed, 2 * first, 2 * unit.size).reshape(2, -1, order="F")
+                normal = np.sqrt(-2.0 * np.log1p(-u[0])) * np.cos(2.0 * np.pi * u[1])
+                noisy = unit + level * normal.reshape(unit.shape)
+            else:                   # Poisson by its inverse distribution function
+                from scipy.stats import poisson
+
+                u = uniforms(seed, first, unit.size).reshape(unit.shape)
+                noisy = np.maximum(poisson.ppf(u, np.clip(unit, 0, None) * level), 0) / level
+            yield (np.clip(noisy, 0.0, 1.0) * (hi - lo) + lo).astype(np.float32)
+
+    return replace(src, dtype=np.dtype(np.float32), slabs=slabs)
+
+
+def uniforms(seed: int, first: int, count: int) -> np.ndarray:
+    """Uniform draws ``first`` to ``first + count`` of the counter-based stream of ``seed``
+    (Philox: four draws per counter value, so any position is reached directly)."""
+    start = first // 4
+    gen = np.random.Generator(np.random.Philox(key=seed, counter=start))
+    return gen.random(first - 4 * start + count)[first - 4 * start:]
 
 
 def area_downsample(image: np.ndarray, factor: int, path: str) -> np.ndarray:

@@ -12,8 +12,8 @@ What SOURCE may be, and the signal it becomes (``--kind`` changes it where it sa
     .wav (PCM or float)                                                          audio (t)
     builtin:NAME[@HxW]                                                           image
 
-``--downsample``, ``--noise`` and ``--ct-angles`` turn an image into the input of a downstream
-task (``distlg.data.degrade``).
+``--downsample`` and ``--noise`` (any signal), ``--ct-angles`` (an image) and ``--sinogram`` turn
+the source into the input of a downstream task (``distlg.data.degrade``).
 
 Memory: one slab is held at a time, as many rows of the first axis as a chunk is deep (frames,
 slices, samples), or with ``--shard`` as a shard is deep (a shard-row: each shard is written
@@ -77,12 +77,13 @@ class IngestOptions(SourceOptions):
     shard. Ingest holds one shard-row in memory (the shard's depth along the first axis, all of
     the other axes), which must fit: at most 2 GiB. Default: no sharding."""
     downsample: int | None = None
-    """Store the image downsampled by this integer factor, each F x F block averaged (area
-    averaging, the anti-aliasing of a camera's pixels), recording the factor and the original
-    shape: train on it and `distlg render MODEL --scale F` renders at the original resolution
-    (super-resolution)."""
+    """Store the signal downsampled by this integer factor along every axis, each block of F
+    samples per axis averaged (area averaging, the anti-aliasing of a camera's pixels; a
+    video's frame rate and a clip's sample rate divided by F), recording the factor and the
+    original shape: train on it and `distlg render MODEL --scale F` renders at the original
+    resolution (super-resolution)."""
     noise: str | None = field(default=None, metadata={"metavar": "KIND:LEVEL"})
-    """Store a noisy copy of the image: gaussian:SIGMA (standard deviation on the [0, 1] scale)
+    """Store a noisy copy of the signal: gaussian:SIGMA (standard deviation on the [0, 1] scale)
     or poisson:PEAK (photon counts at a peak of PEAK), clipped to the value range, float32,
     recorded in the store (denoising)."""
     noise_seed: int = 0
