@@ -49,7 +49,7 @@ from .metrics import Evaluation, psnr
 from .nn.architecture import ARCHS
 from .parallel import World
 from .plan import Plan
-from .step import autograd_forward
+from .step import autograd_forward, ensure_grads
 
 SUPPORTED_ARCHS = {"footprint": ARCHS, "radon": ARCHS}
 """Architectures each measured step runs (through ``step.autograd_forward``). An INCODE
@@ -170,12 +170,6 @@ def prepare(signal: Signal, plan: Plan, pids: list[int], world: World, train: Tr
     return _radon_run(signal, plan, pids, world, train, coefficients)
 
 
-def _zero_grads(model) -> None:
-    for p in model.parameters():
-        if p.grad is None:
-            p.grad = torch.zeros_like(p)
-
-
 def footprint_offsets(grid: PartitionGrid, factor: int) -> Tensor:
     """Coordinate offsets of the ``factor``^d sub-positions of a sample's footprint, [k, d]:
     ``-1/2 + (j + 1/2) / factor`` samples per axis, the render grid's positions at that scale."""
@@ -201,7 +195,7 @@ def footprint_step(grid: PartitionGrid, factor: int, train: TrainConfig,
     offsets = footprint_offsets(grid, factor)
 
     def step(model, coords: Tensor, values: Tensor, scale: float) -> Tensor:
-        _zero_grads(model)
+        ensure_grads(model)
         groups, n, dims = coords.shape
         sub = (coords[:, :, None, :] + offsets.to(coords.device)).reshape(groups, -1, dims)
         with torch.enable_grad():
@@ -260,7 +254,7 @@ def _radon_run(signal: Signal, plan: Plan, pids: list[int], world: World, train:
         """Add the gradient of the sinogram's mean squared error to every ``.grad``; return
         the summed squared error (on the main worker; 0 elsewhere, so the trainer's sum over
         workers is the error once)."""
-        _zero_grads(model)
+        ensure_grads(model)
         with torch.enable_grad():
             c = coefficients() if coefficients is not None else None
             out = autograd_forward(model, coords * model.coord_scale, train.precision,

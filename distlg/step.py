@@ -149,15 +149,21 @@ def _merge(model: INR, d: int, l: Tensor, g: Tensor, low: bool, act: Activation)
     return _sine(act, "merge", lg, w, b, low).view(groups, n, width)
 
 
+def ensure_grads(model: INR) -> None:
+    """A zero ``.grad`` for every parameter that has none (the replicated ones already have
+    theirs: views into the all-reduce bucket), for the backward pass to add to."""
+    for p in model.parameters():
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+
+
 def autograd_forward_backward(model: INR, coords: Tensor, values: Tensor, scale: float,
                               precision: str = "fp32", kernel: str = "torch",
                               coefficients: Callable[[], Tensor] | None = None) -> Tensor:
     """Add the gradient of ``scale * sse`` to every ``.grad`` (in place); return sse.
     ``coefficients``: computes an INCODE model's coefficients (their gradient flows back
     into whatever computed them); default: the model's stored ones."""
-    for p in model.parameters():
-        if p.grad is None:
-            p.grad = torch.zeros_like(p)
+    ensure_grads(model)
     with torch.enable_grad():
         c = coefficients() if coefficients is not None else None
         out = autograd_forward(model, coords * model.coord_scale, precision, kernel, c)
