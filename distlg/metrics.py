@@ -168,6 +168,10 @@ class Comparison:
     def __init__(self, signal: Signal, plan: RegionRender):
         grid = plan.render_grid
         region, scale = grid.region, grid.scale
+        if not signal.meta.get("measurement", {}).get("reference", True):
+            raise RenderError("the signal holds a measured sinogram and only its back-projection "
+                              "as an image, no reference to compare with; compare with a store "
+                              "of the true image, if there is one")
         if len(region) != len(signal.shape):
             raise RenderError(f"the signal (shape {signal.shape}) does not have the model's "
                               f"{len(region)} axes")

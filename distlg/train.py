@@ -228,8 +228,10 @@ def _attach_harmonizer(model: INR, config: Config, signal: Signal, device: torch
     """An INCODE model's harmonizer, attached to ``model`` (``distlg.nn.incode``); returns
     what computes the coefficients each step (``StepCoefficients``; None for SIREN models)."""
     if not model.arch.incode:
-        if config.model.harmonizer_weights:
-            raise ConfigError(f"--harmonizer-weights is for the INCODE archs, not {model.arch.arch}")
+        for option, value in (("weights", config.model.harmonizer_weights),
+                              ("bias", config.model.harmonizer_bias)):
+            if value:
+                raise ConfigError(f"--harmonizer-{option} is for the INCODE archs, not {model.arch.arch}")
         return None
     from .nn import incode
 

@@ -365,6 +365,7 @@ def test_a_step_of_two_workers_is_a_step_of_one_process_mid_training(tmp_path, a
 
 @pytest.mark.parametrize("args,needle", [
     (["--arch", "local-global", "--harmonizer-weights", "w.safetensors"], "for the INCODE archs"),
+    (["--arch", "siren", "--harmonizer-bias", "0.312"], "--harmonizer-bias is for the INCODE archs"),
     (["--arch", "incode", "--harmonizer-weights", "missing.safetensors"], "is not a file"),
 ])
 def test_harmonizer_option_errors_are_one_line(tmp_path, args, needle):

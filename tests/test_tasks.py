@@ -298,6 +298,11 @@ def test_a_measured_sinogram_trains_to_the_image_it_projects(tmp_path, capsys):
     mse = np.mean((projected - sino) ** 2, dtype=np.float64)
     assert run.final.psnr == pytest.approx(psnr(mse, float(sino.max() - sino.min())), abs=0.05)
     assert psnr(np.mean((np.clip(image, 0, 1) - truth) ** 2), 1.0) > 19.0  # 22.0 when written
+    capsys.readouterr()
+    assert main(["render", str(run.model_dir), "--out", str(tmp_path / "r.npy"), "--compare",
+                 str(store), "--no-progress"]) == 2   # the back-projection is no reference
+    assert "no reference to compare with" in capsys.readouterr().err
+    assert not (tmp_path / "r.npy").exists()
 
 
 # -- errors ------------------------------------------------------------------------------------
