@@ -14,10 +14,6 @@ sinogram an image would give in a CT scanner (reconstruction).
   source's value range and stored as float32 in its units, so the clean store and the noisy one
   normalise alike and ``render --compare CLEAN`` scores against the clean signal.
 
-Images are read whole (they fit in memory). Video, volumes and audio stream a slab at a time:
-the noise at each position comes from a counter-based generator at that position (``uniforms``),
-so an interrupted ingest resumes with the same values; a float source is read once more first,
-for the value range the noise is scaled by.
 - ``--ct-angles N`` keeps the image (the reference a reconstruction is scored against) and
   writes, beside it in the store, its sinogram at N angles evenly spread over [0, 180) degrees:
   ``skimage.transform.radon`` with ``circle=False`` (the image padded to its diagonal, so every
@@ -29,6 +25,11 @@ for the value range the noise is scaled by.
   the detectors span (n = floor(detectors / sqrt 2), scikit-image's geometry): a starting
   view and the value range, not a reference. Training learns the image from the sinogram and
   scores the projections.
+
+Images are read whole (they fit in memory). Video, volumes and audio stream a slab at a time:
+the noise at each position comes from a counter-based generator at that position (``uniforms``),
+so an interrupted ingest resumes with the same values; a float source is read once more first,
+for the value range the noise is scaled by.
 
 Each records what it did in the store's ``meta``. Nothing here imports torch.
 """
@@ -214,9 +215,7 @@ def area_downsample(image: np.ndarray, factor: int, path: str) -> np.ndarray:
         raise IngestError(f"--downsample {factor} does not divide the {h}x{w} image; choose a "
                           f"factor of both sides or a size they divide (e.g. @{h - h % factor}x"
                           f"{w - w % factor})")
-    blocks = image.reshape(h // factor, factor, w // factor, factor, -1).astype(np.float64)
-    mean = blocks.mean(axis=(1, 3))
-    return np.rint(mean).astype(image.dtype) if image.dtype.kind in "uib" else mean.astype(image.dtype)
+    return block_mean(image, factor)
 
 
 def add_noise(image: np.ndarray, kind: str, level: float, seed: int,
