@@ -103,9 +103,11 @@ def harmonizer_input(signal: Signal, bounds: tuple[int, int]) -> Tensor | None:
     against). None for other stores: a --downsample store's samples are its measurements."""
     if operator(signal) != "radon":
         return None
+    from .nn.incode import preview_steps
+
     sino = load_sinogram(signal, signal.meta["measurement"])
-    steps = tuple(max(1, -(-n // b)) for n, b in zip(sino.shape, bounds))
-    sino = sino[::steps[0], ::steps[1]]
+    rows, columns = preview_steps(sino.shape, bounds)
+    sino = sino[::rows, ::columns]
     peak = float(np.abs(sino).max()) or 1.0
     return torch.from_numpy(np.ascontiguousarray(sino / peak * 2 - 1, dtype=np.float32))[None, None]
 

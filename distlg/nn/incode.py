@@ -46,8 +46,9 @@ PAPER_MLP_BIAS = 0.3120
 (``--harmonizer-bias``): the activation then starts as SIREN's, whose initialisation is made
 for it. At 0.3120 every sine layer starts with its amplitude and frequency scaled by
 exp(0.312) = 1.37, which stacked layers compound: measured on the downstream benchmark
-(benchmarks/results/incode.md), 0 beat 0.3120 for every INCODE arch and task but one-network
-image fitting (-0.5 dB), by up to 10 dB for the paper's Local-Global recipe."""
+(benchmarks/results/incode.md against incode_bias0312.md), 0 beat 0.3120 for every INCODE arch
+and task but one-network image fitting (-0.5 dB); the paper's Local-Global recipe, run by hand
+with the benchmark's fitting settings, went from 18.8 to 28.9 dB."""
 FEATURES = 64
 """Channels of the ResNet stems' output."""
 MFCC_COEFFICIENTS = 40
@@ -194,16 +195,19 @@ class Harmonizer(nn.Module):
 
 
 class StepCoefficients:
-    """Each step's coefficients, cut from the harmonizer's graph so that workers sum 12 numbers.
+    """Each step's coefficients, cut from the harmonizer's graph so that workers sum only the
+    coefficients' gradient (8 or 12 numbers).
 
     ``step()`` runs the harmonizer and returns its output as the leaf ``leaf`` [sets, 4]: the
     model's forward uses the leaf, so the loss's gradient stops there. Workers sum the leaf's
-    gradient (48 bytes, where the harmonizer's own gradients are about 1 MB); ``backward()``
-    then carries the summed gradient through the harmonizer, on every worker the same
-    computation on the same numbers. Summing the harmonizer's gradients instead made 2 workers
-    and one process drift apart within a few steps: its batch norms leave gradient elements that
-    are near-cancelling sums, whose rounding depends on how the loss is split, and Adam steps
-    such an element by about the learning rate whatever its size.
+    gradient (where the harmonizer's own gradients are about 1 MB); ``backward()`` then
+    carries the summed gradient through the harmonizer, on every worker the same computation on
+    the same numbers, so every copy steps alike. This gives the gradient that summing the
+    harmonizer's own gradients would (J^T sum v = sum J^T v) with less rounding: 2 workers and
+    one process agree bit for bit over the first steps, where summing the harmonizer's
+    gradients parted them from step 2. Over tens of steps they still drift apart (README,
+    "INCODE"): a rounding-level difference in the summed gradient flips near-cancelling
+    elements of the extractor's, and Adam steps such an element by about the learning rate.
     """
 
     def __init__(self, harmonizer: Harmonizer):
@@ -249,6 +253,11 @@ def preview_shape(kind: str, shape: tuple[int, ...]) -> tuple[int, ...]:
     return PREVIEW_BY_KIND.get(kind, PREVIEW_PIXELS)[-len(shape):]
 
 
+def preview_steps(shape: tuple[int, ...], bounds: tuple[int, ...]) -> tuple[int, ...]:
+    """The stride per axis that keeps at most ``bounds`` samples of ``shape``: ceil(n / bound)."""
+    return tuple(max(1, -(-n // b)) for n, b in zip(shape, bounds))
+
+
 def read_preview(signal) -> Tensor:
     """The harmonizer's input: a downsampled view of ``signal`` in [-1, 1], laid out for its
     extractor ([1, C, *dims] for 2-D and 3-D, [C, T] for audio). Grids are read with a stride
@@ -260,7 +269,7 @@ def read_preview(signal) -> Tensor:
         start = (signal.shape[0] - n) // 2
         raw = np.asarray(signal.data[start:start + n])
         return torch.from_numpy(signal.normalise(raw)).T.contiguous()
-    steps = tuple(max(1, -(-n // b)) for n, b in zip(signal.shape, bounds))
+    steps = preview_steps(signal.shape, bounds)
     raw = np.asarray(signal.data[tuple(slice(None, None, s) for s in steps)])
     values = torch.from_numpy(signal.normalise(raw))
     return values.movedim(-1, 0).unsqueeze(0).contiguous()
