@@ -75,7 +75,8 @@ def image(out: Path) -> None:
         if cuda:
             torch.cuda.reset_peak_memory_stats()
         t0 = time.perf_counter()
-        method = dict(arch="local-global", recipe="paper") if arch == "local-global paper" else dict(arch=arch)
+        paper = arch == "local-global paper"
+        method = dict(arch="local-global", recipe="paper") if paper else dict(arch=arch)
         r = run_config(precision=precision, seed=0, out=str(SCRATCH / f"image-{arch}-{precision}"),
                        **method, **IMAGE)
         wall = time.perf_counter() - t0

@@ -78,7 +78,7 @@ if [ "$NGPU" -gt 0 ]; then
     # GPU hidden: 2 workers on one GPU cannot form an NCCL group. Device tests on CUDA meanwhile.
     run env 15 $PY benchmarks/gpu_bench.py env "$WORK/parts/env.md"
     run tests-gpu 60 $PY -m pytest -q -p no:cacheprovider -m "device" tests
-    # (b) a real NCCL job: train + evaluate + checkpoint, resume, export, render
+    # (b) a real NCCL job: train + evaluate + checkpoint, resume (also with --cuda-graph), export, render
     run nccl 70 bash -c "
         set -ex
         R=$WORK/nccl; L='$PY -m accelerate.commands.launch --config_file launch/multi-gpu.yaml --num_processes $NGPU'
@@ -86,12 +86,13 @@ if [ "$NGPU" -gt 0 ]; then
         \$L -m distlg train \$A --steps 200
         ls \$R/checkpoints
         \$L -m distlg train \$A --steps 300 --resume
+        \$L -m distlg train \$A --steps 400 --resume --cuda-graph
         grep -c loss \$R/history.jsonl
         $PY -m distlg export --no-progress \$R \$R/exported
         $PY -m distlg info \$R/exported
         $PY -m distlg render \$R/exported --out \$R/render.png --compare builtin:camera@256x256 --device cuda --no-progress"
     # (c) speed at the paper's video widths, each path, each precision
-    run speed 90 $PY benchmarks/speed.py 5 --device cuda --precisions fp32 tf32 bf16 \
+    run speed 120 $PY benchmarks/speed.py 5 --device cuda --precisions fp32 tf32 bf16 \
         --samples 200 2000 --markdown "$WORK/parts/speed.md"
     # (d) the paper's image setting at full size; (e) peak memory
     run image 150 $PY benchmarks/gpu_bench.py image "$WORK/parts/image.md"

@@ -7,10 +7,10 @@
 Configuration (the paper's cat-video widths): 3 input dims, 3 outputs, 320 partitions, 55 local
 and 180 global hidden units, 3 hidden layers, 200 samples per partition per step (64,000).
 Every method runs whole training steps (forward, backward, Adam) on the same batch, in this
-process, interleaved over several rounds; the median step time of each is reported, for 1 and
-2 threads (CPU) or each precision (GPU). Achieved GFLOP/s counts the matmul work of forward and
-backward; the matmul peak (2048x2048 on a CPU, 8192x8192 on a GPU, at the row's precision) is
-measured in the same run.
+process, interleaved over several rounds (each starting one method later); the median step
+time of each is reported, for 1 and 2 threads (CPU) or each precision (GPU). Achieved GFLOP/s
+counts the matmul work of forward and backward; the matmul peak (2048x2048 on a CPU, 8192x8192
+on a GPU, at the row's precision) is measured in the same run.
 
 - baseline: the paper's own formulation, as its public code's ``LocalGlobalBlock`` (concat_and_fc)
   computes it: per depth the global layer, then the local layer (``bmm``, bias added in place,
@@ -19,15 +19,22 @@ measured in the same run.
   squared error. (Its coordinates also require a gradient; that cost is left out here.)
 - distlg: ``distlg.fused.forward_backward`` (w0 in the GEMMs, split merge, in-place sine
   backward, chunks sized for the device) on an ``INR``; on a GPU also the autograd step with
-  bf16 matmuls and the Triton kernel for the local layers (``distlg.step``).
+  bf16 matmuls and the Triton kernel for the local layers (``distlg.step``), and either step
+  replayed as a CUDA graph (``--cuda-graph``).
 - SIREN: one MLP with the same number of parameters (width 1030), distlg's fused step.
+- ``--against REV``: also distlg's fused step as it was at git revision REV (its ``distlg``
+  package extracted aside and imported under another name), in the same process and rounds.
 """
 
 from __future__ import annotations
 
+import importlib
 import math
 import statistics
+import subprocess
 import sys
+import tarfile
+import tempfile
 import time
 from pathlib import Path
 
@@ -47,6 +54,7 @@ from distlg.plan import make_plan  # noqa: E402
 
 P, N, D, O, LAYERS, HL, HG, W0 = 320, 200, 3, 3, 3, 55, 180, 30.0
 SIREN_WIDTH = 1030
+CPU = torch.device("cpu")
 
 
 class Baseline(nn.Module):
@@ -133,7 +141,7 @@ def lattice_arch(n: int) -> Architecture:
     return make_plan(config, clip).arch
 
 
-def peak_gflops(device: torch.device = torch.device("cpu"), precision: str = "fp32") -> float:
+def peak_gflops(device: torch.device = CPU, precision: str = "fp32") -> float:
     """Measured matmul peak: 2048^3 float32 on a CPU; 8192^3 at ``precision`` on a GPU."""
     size = 2048 if device.type == "cpu" else 8192
     dtype = torch.bfloat16 if precision == "bf16" and device.type == "cuda" else torch.float32
@@ -144,13 +152,41 @@ def peak_gflops(device: torch.device = torch.device("cpu"), precision: str = "fp
     return 2 * size**3 / best / 1e9
 
 
-def _time(fn, device: torch.device = torch.device("cpu")) -> float:
+def _time(fn, device: torch.device = CPU) -> float:
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     sync()
     t0 = time.perf_counter()
     fn()
     sync()
     return time.perf_counter() - t0
+
+
+def package_at(rev: str):
+    """The ``distlg`` package as it was at git revision ``rev``, imported as ``distlg_<rev>``
+    from a temporary copy (its imports are relative, so it runs beside today's)."""
+    root = Path(__file__).resolve().parents[1]
+    name = "distlg_" + rev.replace("^", "p").replace("~", "t")
+    where = Path(tempfile.mkdtemp(prefix="distlg-speed-"))
+    archive = subprocess.run(["git", "archive", "--format=tar", rev, "distlg"], cwd=root,
+                             capture_output=True, check=True).stdout
+    archive_path = where / "src.tar"
+    archive_path.write_bytes(archive)
+    with tarfile.open(archive_path) as tar:
+        tar.extractall(where, filter="data")
+    (where / "distlg").rename(where / name)
+    sys.path.insert(0, str(where))
+    return importlib.import_module(name)
+
+
+def old_methods(rev: str, device: torch.device, x, y) -> dict:
+    """distlg's fused step at ``rev`` (the module layout of then: ``fused`` beside ``model``)."""
+    old = package_at(rev)
+    fused_old = importlib.import_module(old.__name__ + ".fused")
+    model_old = importlib.import_module(old.__name__ + ".model")
+    arch = model_old.Architecture("local-global", D, O, LAYERS, HL, HG)
+    model = model_old.INR(arch, range(P)).to(device)
+    return {f"distlg at {rev}": (model, lambda m, o: fused_step(m, o, x, y, fused_old.forward_backward),
+                                 Architecture("local-global", D, O, LAYERS, HL, HG))}
 
 
 def methods_for(device: torch.device, precision: str, x, y) -> dict:
@@ -167,7 +203,13 @@ def methods_for(device: torch.device, precision: str, x, y) -> dict:
            "distlg": (INR(lg, range(P)).to(device), lambda m, o: fused_step(m, o, x, y, ours), lg),
            "distlg recipe (lattice, equal params)": (
                INR(lat, range(P)).to(device), lambda m, o: fused_step(m, o, x, y, ours), lat)}
-    if device.type == "cuda":
+    if device.type == "cuda":  # the step replayed as a CUDA graph: no per-step launch work
+        graphed = training_step(precision, "torch", device, cuda_graph=True)
+        out["distlg, CUDA graph"] = (
+            INR(lg, range(P)).to(device), lambda m, o: fused_step(m, o, x, y, graphed), lg)
+        graphed_lat = training_step(precision, "torch", device, cuda_graph=True)
+        out["distlg recipe, CUDA graph"] = (
+            INR(lat, range(P)).to(device), lambda m, o: fused_step(m, o, x, y, graphed_lat), lat)
         try:
             tri = training_step(precision, "triton", device)
             out["distlg, Triton local layers"] = (
@@ -179,13 +221,15 @@ def methods_for(device: torch.device, precision: str, x, y) -> dict:
     return out
 
 
-def measure(threads: int, rounds: int, device: torch.device = torch.device("cpu"),
-            precision: str = "fp32", n: int = N) -> dict:
+def measure(threads: int, rounds: int, device: torch.device = CPU,
+            precision: str = "fp32", n: int = N, against: str | None = None) -> dict:
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     x = (torch.rand(P, n, D) * 2 - 1).to(device)
     y = (torch.rand(P, n, O) * 2 - 1).to(device)
     methods = methods_for(device, precision, x, y)
+    if against:
+        methods.update(old_methods(against, device, x, y))
     opts = {k: torch.optim.Adam(m.parameters(), lr=1e-4) for k, (m, _, _) in methods.items()}
     times = {k: [] for k in methods}
     for k, (m, step, _) in list(methods.items()):  # warm-up (compiles Triton kernels)
@@ -195,8 +239,10 @@ def measure(threads: int, rounds: int, device: torch.device = torch.device("cpu"
         except Exception as exc:  # noqa: BLE001 - a failing path is reported, not fatal
             print(f"{k}: failed ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})", flush=True)
             del methods[k], times[k]
-    for _ in range(rounds):
-        for k, (m, step, _) in methods.items():
+    names = list(methods)
+    for r in range(rounds):  # each round starts one method later: no method always follows another
+        for k in names[r % len(names):] + names[:r % len(names)]:
+            m, step, _ = methods[k]
             times[k].append(_time(lambda m=m, step=step, k=k: step(m, opts[k]), device))
     peak = peak_gflops(device, precision)
     rows = {}
@@ -238,6 +284,8 @@ def main() -> None:
     parser.add_argument("--precisions", nargs="+", default=["fp32"], choices=["fp32", "tf32", "bf16"])
     parser.add_argument("--samples", type=int, nargs="+", default=[N],
                         help="samples per partition per step (default: the paper's 200)")
+    parser.add_argument("--against", metavar="REV", default=None,
+                        help="also time distlg's fused step as it was at this git revision")
     parser.add_argument("--markdown", default=None,
                         help="write the table to this file instead of results/speed.md")
     args = parser.parse_args()
@@ -251,7 +299,7 @@ def main() -> None:
                 label += f", {P}x{n}" if args.samples != [N] else ""
                 if device.type == "cpu" and len(args.precisions) > 1:
                     label += f", {precision}"
-                settings[label] = measure(t, args.rounds, device, precision, n)
+                settings[label] = measure(t, args.rounds, device, precision, n, args.against)
                 if args.markdown:  # as it goes: a run stopped by a time limit keeps its rows
                     Path(args.markdown).write_text("\n".join(table(settings, echo=False)) + "\n")
     lines = table(settings)

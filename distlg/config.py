@@ -169,6 +169,9 @@ class TrainConfig(StepsConfig):
     stay float32)."""
     kernel: Literal["torch", "triton"] = "torch"
     """Local layers through torch (every device) or a fused Triton kernel (CUDA only)."""
+    cuda_graph: bool = False
+    """On CUDA, replay each training step's kernels as one captured CUDA graph (SIREN
+    activations; a step that cannot be captured runs as usual, with a warning)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -281,10 +284,6 @@ def load(path: str | Path) -> Config:
 
 
 # -- command line --------------------------------------------------------------------------------
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
 def _sections() -> list[tuple[str, type]]:
     return [(f.name, f.default_factory) for f in dataclasses.fields(Config)]
 
@@ -351,7 +350,7 @@ def add_fields(group: Any, cls: type, prefix: str = "", names: Sequence[str] | N
     docs, hints = field_docs(cls), typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         if f.init and (names is None or f.name in names):
-            group.add_argument(f.metadata.get("flag", _flag(f.name)),
+            group.add_argument(f.metadata.get("flag", "--" + f.name.replace("_", "-")),
                                **_option(f, hints[f.name], docs.get(f.name, ""), prefix))
 
 

@@ -142,8 +142,10 @@ def _train(config: Config, world: World, signal: Signal | None, out: Path) -> Tr
                            int(config.train.memory_budget_gib * 2**30), world.device, source=source)
     scale = 1.0 / (plan.samples_per_step * signal.channels)
     forward_backward = training_step(config.train.precision, config.train.kernel, world.device,
-                                     coefficients)
+                                     coefficients, config.train.cuda_graph)
     if measure.operator(signal):  # the loss sees the model through the store's measurements
+        if config.train.cuda_graph:
+            raise ConfigError("--cuda-graph: a store of measurements (CT) trains without a graph")
         sampler, forward_backward, scale = measure.prepare(signal, plan, pids, world, config.train,
                                                            sampler, scale, coefficients)
     tracker = _Tracker(world, config, plan, sampler, bucket, start)

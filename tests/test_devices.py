@@ -12,6 +12,9 @@ import sys
 
 import pytest
 import torch
+import torch.utils._pytree as pytree
+from torch.overrides import TorchFunctionMode
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from distlg import parallel
 from distlg.config import Config
@@ -180,3 +183,184 @@ def test_autograd_step_matches_the_fused_step(device, precision):
     for (name, p), (_, q) in zip(ref.named_tensors(), ours.named_tensors()):
         err = ((p.grad - q.grad).abs().max() / p.grad.abs().max()).item()
         assert err < tol * 10, f"{name}: {err:.1e}"
+
+
+class GraphHazards(TorchDispatchMode):
+    """Records each operation a CUDA graph could not hold: one that reads a value back to the
+    host or whose output size depends on values (``item``, ``nonzero``, ``unique``, a copy to
+    the CPU), and one that takes host data into device work (a copy from host memory, a
+    device tensor built from Python numbers, or a CPU tensor as an operand: its value would
+    be frozen into the graph). Enter with ``with GraphHazards() as spy``."""
+
+    READS = {"_local_scalar_dense", "nonzero", "unique_dim", "_unique2", "unique_consecutive",
+             "masked_select", "is_nonzero"}
+    BUILDERS = {torch.tensor, torch.as_tensor, torch.asarray}
+
+    def __init__(self):
+        super().__init__()
+        self.found: list[str] = []
+        spy = self
+
+        class Builders(TorchFunctionMode):  # torch.tensor(data, device=...) dispatches no copy
+            def __torch_function__(self, func, types, args=(), kwargs=None):
+                kwargs = kwargs or {}
+                device = kwargs.get("device")
+                if func in spy.BUILDERS and device is not None and torch.device(device).type != "cpu":
+                    spy.found.append(f"{func.__name__}: builds a device tensor from host data")
+                return func(*args, **kwargs)
+
+        self.builders = Builders()
+
+    def __enter__(self):
+        self.builders.__enter__()
+        return super().__enter__()
+
+    def __exit__(self, *exc):
+        super().__exit__(*exc)
+        return self.builders.__exit__(*exc)
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        leaves = pytree.tree_leaves((args, kwargs))
+        devices = {t.device.type for t in leaves if isinstance(t, torch.Tensor)}
+        target = kwargs.get("device")
+        target = torch.device(target).type if target is not None else None
+        on_device = devices - {"cpu"} or (target not in (None, "cpu"))
+        if func.overloadpacket.__name__ in self.READS or (devices - {"cpu"} and target == "cpu"):
+            self.found.append(f"{func}: reads the device from the host")
+        elif "cpu" in devices and on_device:
+            self.found.append(f"{func}: takes a host tensor into device work")
+        return func(*args, **kwargs)
+
+
+def graph_models() -> tuple[dict[str, Architecture], int]:
+    """Each model family (the lattice one as ``distlg train`` plans it), and the partitions."""
+    plan = make_plan(Config().replace(path="builtin:camera@48x40", factors=[3, 2], params=3000),
+                     builtin("camera@48x40"))
+    assert plan.arch.on_lattice
+    return {"local-global (paper)": Architecture("local-global", 2, 1, 2, 9, 13),
+            "local-global (lattice)": plan.arch,
+            "per-partition": Architecture("per-partition", 2, 1, 2, 9),
+            "siren": Architecture("siren", 2, 1, 2, 0, 17)}, plan.grid.num_partitions
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_training_steps_hold_nothing_a_cuda_graph_cannot(precision):
+    """On the meta device (shapes without values, on any machine; it stands in for CUDA) a
+    training step after the first copies nothing from the host, reads nothing back and hands
+    no host tensor to device work: what capturing it as a CUDA graph (``--cuda-graph``)
+    needs. Fails on an interpolation that builds its geometry as device tensors from Python
+    lists, or lattice points found from the host on the first step."""
+    from distlg.step import training_step
+
+    archs, count = graph_models()
+    for name, arch in archs.items():
+        pids = [0] if arch.arch == "siren" else range(count)
+        model = INR(arch, pids, seed=1).to("meta")
+        coords = torch.empty(len(pids), 40, 2, device="meta")
+        values = torch.empty(len(pids), 40, 1, device="meta")
+        step = training_step(precision, "torch", torch.device("meta"))
+        step(model, coords, values, 0.01)
+        with GraphHazards() as spy:
+            step(model, coords, values, 0.01)
+        assert spy.found == [], f"{name}: {spy.found[:3]}"
+
+
+def test_cuda_graph_is_refused_where_it_cannot_run():
+    from distlg.errors import DistlgError
+    from distlg.step import training_step
+
+    with pytest.raises(DistlgError, match="needs a CUDA device"):
+        training_step("fp32", "torch", torch.device("cpu"), cuda_graph=True)
+    with pytest.raises(DistlgError, match="INCODE"):
+        training_step("fp32", "torch", torch.device("cuda"), lambda: None, cuda_graph=True)
+
+
+cuda_only = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+def train_steps(arch: Architecture, pids, precision: str, graph: bool, steps: int = 5):
+    """``steps`` Adam steps on fresh random batches; (losses, parameters, step function)."""
+    from distlg.step import training_step
+
+    cuda = torch.device("cuda")
+    model = INR(arch, pids, seed=1).to(cuda)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    step = training_step(precision, "torch", cuda, cuda_graph=graph)
+    g = torch.Generator(device=cuda).manual_seed(0)
+    losses = []
+    for _ in range(steps):
+        coords = torch.rand(len(pids), 40, 2, device=cuda, generator=g) * 2 - 1
+        values = torch.rand(len(pids), 40, 1, device=cuda, generator=g)
+        losses.append(step(model, coords, values, 0.01))
+        optimizer.step()
+        model.zero_grad(set_to_none=False)
+    return torch.stack(losses), model, step
+
+
+@cuda_only
+@pytest.mark.device
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_a_step_replayed_as_a_cuda_graph_trains_as_the_step_does(precision):
+    """5 steps of each model family replayed as a CUDA graph, a new batch each step, equal 5
+    steps without a graph; gradients replaced after training are captured again."""
+    archs, count = graph_models()
+    for name, arch in archs.items():
+        pids = [0] if arch.arch == "siren" else list(range(count))
+        ref_losses, ref, _ = train_steps(arch, pids, precision, graph=False)
+        losses, ours, step = train_steps(arch, pids, precision, graph=True)
+        assert len(step.graphs) == 1 and not step.broken, name
+        torch.testing.assert_close(losses, ref_losses, rtol=1e-5, atol=0, msg=name)
+        for p, q in zip(ref.parameters(), ours.parameters()):
+            torch.testing.assert_close(q, p, rtol=1e-5, atol=1e-6, msg=name)
+        coords = torch.rand(len(pids), 40, 2, device="cuda") * 2 - 1
+        values = torch.rand(len(pids), 40, 1, device="cuda")
+        for model in (ref, ours):
+            for p in model.parameters():
+                p.grad = None
+        sse_ref, sse = step.step(ref, coords, values, 0.01), step(ours, coords, values, 0.01)
+        torch.testing.assert_close(sse, sse_ref, rtol=1e-5, atol=0, msg=name)
+        for p, q in zip(ref.parameters(), ours.parameters()):
+            torch.testing.assert_close(q.grad, p.grad, rtol=1e-4, atol=1e-7, msg=name)
+
+
+@cuda_only
+@pytest.mark.device
+def test_a_step_that_cannot_be_captured_runs_without_a_graph():
+    """A step that reads a value back to the host cannot be captured: one warning, and the
+    call's gradients are those of one step without a graph."""
+    from distlg.step import CudaGraphStep
+
+    def reads_back(model, coords, values, scale):
+        sse = fused.forward_backward(model, coords, values, scale)
+        assert sse.item() >= 0  # a host read: not allowed while capturing
+        return sse
+
+    arch = Architecture("local-global", 2, 1, 2, 9, 13)
+    ref, ours = (INR(arch, range(4), seed=1).cuda() for _ in range(2))
+    coords = torch.rand(4, 40, 2, device="cuda") * 2 - 1
+    values = torch.rand(4, 40, 1, device="cuda")
+    step = CudaGraphStep(reads_back)
+    with pytest.warns(UserWarning, match="cannot be captured as a CUDA graph"):
+        sse = step(ours, coords, values, 0.01)
+    assert step.broken
+    assert sse.item() == fused.forward_backward(ref, coords, values, 0.01).item()
+    for p, q in zip(ref.parameters(), ours.parameters()):
+        assert torch.equal(p.grad, q.grad)
+
+
+@cuda_only
+@pytest.mark.device
+def test_training_with_cuda_graph_matches_training_without(tmp_path):
+    """``distlg train --cuda-graph`` (one process) ends where the same run without it ends."""
+    from distlg.train import train
+
+    runs = []
+    for graph in (False, True):
+        config = Config().replace(path="builtin:camera@64x64", factors=[2, 2], steps=30,
+                                  device="cuda", cuda_graph=graph, checkpoint_every=0,
+                                  out=str(tmp_path / f"g{graph}"), tensorboard=False, progress=False)
+        runs.append(train(config))
+    assert abs(runs[1].final.psnr - runs[0].final.psnr) < 1e-3
+    for p, q in zip(runs[0].model.parameters(), runs[1].model.parameters()):
+        torch.testing.assert_close(q, p, rtol=1e-4, atol=1e-6)

@@ -118,13 +118,16 @@ class _Lattice:
 
 def _cached_weights(model: INR, coords: Tensor, ids: Tensor) -> tuple[Tensor, Tensor]:
     """Interpolation weights of ``coords`` and their transpose, reused while a full-batch run passes the same
-    (unmodified) coordinate tensor for the held partitions every step."""
+    (unmodified) coordinate tensor for the held partitions every step; never while a CUDA graph
+    is captured (a replay must compute them from whatever the captured tensor then holds)."""
+    capturing = coords.is_cuda and torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()
     cache = model.__dict__.get("_lattice_weights")
-    if cache is not None and cache[0] is coords and cache[1] == coords._version and cache[2] is ids:
+    if cache is not None and cache[0] is coords and cache[1] == coords._version and cache[2] is ids \
+            and not capturing:
         return cache[3]
     weights = lattice.interp_weights(model.arch, coords, ids)
     weights = (weights, weights.transpose(1, 2).contiguous())  # the backward's operand, laid out
-    if ids is model.partitions:
+    if ids is model.partitions and not capturing:
         model.__dict__["_lattice_weights"] = (coords, coords._version, ids, weights)
     return weights
 

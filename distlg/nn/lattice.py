@@ -100,12 +100,15 @@ def interp_weights(arch: Architecture, coords: Tensor, pids: Tensor) -> Tensor:
     """
     device = coords.device
     index = partition_index(arch, pids).to(device=device, dtype=coords.dtype)  # [P, d]
-    size = torch.tensor(arch.part_size, dtype=coords.dtype, device=device)
-    origin = torch.tensor(arch.cell_origin, dtype=coords.dtype, device=device)
+    # the geometry as numbers rounded to coords' precision, not as tensors copied to the device
+    # (a CUDA graph can hold this function); the arithmetic is that of 0-d tensors
+    real = np.float64 if coords.dtype == torch.float64 else np.float32
     weights = None
     for axis, r in enumerate(arch.lattice):
-        local = coords[..., axis] - (origin[axis] + index[:, axis:axis + 1] * size[axis])
-        t = (local * (r / size[axis])).clamp_(0, r)                 # [P, n] in cells
+        size, origin = real(arch.part_size[axis]), real(arch.cell_origin[axis])
+        start = index[:, axis:axis + 1] * float(size)
+        local = coords[..., axis] - start.add_(float(origin))
+        t = (local * float(real(1) / size * real(r))).clamp_(0, r)  # [P, n] in cells
         k = torch.arange(r + 1, dtype=coords.dtype, device=device)
         hat = (1 - (t.unsqueeze(-1) - k).abs()).clamp_(min=0)      # [P, n, r + 1]
         weights = hat if weights is None else \

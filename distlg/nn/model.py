@@ -145,6 +145,10 @@ class INR(nn.Module):
             self.params[_key(name)] = nn.Parameter(t)
         for name, shape in arch.constant_shapes().items():
             self.register_buffer(_key(name), torch.zeros(shape))
+        if arch.on_lattice:  # the held partitions' distinct corners, found once, here (host work)
+            points, inverse = lattice.unique_points(arch, self.partitions)
+            self.register_buffer("lattice_points", points, persistent=False)
+            self.register_buffer("lattice_inverse", inverse, persistent=False)
         self.harmonizer: nn.Module | None = None  # INCODE in training: ``attach_harmonizer``
 
     # -- access by name ----------------------------------------------------------------------------
@@ -294,17 +298,13 @@ class INR(nn.Module):
         return per_corner.view(len(pids), -1, per_corner.shape[1])
 
     def _lattice_points(self, pids: Tensor) -> tuple[Tensor, Tensor]:
-        """Distinct lattice points of ``pids`` and each corner's row among them; those of the
-        held partitions are computed once (no host round trip per training step)."""
-        cached = self.__dict__.get("_points")
-        if cached is not None and cached[0] is pids:
-            return cached[1]
-        device = self.coord_scale.device
-        points, inverse = lattice.unique_points(self.arch, pids.cpu())
-        out = (points.to(device), inverse.to(device))
+        """Distinct lattice points of ``pids`` and each corner's row among them: for the held
+        partitions the buffers found at construction (a training step reads nothing from the
+        host), for others found now."""
         if pids is self.partitions:
-            self.__dict__["_points"] = (pids, out)
-        return out
+            return self.lattice_points, self.lattice_inverse
+        points, inverse = lattice.unique_points(self.arch, pids.cpu())
+        return points.to(self.coord_scale.device), inverse.to(self.coord_scale.device)
 
     def _merge(self, l: Tensor, g: Tensor, d: int, groups: int, n: int,
                act: Activation) -> Tensor:
