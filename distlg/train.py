@@ -69,6 +69,7 @@ class TrainResult:
 def train(config: Config, world: World | None = None, signal: Signal | None = None) -> TrainResult:
     """Run ``config`` in this process (joining the launched job, if any)."""
     out = Path(config.run.out)
+    _check_cuda_options(config)
     _claim_out(config, world.rank if world else int(os.environ.get("RANK", "0")))
     own_world = world is None
     world = world or World.start(config.train.device,
@@ -101,6 +102,19 @@ def _check_finite(model: INR, world: World, step: int, out: Path) -> None:
 
 RUN_ENTRIES = ("checkpoints", "model", "history.jsonl", "tensorboard")
 """What a run writes into its --out (``--overwrite`` deletes them)."""
+
+
+def _check_cuda_options(config: Config) -> None:
+    """Refuse the CUDA-only options where they cannot run, before --out is touched (the
+    step's own checks, ``distlg.step.training_step``, come after the device is chosen)."""
+    t = config.train
+    wanted = [flag for flag, on in (("--kernel triton", t.kernel == "triton"),
+                                    ("--cuda-graph", t.cuda_graph)) if on]
+    if wanted and (t.device == "cpu" or not torch.cuda.is_available()):
+        raise ConfigError(f"{wanted[0]} needs a CUDA device (none here, or --device cpu)")
+    if t.cuda_graph and config.model.arch.endswith("incode"):
+        raise ConfigError("--cuda-graph: INCODE models compute their coefficients in each step "
+                          "and run without a graph; leave --cuda-graph off")
 
 
 def _claim_out(config: Config, rank: int) -> None:

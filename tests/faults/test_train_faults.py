@@ -46,6 +46,18 @@ def test_overwrite_replaces_the_old_run(run, capsys):
     assert _history_steps(run) == [1, 2]
 
 
+@pytest.mark.parametrize("flags", [["--cuda-graph"], ["--kernel", "triton"],
+                                   ["--cuda-graph", "--arch", "local-global-incode"]])
+def test_cuda_only_options_are_refused_before_the_old_run_is_touched(run, capsys, flags):
+    """On a machine without CUDA (or with --device cpu) the CUDA-only options are one line,
+    exit 2, and --overwrite has not yet deleted the run in --out."""
+    capsys.readouterr()
+    before = snapshot(run)
+    assert _train(run, "--steps", "2", "--overwrite", "--device", "cpu", *flags) == 2
+    one_line(capsys.readouterr().err, flags[0], "CUDA")
+    assert snapshot(run) == before
+
+
 def test_resume_and_overwrite_exclude_each_other(run, capsys):
     capsys.readouterr()
     before = snapshot(run)
