@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# One call on a GPU machine: tests on CUDA, a real NCCL job, speed, the paper's image setting at
-# full size, peak memory; all of it in benchmarks/results/gpu.md (and in $OUT, when set).
+# One call on a GPU machine: tests on CUDA, a real NCCL job, speed (each path, CUDA graphs,
+# torch.compile), the paper's image setting at full size, peak memory; all of it in
+# benchmarks/results/gpu.md (and in $OUT, when set).
 #
 #   bash benchmarks/gpu_check.sh --prepare   # beforehand, where pip reaches a registry: the
 #                                            # dependencies the GPU machine lacks, as wheels for
@@ -9,7 +10,7 @@
 #   DISTLG_COMMIT=abc1234 bash benchmarks/gpu_check.sh   # where the copy has no .git
 #
 # The GPU machine is assumed to have a CUDA build of torch, accelerate, safetensors,
-# scikit-image, pytest (+ pytest-timeout, pytest-xdist), Triton and numpy; .wheels/ adds zarr,
+# scikit-image, pytest, Triton and numpy; .wheels/ adds zarr,
 # numcodecs, donfig, google-crc32c and av (installed with pip --no-index into /tmp/site).
 # distlg itself runs from this checkout (PYTHONPATH), no install. Every part runs under its own
 # time limit in its own process: one failing or slow part does not stop the others, and gpu.md
@@ -53,7 +54,6 @@ export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 $PY -c "import distlg, zarr, numcodecs; print('distlg from', distlg.__file__)" >> "$LOG/setup.log" 2>&1 \
     || say "warning: distlg or zarr does not import (see setup.log)"
 NGPU=$($PY -c "import torch; print(torch.cuda.device_count() if torch.cuda.is_available() else 0)" 2>/dev/null || echo 0)
-XDIST=$($PY -c "import xdist" 2>/dev/null && echo "-n 6" || echo "")
 say "$NGPU GPU(s); work folder $WORK"
 
 STATUS=()   # "part|limit|seconds|result"
@@ -74,8 +74,7 @@ run() {
 skip() { STATUS+=("$1|-|0|no GPU: skipped"); say "$1: no GPU: skipped"; }
 
 if [ "$NGPU" -gt 0 ]; then
-    # (a) tests. CPU correctness (the 2-worker gloo suite among them) in the background with the
-    # GPU hidden: 2 workers on one GPU cannot form an NCCL group. Device tests on CUDA meanwhile.
+    # (a) the device tests on CUDA (the step on each device, CUDA graphs, the Triton kernel)
     run env 15 $PY benchmarks/gpu_bench.py env "$WORK/parts/env.md"
     run tests-gpu 60 $PY -m pytest -q -p no:cacheprovider -m "device" tests
     # (b) a real NCCL job: train + evaluate + checkpoint, resume (also with --cuda-graph), export, render
@@ -97,13 +96,13 @@ if [ "$NGPU" -gt 0 ]; then
     # (d) the paper's image setting at full size; (e) peak memory
     run image 150 $PY benchmarks/gpu_bench.py image "$WORK/parts/image.md"
     run memory 20 $PY benchmarks/gpu_bench.py memory "$WORK/parts/memory.md"
-    # CPU correctness last (the 2-worker gloo suite among them), with the GPU hidden: 2 workers
-    # on one GPU cannot form an NCCL group. Run concurrently with the parts above it starved
-    # them (the first run on an H200: device tests and the NCCL job hit their limits).
-    run tests-cpu 120 env CUDA_VISIBLE_DEVICES="" $PY -m pytest -q -p no:cacheprovider \
-        --timeout 100 $XDIST -m "not slow and not device" tests
+    # (c, continued) torch.compile of distlg's autograd formulation beside the fused step and
+    # the graphed step, tf32 at 640 K samples per step (compiling takes tens of seconds).
+    # The CPU suite (the 2-worker gloo suite among it) is CI's: it needs no GPU machine.
+    run compile 120 $PY benchmarks/speed.py 5 --device cuda --precisions tf32 --samples 2000 \
+        --compile --only "distlg" --markdown "$WORK/parts/compile.md"
 else
-    for part in tests-gpu nccl speed image memory; do skip $part; done
+    for part in tests-gpu nccl speed image memory compile; do skip $part; done
 fi
 
 # -- the report -----------------------------------------------------------------------------------
@@ -129,10 +128,10 @@ REPORT=$WORK/gpu.md
         if [ -n "${3:-}" ] && [ -f "$LOG/$3.log" ]; then
             echo; echo '```'; grep -E "passed|failed|error|Error|PSNR|trained|resuming|skipped" "$LOG/$3.log" | tail -n 15; echo '```'; fi
     }
-    section "(a) tests: device tests on CUDA; the rest (2-worker gloo suite included) with CUDA hidden" none tests-gpu
-    [ -f "$LOG/tests-cpu.log" ] && { echo '```'; tail -n 8 "$LOG/tests-cpu.log"; echo '```'; }
+    section "(a) tests: the device tests on CUDA (the CPU suite runs in CI)" none tests-gpu
     section "(b) NCCL job: accelerate launch, launch/multi-gpu.yaml, $NGPU process(es): train, evaluate, checkpoint, resume, export, render" none nccl
     section "(c) training throughput at the paper's video widths (320 partitions, 55 local / 180 global)" speed speed
+    section "(c') torch.compile of the autograd formulation, tf32, 640 K samples per step" compile compile
     section "(d) the paper's image setting at full size (astronaut 512x512, ~200 K weights, (16, 16), 2000 steps)" image image
     section "(e) peak GPU memory of one training step (video widths)" memory memory
 } > "$REPORT"
@@ -144,7 +143,7 @@ fi
 if [ -n "${OUT:-}" ]; then
     mkdir -p "$OUT/logs"
     cp "$REPORT" "$OUT/gpu.md"
-    for f in tests-gpu tests-cpu nccl speed image memory; do
+    for f in tests-gpu nccl speed image memory compile; do
         [ -f "$LOG/$f.log" ] && tail -c 2000000 "$LOG/$f.log" > "$OUT/logs/$f.log"
     done
     say "copied gpu.md and logs to \$OUT"

@@ -24,6 +24,7 @@ on a GPU, at the row's precision) is measured in the same run.
 - SIREN: one MLP with the same number of parameters (width 1030), distlg's fused step.
 - ``--against REV``: also distlg's fused step as it was at git revision REV (its ``distlg``
   package extracted aside and imported under another name), in the same process and rounds.
+- ``--compile``: also distlg's autograd formulation under ``torch.compile``.
 """
 
 from __future__ import annotations
@@ -189,6 +190,31 @@ def old_methods(rev: str, device: torch.device, x, y) -> dict:
                                  Architecture("local-global", D, O, LAYERS, HL, HG))}
 
 
+def compiled_methods(device: torch.device, precision: str, x, y) -> dict:
+    """distlg's autograd formulation (``distlg.step.autograd_forward``) under ``torch.compile``
+    (forward and loss compiled; AOTAutograd compiles the backward), for the paper's
+    architecture and distlg's recipe: a candidate against the fused step and the Triton kernel,
+    timed wherever it runs (compiling takes tens of seconds per shape)."""
+    from distlg.step import autograd_forward
+
+    def step_for():
+        def sse(model, coords, values):
+            return (autograd_forward(model, coords * model.coord_scale, precision) - values).pow(2).sum()
+
+        compiled = torch.compile(sse)
+
+        def step(m, o):
+            compiled(m, x, y).mul(1.0 / y.numel()).backward()
+            o.step()
+            o.zero_grad(set_to_none=False)
+        return step
+
+    lg = Architecture("local-global", D, O, LAYERS, HL, HG)
+    lat = lattice_arch(x.shape[1])
+    return {"distlg, torch.compile": (INR(lg, range(P)).to(device), step_for(), lg),
+            "distlg recipe, torch.compile": (INR(lat, range(P)).to(device), step_for(), lat)}
+
+
 def methods_for(device: torch.device, precision: str, x, y) -> dict:
     """name -> (model, step(model, optimizer), architecture or None for the baseline)."""
     from distlg.step import set_matmul_precision, training_step
@@ -222,17 +248,22 @@ def methods_for(device: torch.device, precision: str, x, y) -> dict:
 
 
 def measure(threads: int, rounds: int, device: torch.device = CPU,
-            precision: str = "fp32", n: int = N, against: str | None = None) -> dict:
+            precision: str = "fp32", n: int = N, against: str | None = None,
+            compiled: bool = False, only: list[str] | None = None) -> dict:
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     x = (torch.rand(P, n, D) * 2 - 1).to(device)
     y = (torch.rand(P, n, O) * 2 - 1).to(device)
     methods = methods_for(device, precision, x, y)
+    if compiled:
+        methods.update(compiled_methods(device, precision, x, y))
     if against:
         methods.update(old_methods(against, device, x, y))
+    if only:  # the baseline always stays: every ratio is against it
+        methods = {k: v for k, v in methods.items() if k == BASELINE or any(o in k for o in only)}
     opts = {k: torch.optim.Adam(m.parameters(), lr=1e-4) for k, (m, _, _) in methods.items()}
     times = {k: [] for k in methods}
-    for k, (m, step, _) in list(methods.items()):  # warm-up (compiles Triton kernels)
+    for k, (m, step, _) in list(methods.items()):  # warm-up (compiles Triton kernels, graphs)
         try:
             step(m, opts[k])
             step(m, opts[k])
@@ -286,6 +317,10 @@ def main() -> None:
                         help="samples per partition per step (default: the paper's 200)")
     parser.add_argument("--against", metavar="REV", default=None,
                         help="also time distlg's fused step as it was at this git revision")
+    parser.add_argument("--compile", action="store_true",
+                        help="also time distlg's autograd formulation under torch.compile")
+    parser.add_argument("--only", nargs="+", metavar="TEXT", default=None,
+                        help="time only the methods whose names contain one of these (and the baseline)")
     parser.add_argument("--markdown", default=None,
                         help="write the table to this file instead of results/speed.md")
     args = parser.parse_args()
@@ -299,7 +334,8 @@ def main() -> None:
                 label += f", {P}x{n}" if args.samples != [N] else ""
                 if device.type == "cpu" and len(args.precisions) > 1:
                     label += f", {precision}"
-                settings[label] = measure(t, args.rounds, device, precision, n, args.against)
+                settings[label] = measure(t, args.rounds, device, precision, n, args.against,
+                                          args.compile, args.only)
                 if args.markdown:  # as it goes: a run stopped by a time limit keeps its rows
                     Path(args.markdown).write_text("\n".join(table(settings, echo=False)) + "\n")
     lines = table(settings)
