@@ -364,3 +364,43 @@ def test_training_with_cuda_graph_matches_training_without(tmp_path):
     assert abs(runs[1].final.psnr - runs[0].final.psnr) < 1e-3
     for p, q in zip(runs[0].model.parameters(), runs[1].model.parameters()):
         torch.testing.assert_close(q, p, rtol=1e-4, atol=1e-6)
+
+
+def test_draws_on_the_device_take_nothing_from_the_host():
+    """A resident shard drawn on the device (``DeviceDraws``; meta stands in for CUDA) copies
+    nothing from the host and reads nothing back per step: only the step number goes in."""
+    import numpy as np
+
+    from distlg.data.sampler import ResidentSampler
+    from distlg.data.signal import Signal
+    from distlg.geometry import PartitionGrid
+
+    grid = PartitionGrid((30, 17, 21), (4, 3, 2), (2, 1, 3))
+    data = np.random.default_rng(0).integers(0, 256, grid.shape + (3,), dtype=np.uint8)
+    sampler = ResidentSampler(Signal(data, "volume", (0.0, 255.0)), grid, range(12), 40, 7,
+                              device="meta", on_device=True)
+    with GraphHazards() as spy:
+        batch = sampler.batch(5)
+    assert spy.found == []
+    assert batch.coords.device.type == batch.values.device.type == "meta"
+
+
+@cuda_only
+@pytest.mark.device
+def test_a_resident_shard_is_drawn_on_the_gpu_as_on_the_host():
+    import numpy as np
+
+    from distlg.data.sampler import ResidentSampler
+    from distlg.data.signal import Signal
+    from distlg.geometry import PartitionGrid
+
+    grid = PartitionGrid((30, 17, 21), (4, 3, 2), (2, 1, 3))
+    data = np.random.default_rng(0).integers(0, 256, grid.shape + (3,), dtype=np.uint8)
+    signal = Signal(data, "volume", (0.0, 255.0))
+    host = ResidentSampler(signal, grid, range(12), 40, 7, on_device=False)
+    gpu = ResidentSampler(signal, grid, range(12), 40, 7, device="cuda")  # the default on a GPU
+    assert gpu._draws is not None
+    for step in (0, 3, 10**6):
+        a, b = host.batch(step), gpu.batch(step)
+        assert b.coords.is_cuda and torch.equal(a.coords, b.coords.cpu())
+        assert torch.equal(a.values, b.values.cpu())

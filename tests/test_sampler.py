@@ -5,6 +5,7 @@ import math
 
 import numpy as np
 import pytest
+import torch
 from modelkit import sample_box
 
 from distlg.config import Config
@@ -193,3 +194,32 @@ def test_training_through_a_store_streams_to_the_resident_psnr(tmp_path, capsys)
         assert f"sampler {name}" in capsys.readouterr().out
     assert results["resident"] > 20
     assert abs(results["streaming"] - results["resident"]) < 0.5
+
+
+@pytest.mark.parametrize("dtype, value_range", [(np.uint8, (0.0, 255.0)), (np.uint16, (3.0, 60000.0)),
+                                                (np.float32, (-2.5, 7.25))])
+def test_draws_on_the_device_equal_the_host_draws_bit_for_bit(dtype, value_range):
+    """The resident sampler's device path (``DeviceDraws``: the hash in int64 arithmetic, the
+    gather and the normalisation where the data lives; a GPU's path, run here on the CPU)
+    gives exactly the host's batches: a padded, halo-grown 3-D grid, audio and an image, each
+    worker's shard, several steps and seeds (one above 2^63 - 1 would be refused)."""
+    from distlg.data.sampler import ResidentSampler
+
+    rng = np.random.default_rng(3)
+    cases = [(GRID, "volume"), (PartitionGrid((1000,), (7,), (5,)), "audio"),
+             (PartitionGrid((33, 47), (4, 3), (2, 2)), "image")]
+    for grid, kind in cases:
+        shape = grid.shape + (3,)
+        data = (rng.random(shape) * 1000).astype(dtype) if dtype == np.float32 else \
+            rng.integers(0, np.iinfo(dtype).max, shape, dtype=dtype)
+        signal = Signal(data, kind, value_range)
+        for pids in shard(grid, 2):
+            for seed in (0, 12345, 2**62 + 7):
+                host = ResidentSampler(signal, grid, pids, 37, seed, on_device=False)
+                device = ResidentSampler(signal, grid, pids, 37, seed, on_device=True)
+                assert device._draws is not None and host._draws is None
+                for step in (0, 1, 999, 2**40 + 3):
+                    a, b = host.batch(step), device.batch(step)
+                    assert a.coords.dtype == b.coords.dtype and a.values.dtype == b.values.dtype
+                    assert torch.equal(a.coords, b.coords), (kind, pids, seed, step)
+                    assert torch.equal(a.values, b.values), (kind, pids, seed, step)

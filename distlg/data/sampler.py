@@ -10,7 +10,8 @@ Modes:
 - ``full``: every position of every sampling box, every step (small signals, the paper's images
   and audio); computed once.
 - ``resident``: the shard's region of the signal (its partitions' halo-grown boxes) is read once
-  into memory in its raw dtype; each step gathers n random positions per partition.
+  into memory in its raw dtype; each step gathers n random positions per partition (on a GPU
+  the region is held and the positions drawn on the GPU, ``DeviceDraws``).
 - ``streaming`` (``distlg.data.stream``): the region does not fit the memory budget; a background
   thread reads the store chunk by chunk and gathers the values of the next steps' samples, the
   same samples the resident mode would draw.
@@ -48,12 +49,19 @@ def _mix(x: np.ndarray) -> np.ndarray:
 
 def uniform_unit(seed: int, step: int, pids: np.ndarray, n: int) -> np.ndarray:
     """Doubles in [0, 1), shape [len(pids), n], a function of (seed, step, pid, k) only."""
+    key = step_key(seed, step)
     with np.errstate(over="ignore"):
-        key = _mix(np.asarray([seed, step], dtype=np.uint64) * _GOLDEN + np.uint64(1))
         base = _mix(pids.astype(np.uint64) * _GOLDEN ^ key[0]) ^ key[1]
         counter = np.arange(n, dtype=np.uint64) * _GOLDEN
         bits = _mix(base[:, None] + counter[None, :])
     return (bits >> np.uint64(11)).astype(np.float64) * (1.0 / 2.0**53)  # top 53 bits
+
+
+def step_key(seed: int, step: int) -> tuple[np.uint64, np.uint64]:
+    """The two words that (seed, step) contribute to every draw of the step."""
+    with np.errstate(over="ignore"):
+        key = _mix(np.asarray([seed, step], dtype=np.uint64) * _GOLDEN + np.uint64(1))
+    return key[0], key[1]
 
 
 def uniform_indices(seed: int, step: int, pids: np.ndarray, n: int, size: int) -> np.ndarray:
@@ -104,6 +112,70 @@ def to_device(array: np.ndarray, device: torch.device) -> torch.Tensor:
     return t.pin_memory().to(device, non_blocking=True)
 
 
+def _signed(words: np.ndarray | np.uint64) -> np.ndarray:
+    """uint64 words as the int64 values with the same bits (torch computes on those)."""
+    return np.asarray(words, dtype=np.uint64).view(np.int64)
+
+
+def _shr(x: torch.Tensor, s: int) -> torch.Tensor:
+    """x >> s on the bits of int64 x as if unsigned (a logical shift)."""
+    return (x >> s) & ((1 << (64 - s)) - 1)
+
+
+def _mix_t(x: torch.Tensor) -> torch.Tensor:
+    """``_mix`` on int64 tensors: wrapping products and XOR keep the uint64 bits."""
+    x = x ^ _shr(x, 30)
+    x = x * int(_signed(_M1))
+    x = x ^ _shr(x, 27)
+    x = x * int(_signed(_M2))
+    return x ^ _shr(x, 31)
+
+
+class DeviceDraws:
+    """A resident shard's batches drawn where its data lives (the GPU): the counter-based hash
+    in int64 arithmetic, the gather and the normalisation on the device, so a step moves
+    nothing from the host. Every batch equals the host's (``ResidentSampler``) bit for bit;
+    everything fixed is laid out once here."""
+
+    def __init__(self, signal: Signal, grid: PartitionGrid, pids: Sequence[int], n: int,
+                 seed: int, region: tuple[tuple[int, int], ...], data: np.ndarray,
+                 device: torch.device):
+        ids = np.asarray(pids, dtype=np.int64)
+        with np.errstate(over="ignore"):
+            keyed = ids.astype(np.uint64) * _GOLDEN
+            counter = np.arange(n, dtype=np.uint64) * _GOLDEN
+
+        def put(array: np.ndarray) -> torch.Tensor:
+            return torch.from_numpy(np.ascontiguousarray(array)).to(device)
+
+        self.signal, self.seed, self.n, self.box = signal, seed, n, grid.sample_shape
+        self.keyed, self.counter = put(_signed(keyed)), put(_signed(counter))
+        self.starts = put(grid.sample_starts(ids))
+        self.last = put(np.asarray(grid.shape, dtype=np.int64) - 1)
+        self.scale = put(2.0 / np.maximum(np.asarray(grid.extent, dtype=np.float64) - 1, 1))
+        self.origin = put(np.asarray([a for a, _ in region], dtype=np.int64))
+        self.strides = put(np.asarray([math.prod(data.shape[i + 1:-1]) for i in range(grid.ndim)],
+                                      dtype=np.int64))
+        self.data = put(data.reshape(-1, data.shape[-1]))
+
+    def batch(self, step: int) -> Batch:
+        k0, k1 = (int(_signed(k)) for k in step_key(self.seed, step))
+        base = _mix_t(self.keyed ^ k0) ^ k1
+        bits = _mix_t(base[:, None] + self.counter[None, :])
+        unit = _shr(bits, 11).to(torch.float64) * (1.0 / 2.0**53)
+        rest = (unit * math.prod(self.box)).to(torch.int64)
+        offset = []
+        for size in reversed(self.box):  # C-order unravel, as np.unravel_index
+            offset.append(rest % size)
+            rest = rest // size
+        pos = torch.minimum(self.starts[:, None, :] + torch.stack(offset[::-1], dim=-1), self.last)
+        coords = (pos.to(torch.float64) * self.scale - 1.0).to(torch.float32)
+        raw = self.data[((pos - self.origin) * self.strides).sum(-1)]
+        lo, hi = self.signal.value_range
+        values = (raw.to(torch.float32) - lo) * (2.0 / (hi - lo)) - 1.0
+        return Batch(coords, values)
+
+
 class SamplerError(DistlgError):
     """The sampler cannot serve this shard as configured."""
 
@@ -132,7 +204,9 @@ class ResidentSampler:
     """Samples from the shard's region held in memory in the signal's raw dtype."""
 
     def __init__(self, signal: Signal, grid: PartitionGrid, pids: Sequence[int], n: int | None,
-                 seed: int = 0, device: str | torch.device = "cpu"):
+                 seed: int = 0, device: str | torch.device = "cpu", on_device: bool | None = None):
+        """``on_device``: hold the data on ``device`` and draw batches there (``DeviceDraws``);
+        default: on a GPU where the data takes at most a quarter of its free memory."""
         if tuple(grid.shape) != signal.shape:
             raise ValueError(f"grid shape {grid.shape} does not match signal shape {signal.shape}")
         self.signal, self.grid, self.pids = signal, grid, [int(p) for p in pids]
@@ -143,6 +217,11 @@ class ResidentSampler:
         self.data = signal.read(self.region)
         self.mode = "full" if self.full else "resident"
         self._fixed: Batch | None = None
+        if on_device is None:
+            on_device = self.device.type == "cuda" and \
+                self.data.nbytes <= torch.cuda.mem_get_info(self.device)[0] // 4
+        self._draws = DeviceDraws(signal, grid, self.pids, self.n, self.seed, self.region,
+                                  self.data, self.device) if on_device and not self.full else None
 
     @property
     def resident_bytes(self) -> int:
@@ -150,7 +229,8 @@ class ResidentSampler:
 
     def describe(self) -> str:
         what = "every position of every box each step" if self.full else f"{self.n} samples per partition"
-        return f"{self.mode}: {self.resident_bytes / 2**20:.0f} MiB of the signal in memory; {what}"
+        where = f"on {self.device.type}, drawn there" if self._draws else "in memory"
+        return f"{self.mode}: {self.resident_bytes / 2**20:.0f} MiB of the signal {where}; {what}"
 
     def close(self) -> None:
         """Release background resources (none for this sampler)."""
@@ -163,6 +243,8 @@ class ResidentSampler:
     def batch(self, step: int) -> Batch:
         if self.full and self._fixed is not None:
             return self._fixed
+        if self._draws is not None:
+            return self._draws.batch(step)
         pos = self.positions(step)
         local = pos - np.asarray([a for a, _ in self.region])
         flat = np.ravel_multi_index(tuple(np.moveaxis(local, -1, 0)), self.data.shape[:-1])
