@@ -404,3 +404,32 @@ def test_a_resident_shard_is_drawn_on_the_gpu_as_on_the_host():
         a, b = host.batch(step), gpu.batch(step)
         assert b.coords.is_cuda and torch.equal(a.coords, b.coords.cpu())
         assert torch.equal(a.values, b.values.cpu())
+
+
+@cuda_only
+@pytest.mark.device
+def test_a_streamed_shard_arrives_on_the_gpu_as_on_the_host():
+    """Batches of the streaming sampler copied to the GPU on their own stream equal the host's,
+    also when a step's kernels are still running as the next batch is copied."""
+    import numpy as np
+
+    from distlg.data.sampler import ResidentSampler
+    from distlg.data.signal import Signal
+    from distlg.data.stream import StreamingSampler
+    from distlg.geometry import PartitionGrid
+
+    grid = PartitionGrid((30, 17, 21), (4, 3, 2), (2, 1, 3))
+    data = np.random.default_rng(0).integers(0, 256, grid.shape + (3,), dtype=np.uint8)
+    signal = Signal(data, "volume", (0.0, 255.0))
+    host = ResidentSampler(signal, grid, range(12), 40, 7, on_device=False)
+    streamed = StreamingSampler(signal, grid, list(range(12)), 40, 7, 1 << 20, "cuda", window=3)
+    busy = torch.randn(4096, 4096, device="cuda")
+    try:
+        for step in range(8):
+            for _ in range(4):  # keep the compute stream busy while the copy is issued
+                busy = torch.sin(busy @ busy * 1e-3)
+            b = streamed.batch(step)
+            a = host.batch(step)
+            assert torch.equal(a.coords, (b.coords * 1).cpu()) and torch.equal(a.values, (b.values * 1).cpu())
+    finally:
+        streamed.close()

@@ -103,13 +103,24 @@ class Batch:
     """[P_r, n, channels] values in [-1, 1]."""
 
 
+_COPY_STREAMS: dict[torch.device, "torch.cuda.Stream"] = {}
+
+
 def to_device(array: np.ndarray, device: torch.device) -> torch.Tensor:
-    """``array`` on ``device``; to a GPU through pinned memory without blocking, so the copy
-    overlaps the step in flight instead of waiting for it."""
+    """``array`` on ``device``. To a GPU: from pinned memory, without blocking, on a stream of
+    its own, so the copy runs while the kernels of the step in flight still run (on the
+    compute stream it would queue behind them); the compute stream waits for it."""
     t = torch.from_numpy(array)
     if device.type != "cuda":
         return t.to(device)
-    return t.pin_memory().to(device, non_blocking=True)
+    if device not in _COPY_STREAMS:
+        _COPY_STREAMS[device] = torch.cuda.Stream(device)
+    copies, compute = _COPY_STREAMS[device], torch.cuda.current_stream(device)
+    with torch.cuda.stream(copies):
+        out = t.pin_memory().to(device, non_blocking=True)
+    compute.wait_stream(copies)
+    out.record_stream(compute)  # its memory is not reused before the compute stream is done
+    return out
 
 
 def _signed(words: np.ndarray | np.uint64) -> np.ndarray:
