@@ -97,23 +97,30 @@ def memory(out: Path) -> None:
     from speed import HG, HL, LAYERS, Baseline, D, O, P, baseline_step, fused_step
 
     from distlg.nn.model import INR, Architecture
+    from distlg.step import training_step
 
-    emit(out, "| step | samples per step | peak GPU MiB |", "|---|---|---|")
+    emit(out, "| step | samples per step | peak GPU MiB | held after the step MiB |",
+         "|---|---|---|---|")
+    arch = Architecture("local-global", D, O, LAYERS, HL, HG)
     for n in (200, 2000):
         x = torch.rand(P, n, D, device="cuda") * 2 - 1
         y = torch.rand(P, n, O, device="cuda") * 2 - 1
+        graphed = training_step("fp32", "torch", torch.device("cuda"), cuda_graph=True)
         for name, model, step in (
                 ("baseline (paper's formulation)", Baseline(), baseline_step),
-                ("distlg fused", INR(Architecture("local-global", D, O, LAYERS, HL, HG), range(P)),
-                 fused_step)):
+                ("distlg fused", INR(arch, range(P)), fused_step),
+                ("distlg fused, CUDA graph (capture included)", INR(arch, range(P)),
+                 lambda m, o, x, y, g=graphed: fused_step(m, o, x, y, g))):
             model = model.cuda()
             opt = torch.optim.Adam(model.parameters(), lr=1e-4)
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
+            before = torch.cuda.memory_allocated()
             step(model, opt, x, y)
             torch.cuda.synchronize()
             emit(out, f"| {name} | {P} x {n} = {P * n:,} | "
-                      f"{torch.cuda.max_memory_allocated() / 2**20:,.0f} |")
+                      f"{torch.cuda.max_memory_allocated() / 2**20:,.0f} | "
+                      f"{(torch.cuda.memory_allocated() - before) / 2**20:,.0f} |")
             del model, opt
         torch.cuda.empty_cache()
 
