@@ -32,8 +32,30 @@ class ConfigError(DistlgError):
     """A configuration that cannot be used."""
 
 
+def _checked(default: Any, ok: Callable[[Any], bool], rule: str, **metadata: Any) -> Any:
+    """A field whose value, when set, must satisfy ``ok`` ("<name> must be <rule>")."""
+    return field(default=default, metadata={"check": (ok, rule), **metadata})
+
+
+def _each(ok: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    return lambda values: all(ok(v) for v in values)
+
+
+class _Checked:
+    """Settings checked where they are made: every float finite, every ``_checked`` rule met."""
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(f"{f.name} must be a finite number, got {value!r}")
+            if "check" in f.metadata and value is not None and not f.metadata["check"][0](value):
+                raise ConfigError(f"{f.name.replace('_', ' ')} must be {f.metadata['check'][1]}, "
+                                  f"got {value}")
+
+
 @dataclass
-class SignalConfig:
+class SignalConfig(_Checked):
     path: str = field(default="builtin:astronaut@256x256",
                       metadata={"flag": "--signal", "metavar": "STORE"})
     """Zarr store written by `distlg ingest`: a path, an http(s):// URL (`distlg[remote]`) or
@@ -46,20 +68,22 @@ class SignalConfig:
 
 
 @dataclass
-class PartitionConfig:
-    factors: Optional[list[int]] = None
+class PartitionConfig(_Checked):
+    factors: Optional[list[int]] = _checked(None, _each(lambda v: v >= 1), ">= 1 on every axis")
     """Partitions per signal axis, e.g. 5 8 8 for (frames, rows, columns). Default: from
     --partition-size."""
-    partition_size: Optional[list[int]] = field(default=None, metadata={"by_kind": "partition_size"})
+    partition_size: Optional[list[int]] = _checked(None, _each(lambda v: v >= 1), ">= 1 on every axis",
+                                                   by_kind="partition_size")
     """Target partition size in samples per axis when --factors is not given (one value for
     every axis, or one per axis); 32 per image axis is the paper's rule."""
-    overlaps: Optional[list[int]] = field(default=None, metadata={"by_kind": "halo"})
+    overlaps: Optional[list[int]] = _checked(None, _each(lambda v: v >= 0), ">= 0 on every axis",
+                                             by_kind="halo")
     """Halo per axis: each partition samples training positions from its box grown by this
     many samples (one value or one per axis; none on unsplit axes). Removes seams."""
 
 
 @dataclass
-class ModelConfig:
+class ModelConfig(_Checked):
     arch: Literal["local-global", "per-partition", "siren", "local-global-incode",
                   "per-partition-incode", "incode"] = "local-global"
     """Model family: Local-Global SIREN, SIREN per partition (local only), one SIREN, or their
@@ -69,21 +93,21 @@ class ModelConfig:
     evaluated on a coarse lattice per partition, its features entering every local layer as a
     bias (merge "bias"): the cost per sample does not grow with the signal. paper: the
     paper's formulation (global share 10 %, concat merge evaluated at every sample)."""
-    params: Optional[int] = None
+    params: Optional[int] = _checked(None, lambda v: v >= 1, ">= 1")
     """Total parameter budget; the widths are chosen to match it. Default: signal values
     divided by --compression."""
-    compression: Optional[float] = field(default=None, metadata={"by_kind": "compression"})
+    compression: Optional[float] = _checked(None, lambda v: v > 0, "> 0", by_kind="compression")
     """Signal values per parameter when --params is not given (images: the paper's image
     setting; audio: its 198 K parameters for a 7 s clip)."""
-    global_share: float = 0.1
+    global_share: float = _checked(0.1, lambda v: 0 < v < 1, "in (0, 1)")
     """Share of the parameters in the replicated part (global branch and merge)."""
-    local_width: Optional[int] = None
+    local_width: Optional[int] = _checked(None, lambda v: v >= 1, ">= 1")
     """Hidden width of every local sub-network (overrides the budget)."""
-    global_width: Optional[int] = None
+    global_width: Optional[int] = _checked(None, lambda v: v >= 1, ">= 1")
     """Hidden width of the global branch (overrides the budget)."""
-    hidden_layers: int = 3
+    hidden_layers: int = _checked(3, lambda v: v >= 0, ">= 0")
     """Hidden layers after the first sine layer, in each branch."""
-    w0: float = 30.0
+    w0: float = _checked(30.0, lambda v: v > 0, "> 0")
     """SIREN frequency factor: each layer computes sin(w0 (x W + b))."""
     merge: Optional[Literal["shared", "per-depth", "add", "bias"]] = None
     """How local and global features meet: one concat+sine layer shared by all depths (the
@@ -93,7 +117,7 @@ class ModelConfig:
     lattice: Optional[list[int]] = None
     """Lattice cells per partition per axis where the global branch runs (merge bias). Default:
     about 8 samples per cell, coarsened until the corners cost at most a local layer."""
-    max_global_width: Optional[int] = None
+    max_global_width: Optional[int] = _checked(None, lambda v: v >= 1, ">= 1")
     """Largest global width the budget may pick. Default: 64 for the distlg recipe, none for
     the paper's."""
     harmonizer_weights: Optional[str] = field(default=None, metadata={"metavar": "PATH"})
@@ -105,64 +129,47 @@ class ModelConfig:
 
 
 @dataclass
-class StepsConfig:
+class StepsConfig(_Checked):
     """How a model's partitions train: what ``train`` and ``extend`` share."""
 
-    steps: Optional[int] = field(default=None, metadata={"by_kind": "steps"})
+    steps: Optional[int] = _checked(None, lambda v: v >= 1, ">= 1", by_kind="steps")
     """Optimisation steps."""
-    lr: Optional[float] = field(default=None, metadata={"by_kind": "lr"})
+    lr: Optional[float] = _checked(None, lambda v: v > 0, "> 0", by_kind="lr")
     """Adam learning rate (the paper's)."""
     schedule: Literal["constant", "cosine"] = "constant"
     """Learning-rate schedule: constant (the paper's) or cosine decay to --lr-final x lr."""
-    lr_final: float = 0.05
+    lr_final: float = _checked(0.05, lambda v: 0 <= v <= 1, "in [0, 1]")
     """Final learning rate of the cosine schedule, as a fraction of --lr."""
-    sample_fraction: Optional[float] = field(default=None, metadata={"by_kind": "sample_fraction"})
+    sample_fraction: Optional[float] = _checked(None, lambda v: 0 < v <= 1, "in (0, 1]",
+                                                by_kind="sample_fraction")
     """Fraction of the signal's positions drawn per step, spread equally over partitions (full
     batch: every position every step)."""
-    samples_per_partition: Optional[int] = None
+    samples_per_partition: Optional[int] = _checked(None, lambda v: v >= 1, ">= 1")
     """Samples drawn from each partition per step (overrides --sample-fraction)."""
-    seed: int = 0
+    seed: int = _checked(0, lambda v: v >= 0, ">= 0")
     """Seed of the initialisation and of the sampling (non-negative)."""
-    memory_budget_gib: float = 4.0
+    memory_budget_gib: float = _checked(4.0, lambda v: v > 0, "> 0")
     """Decoded signal data a worker may hold; beyond it (or with --pack) the sampler streams."""
-
-    def __post_init__(self) -> None:
-        if self.schedule not in ("constant", "cosine"):
-            raise ConfigError(f"schedule must be constant or cosine, got {self.schedule!r}")
-        _validate(self, [("steps", self.steps, lambda v: v >= 1, ">= 1"),
-                         ("lr", self.lr, lambda v: v > 0, "> 0"),
-                         ("sample fraction", self.sample_fraction, lambda v: 0 < v <= 1, "in (0, 1]"),
-                         ("samples per partition", self.samples_per_partition, lambda v: v >= 1, ">= 1"),
-                         ("seed", self.seed, lambda v: v >= 0, ">= 0")])
-
-
-def _validate(settings: Any, rules: list[tuple[str, Any, Callable[[Any], bool], str]]) -> None:
-    """Every float of ``settings`` finite, and each (name, value, ok, rule) ``ok`` or None."""
-    for name, value in vars(settings).items():
-        if isinstance(value, float) and not math.isfinite(value):
-            raise ConfigError(f"{name} must be a finite number, got {value!r}")
-    for name, value, ok, rule in rules:
-        if value is not None and not ok(value):
-            raise ConfigError(f"{name} must be {rule}, got {value}")
 
 
 @dataclass
 class TrainConfig(StepsConfig):
-    global_lr: Optional[float] = field(default=None, metadata={"by_kind": "global_lr"})
+    global_lr: Optional[float] = _checked(None, lambda v: v >= 0, ">= 0", by_kind="global_lr")
     """Learning rate of a Local-Global model's replicated part (global branch and merge), as a
     fraction of --lr (the local sub-networks train at --lr)."""
-    eval_every: int = 0
+    eval_every: int = _checked(0, lambda v: v >= 0, ">= 0 (0: at the end)")
     """Evaluate PSNR every this many steps (0: only at the end)."""
     eval: Literal["auto", "full", "sample"] = "auto"
     """How the PSNR is scored: full (every value, streamed over all workers), sample (a fixed
     random subset of whole partitions, about 4 M values, reported with its 95 % confidence
     interval), or auto (sample above 10^7 values, else full)."""
-    log_every: int = 25
+    log_every: int = _checked(25, lambda v: v >= 1, ">= 1")
     """Log the loss every this many steps."""
-    threads: Optional[int] = None
+    threads: Optional[int] = _checked(None, lambda v: v >= 1, ">= 1")
     """CPU threads per worker. Default: the cores divided among the workers on this machine."""
-    device: Optional[str] = None
-    """Device to train on (cpu, cuda). Default: the accelerator's choice."""
+    device: Optional[Literal["cpu", "cuda"]] = None
+    """Device to train on: cpu, or cuda (each worker of `accelerate launch` takes its own GPU;
+    CUDA_VISIBLE_DEVICES chooses which). Default: the accelerator's choice."""
     precision: Literal["fp32", "tf32", "bf16"] = "fp32"
     """Matmul precision: fp32; tf32 (CUDA's TF32 tensor cores for float32 matmuls; the same as
     fp32 on a CPU); bf16 (bfloat16 matmul inputs, float32 results; sines, biases and the loss
@@ -173,31 +180,25 @@ class TrainConfig(StepsConfig):
     """On CUDA, replay each training step's kernels as one captured CUDA graph (SIREN
     activations; a step that cannot be captured runs as usual, with a warning)."""
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        _validate(self, [("global lr", self.global_lr, lambda v: v >= 0, ">= 0"),
-                         ("log every", self.log_every, lambda v: v >= 1, ">= 1"),
-                         ("eval every", self.eval_every, lambda v: v >= 0, ">= 0 (0: at the end)")])
-
 
 @dataclass
 class ExtendConfig(StepsConfig):
     """How ``distlg extend`` trains the new partitions (the global branch stays frozen);
     defaults are the trainer's for the signal's kind."""
 
-    threads: Optional[int] = None
+    threads: Optional[int] = _checked(None, lambda v: v >= 1, ">= 1")
     """CPU threads. Default: torch's."""
-    device: str = "cpu"
-    """Device to train on (cpu, cuda)."""
+    device: Literal["cpu", "cuda"] = "cpu"
+    """Device to train on."""
     progress: bool = True
     """Show a progress bar."""
 
 
 @dataclass
-class RunConfig:
+class RunConfig(_Checked):
     out: str = field(default="storage/runs/default", metadata={"metavar": "DIR"})
     """Run directory: checkpoints, TensorBoard logs and the exported model."""
-    checkpoint_every: int = 500
+    checkpoint_every: int = _checked(500, lambda v: v >= 0, ">= 0 (0: at the end)")
     """Write a checkpoint every this many steps, and at the end (0: only at the end). The two
     latest are kept; --resume loses at most this many steps."""
     resume: bool = False
@@ -209,10 +210,6 @@ class RunConfig:
     """Write TensorBoard logs under --out through accelerate's tracker."""
     progress: bool = True
     """Show a progress bar on the main worker."""
-
-    def __post_init__(self) -> None:
-        _validate(self, [("checkpoint every", self.checkpoint_every, lambda v: v >= 0,
-                          ">= 0 (0: at the end)")])
 
 
 @dataclass
@@ -260,22 +257,22 @@ class Config:
 def load(path: str | Path) -> Config:
     """Read a YAML (.yaml/.yml), TOML (.toml) or JSON config file."""
     path = Path(path)
+    if path.is_dir() or path.suffix not in (".yaml", ".yml", ".toml", ".json"):
+        what = "a folder" if path.is_dir() else "not a .yaml, .yml, .toml or .json file"
+        raise ConfigError(f"{path} is {what}, so not a config file; a signal is given as "
+                          f"--signal {path}")
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
-    text = path.read_text()
     try:
+        text = path.read_text()
         if path.suffix in (".yaml", ".yml"):
             import yaml
             data = yaml.safe_load(text) or {}
         elif path.suffix == ".toml":
             import tomllib
             data = tomllib.loads(text)
-        elif path.suffix == ".json":
-            data = json.loads(text)
         else:
-            raise ConfigError(f"config file {path} must end in .yaml, .yml, .toml or .json")
-    except ConfigError:
-        raise
+            data = json.loads(text)
     except Exception as exc:  # parse errors of any of the three formats
         raise ConfigError(f"cannot parse {path}: {str(exc).splitlines()[0]}") from None
     if not isinstance(data, dict):

@@ -126,6 +126,9 @@ def place_lattice(config: Config, arch: Architecture, grid: PartitionGrid,
         cells = default_lattice(grid.part_shape, n, arch.local_width, arch.global_width, arch.depths)
     if min(cells) < 1:
         raise ConfigError(f"lattice cells per partition must be >= 1, got {list(cells)}")
+    if any(c > p for c, p in zip(cells, grid.part_shape)):  # a cell holds at least one sample
+        raise ConfigError(f"--lattice {' '.join(map(str, cells))}: more cells than samples per "
+                          f"partition ({' x '.join(map(str, grid.part_shape))}) on some axis")
     return dataclasses.replace(arch, lattice=cells)
 
 

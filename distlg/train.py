@@ -108,10 +108,12 @@ def _check_cuda_options(config: Config) -> None:
     """Refuse the CUDA-only options where they cannot run, before --out is touched (the
     step's own checks, ``distlg.step.training_step``, come after the device is chosen)."""
     t = config.train
-    wanted = [flag for flag, on in (("--kernel triton", t.kernel == "triton"),
+    wanted = [flag for flag, on in (("--device cuda", t.device == "cuda"),
+                                    ("--kernel triton", t.kernel == "triton"),
                                     ("--cuda-graph", t.cuda_graph)) if on]
     if wanted and (t.device == "cpu" or not torch.cuda.is_available()):
-        raise ConfigError(f"{wanted[0]} needs a CUDA device (none here, or --device cpu)")
+        where = "--device cpu" if t.device == "cpu" else "this machine has none"
+        raise ConfigError(f"{wanted[0]} needs a CUDA device ({where})")
     if t.cuda_graph and config.model.arch.endswith("incode"):
         raise ConfigError("--cuda-graph: INCODE models compute their coefficients in each step "
                           "and run without a graph; leave --cuda-graph off")

@@ -123,6 +123,8 @@ def extend(model: str | Path | ModelDir, signal: Signal, out: str | Path | None 
     writing the result to the new directory ``out``, or into the model when ``out`` is None
     (new files first, then the manifest)."""
     settings = settings or ExtendConfig()
+    if settings.device == "cuda" and not torch.cuda.is_available():
+        raise ExtendError("--device cuda needs a CUDA device (this machine has none)")
     md = model if isinstance(model, ModelDir) else ModelDir.open(model)
     if md.is_checkpoint:
         raise ExtendError(f"{md.path} is a checkpoint; export it (distlg export) and extend that")

@@ -55,7 +55,9 @@ def fit_widths(arch: str, params: int, partitions: int, in_dims: int, out_dims: 
 
     For Local-Global, among the width pairs whose total lies within 5 % of the budget, the one
     whose global share is closest to ``global_share`` wins; ``max_global_width`` caps the
-    global width (the rest of the budget goes to the local sub-networks). The baselines have one width, so
+    global width (the rest of the budget goes to the local sub-networks). Where no pair lies
+    that close (many partitions: one local width moves the total by more), the closest total
+    within one local width's step wins. The baselines have one width, so
     they get the closest count (within 25 %, as the width's step allows). Extra ``kwargs`` (w0, coord_scale)
     pass through to the ``Architecture``.
     """
@@ -87,12 +89,18 @@ def fit_widths(arch: str, params: int, partitions: int, in_dims: int, out_dims: 
         miss = np.abs(total / params - 1)
         share_miss = np.abs(g_count / total - global_share)
         ok = miss <= TOLERANCE
+        if not ok.any():  # the local width coming closest, with the global widths near its best
+            i = np.unravel_index(np.argmin(miss), miss.shape)[0]
+            ok[i] = miss[i] <= miss[i].min() + TOLERANCE
         score = np.where(ok, share_miss, 10 + miss)
         i, j = np.unravel_index(np.argmin(score), score.shape)
         best = Architecture(name, local_width=int(local[i, j]), global_width=int(glob[i, j]),
                             **common)
     total = best.total_params(partitions)
     tolerance = TOLERANCE if arch == "local-global" else SINGLE_WIDTH_TOLERANCE
+    if arch == "local-global":  # many partitions: one local width more may move the total further
+        step = np.diff(count(np.array([best.local_width, best.local_width + 1]), best.global_width)[1])
+        tolerance = max(tolerance, float(step[0]) / params)
     if abs(total / params - 1) > tolerance:
         raise BudgetError(
             f"no {name} widths reach {params:,} parameters within {tolerance:.0%} for "

@@ -81,6 +81,33 @@ def test_non_finite_settings_are_refused(tmp_path, capsys, flag, value):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("flags, words", [
+    (["--w0", "0"], ["w0", "> 0"]), (["--w0", "-30"], ["w0", "> 0"]),
+    (["--compression", "0"], ["compression", "> 0"]), (["--local-width", "0"], ["local width", ">= 1"]),
+    (["--global-width", "0"], ["global width", ">= 1"]),
+    (["--max-global-width", "0"], ["max global width", ">= 1"]), (["--threads", "0"], ["threads"]),
+    (["--schedule", "cosine", "--lr-final", "-1"], ["lr final", "[0, 1]"]),
+    (["--lr-final", "5"], ["lr final", "[0, 1]"]), (["--memory-budget-gib", "-1"], ["memory budget"]),
+    (["--partition-size", "0"], ["partition size", ">= 1"]), (["--global-share", "0"], ["global share"]),
+    (["--lattice", "1000"], ["--lattice", "more cells than samples"]),
+    (["--device", "cuda"], ["--device cuda", "CUDA"])])
+def test_settings_out_of_their_range_are_refused(tmp_path, capsys, flags, words):
+    """Zero, negative or too large values are one line naming the setting and its rule, exit 2,
+    nothing written (they were ignored, or crashed, or ran out of memory)."""
+    assert _train(tmp_path / "run", "--steps", "2", *flags) == 2
+    one_line(capsys.readouterr().err, *words)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("name, make", [("image.png", lambda p: p.write_bytes(b"\x89PNG\r\n\x1a\n....")),
+                                        ("clip.zarr", lambda p: p.mkdir())])
+def test_a_signal_given_as_the_config_file_says_to_pass_it_as_signal(tmp_path, capsys, name, make):
+    make(tmp_path / name)
+    assert main(["train", str(tmp_path / name), "--out", str(tmp_path / "run")]) == 2
+    one_line(capsys.readouterr().err, "not a config file", f"--signal {tmp_path / name}")
+    assert not (tmp_path / "run").exists()
+
+
 def _poison_at(monkeypatch, at: int) -> None:
     """Make the weights NaN in the step ``at`` (as a NaN sample or an overflow would)."""
     train_module = importlib.import_module("distlg.train")  # the package's train() shadows it
