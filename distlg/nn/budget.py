@@ -57,7 +57,7 @@ def fit_widths(arch: str, params: int, partitions: int, in_dims: int, out_dims: 
     whose global share is closest to ``global_share`` wins; ``max_global_width`` caps the
     global width (the rest of the budget goes to the local sub-networks). Where no pair lies
     that close (many partitions: one local width moves the total by more), the closest total
-    within one local width's step wins. The baselines have one width, so
+    within one local width's step (at most 25 %) wins. The baselines have one width, so
     they get the closest count (within 25 %, as the width's step allows). Extra ``kwargs`` (w0, coord_scale)
     pass through to the ``Architecture``.
     """
@@ -100,7 +100,7 @@ def fit_widths(arch: str, params: int, partitions: int, in_dims: int, out_dims: 
     tolerance = TOLERANCE if arch == "local-global" else SINGLE_WIDTH_TOLERANCE
     if arch == "local-global":  # many partitions: one local width more may move the total further
         step = np.diff(count(np.array([best.local_width, best.local_width + 1]), best.global_width)[1])
-        tolerance = max(tolerance, float(step[0]) / params)
+        tolerance = max(tolerance, min(float(step[0]) / params, SINGLE_WIDTH_TOLERANCE))
     if abs(total / params - 1) > tolerance:
         raise BudgetError(
             f"no {name} widths reach {params:,} parameters within {tolerance:.0%} for "
