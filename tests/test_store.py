@@ -368,3 +368,25 @@ def test_bool_signal_denormalises_to_the_nearest_value():
     signal = Signal.from_array(np.zeros((8, 8, 8, 1), bool), "volume")
     out = signal.denormalise(np.array([-1.0, -0.5, -0.01, 0.01, 0.7, 1.0]))
     assert out.tolist() == [False, False, False, True, True, True]
+
+
+def test_a_bool_mask_is_stored_as_bytes_and_a_model_of_it_renders(tmp_path):
+    yy, xx = np.mgrid[:16, :16]
+    mask = (yy - 8) ** 2 + (xx - 7) ** 2 < 30
+    np.save(tmp_path / "mask.npy", mask)
+    ingest(tmp_path / "mask.npy", tmp_path / "mask.zarr", QUIET)
+    signal = open_store(tmp_path / "mask.zarr")
+    assert signal.info.dtype == np.uint8 and signal.value_range == (0.0, 1.0)
+    assert np.array_equal(read_all(tmp_path / "mask.zarr")[..., 0], mask.astype(np.uint8))
+    noise = IngestOptions(progress=False, noise="gaussian:0.1")  # about the mask's range too
+    ingest(tmp_path / "mask.npy", tmp_path / "noisy.zarr", noise)
+    noisy = read_all(tmp_path / "noisy.zarr")
+    assert open_store(tmp_path / "noisy.zarr").value_range == (0.0, 1.0)
+    assert 0 <= noisy.min() < noisy.max() <= 1
+    assert cli.main(["train", "--signal", str(tmp_path / "mask.zarr"), "--out", str(tmp_path / "run"),
+                     "--samples-per-partition", "8", "--params", "2000", "--steps", "3", "--threads", "1",
+                     "--no-tensorboard", "--no-progress"]) == 0
+    assert cli.main(["render", str(tmp_path / "run" / "model"), "--out", str(tmp_path / "r.npy"),
+                     "--no-progress"]) == 0
+    rendered = np.load(tmp_path / "r.npy")
+    assert rendered.dtype == np.uint8 and rendered.shape == (16, 16, 1) and set(np.unique(rendered)) <= {0, 1}

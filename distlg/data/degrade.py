@@ -94,7 +94,7 @@ def apply(src: Source, downsample: int | None, noise: str | None, noise_seed: in
             raise IngestError(f"{src.path}: --ct-angles takes an image; this source is a {src.kind}")
         return _streamed(src, downsample, noise, noise_seed)
     image = np.concatenate(list(src.slabs(0, src.shape[0])))
-    value_range = default_range(image, "image")
+    value_range = src.value_range or default_range(image, "image")
     meta, ident = dict(src.meta), dict(src.identity)
     if downsample:
         image = area_downsample(image, int(downsample), src.path)

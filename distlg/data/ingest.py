@@ -48,7 +48,7 @@ from . import degrade, remote, store
 from .signal import AXES, default_range
 from .sources.arrays import RAW_SUFFIXES, open_npy, open_raw
 from .sources.audio import open_wav
-from .sources.base import IngestError, Source, SourceOptions
+from .sources.base import IngestError, Source, SourceOptions, mask_as_bytes
 from .sources.builtin import PREFIX, open_builtin
 from .sources.frames import IMAGE_SUFFIXES, TIFF_SUFFIXES, open_frames, open_image, open_tiff
 from .sources.video import VIDEO_SUFFIXES, open_video
@@ -323,18 +323,19 @@ READERS = {**dict.fromkeys(VIDEO_SUFFIXES, open_video), **dict.fromkeys(IMAGE_SU
 
 
 def open_source(spec: str | Path, options: SourceOptions) -> Source:
-    """The source that ``spec`` names (see the module docstring), with its shape and dtype."""
+    """The source that ``spec`` names (see the module docstring), with its shape and dtype (a
+    bool one as uint8 0 and 1, ``mask_as_bytes``)."""
     spec = str(spec)
     if spec.startswith(PREFIX):
-        return open_builtin(spec, options)
+        return mask_as_bytes(open_builtin(spec, options))
     path = Path(spec)
     if not path.exists():
         raise IngestError(f"{path}: no such file or folder")
     if path.is_dir():
-        return open_frames(path, options)
+        return mask_as_bytes(open_frames(path, options))
     suffix = path.suffix.lower()
     if suffix not in READERS:
         raise IngestError(f"{path}: unsupported source type {suffix or '(no suffix)'}; use a video "
                           f"({', '.join(VIDEO_SUFFIXES)}), a folder of frames, .npy, raw "
                           f"({', '.join(RAW_SUFFIXES)}), TIFF, PNG/JPEG or .wav")
-    return READERS[suffix](path, options)
+    return mask_as_bytes(READERS[suffix](path, options))
