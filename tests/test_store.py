@@ -390,3 +390,15 @@ def test_a_bool_mask_is_stored_as_bytes_and_a_model_of_it_renders(tmp_path):
                      "--no-progress"]) == 0
     rendered = np.load(tmp_path / "r.npy")
     assert rendered.dtype == np.uint8 and rendered.shape == (16, 16, 1) and set(np.unique(rendered)) <= {0, 1}
+
+
+def test_the_ingest_summary_gives_sizes_in_a_unit_that_fits(tmp_path, capsys):
+    from distlg.commands.ingest import size
+
+    assert [size(n) for n in (0, 999, 1000, 8_000, 999_949, 999_950, 12_345_678, 2.5e9, 3e13)] == [
+        "0 bytes", "999 bytes", "1.0 kB", "8.0 kB", "999.9 kB", "1.0 MB", "12.3 MB", "2.5 GB", "30.0 TB"]
+    np.save(tmp_path / "small.npy", np.arange(2000, dtype=np.int32).reshape(40, 50))
+    assert cli.main(["ingest", str(tmp_path / "small.npy"), str(tmp_path / "s.zarr"), "--no-progress"]) == 0
+    summary = capsys.readouterr().out
+    stored = summary.split(" stored in ")[1].split(" (")[0]  # 40 x 50 int32 compressed
+    assert "; 8.0 kB stored in " in summary and stored.endswith(" kB") and float(stored[:-3]) > 0
