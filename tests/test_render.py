@@ -193,6 +193,17 @@ def test_audio_to_wav(tmp_path):
     assert np.array_equal(pcm, render(model, scale=2, raw=True)[:, 0])
 
 
+def test_8bit_audio_to_8bit_wav(tmp_path):
+    model = random_model(tmp_path / "audio", (1000,), (8,), "audio", channels=1, dtype="uint8",
+                         value_range=(28, 228))
+    assert main(["render", str(model), "--out", str(tmp_path / "a.wav"), "--no-progress"]) == 0
+    with wave.open(str(tmp_path / "a.wav")) as fh:
+        assert fh.getsampwidth() == 1  # unsigned, silence at 128, as the source was
+        pcm = np.frombuffer(fh.readframes(fh.getnframes()), np.uint8)
+    raw = render(model, raw=True)[:, 0]
+    assert raw.dtype == np.uint8 and np.array_equal(pcm, raw)
+
+
 @pytest.mark.parametrize("suffix", [".ply", ".obj"])
 def test_volume_mesh_equals_marching_cubes_of_the_whole_render(tmp_path, suffix, monkeypatch):
     from scipy.spatial import KDTree

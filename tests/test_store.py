@@ -136,6 +136,51 @@ def test_pcm_stereo_wav_round_trip(tmp_path):
     assert open_store(tmp_path / "s.zarr").meta["sample_rate"] == 8000
 
 
+def _tones(tmp_path) -> tuple[np.ndarray, np.ndarray]:
+    """A stereo int16 clip (peak 20000) and an 8-bit unsigned one (128 +- 100), as WAV files."""
+    from scipy.io import wavfile
+
+    t = np.arange(8000) / 8000
+    stereo = (np.stack([np.sin(2 * np.pi * 440 * t), np.sin(2 * np.pi * 220 * t)], 1) * 20000)
+    u8 = np.rint(128 + 100 * np.sin(2 * np.pi * 300 * t)).astype(np.uint8)
+    wavfile.write(tmp_path / "stereo16.wav", 8000, np.rint(stereo).astype(np.int16))
+    wavfile.write(tmp_path / "u8.wav", 8000, u8)
+    return np.rint(stereo).astype(np.int16), u8
+
+
+@pytest.mark.parametrize("name", ["stereo16", "u8"])
+def test_noisy_integer_wav_is_the_clean_signal_plus_noise_in_its_range(tmp_path, name):
+    clean = _tones(tmp_path)[name == "u8"].reshape(8000, -1).astype(np.float64)
+    ingest(tmp_path / f"{name}.wav", tmp_path / "clean.zarr", QUIET)
+    ingest(tmp_path / f"{name}.wav", tmp_path / "noisy.zarr",
+           IngestOptions(progress=False, noise="gaussian:0.05"))
+    lo, hi = open_store(tmp_path / "clean.zarr").value_range
+    assert open_store(tmp_path / "noisy.zarr").value_range == (lo, hi)
+    noisy = read_all(tmp_path / "noisy.zarr").astype(np.float64)
+    assert lo <= noisy.min() and noisy.max() <= hi
+    inside = (noisy > lo) & (noisy < hi)  # not clipped: the noise is N(0, (0.05 (hi - lo))^2)
+    assert inside.mean() > 0.5
+    residual = (noisy - clean)[inside] / (hi - lo)
+    assert abs(residual.mean()) < 0.005 and 0.045 < residual.std() < 0.055
+
+
+def test_8bit_wav_is_centred_on_128_and_written_back_as_it_was(tmp_path):
+    from distlg.rendering.writers import pcm
+
+    u8 = _tones(tmp_path)[1]
+    ingest(tmp_path / "u8.wav", tmp_path / "u8.zarr", QUIET)
+    signal = open_store(tmp_path / "u8.zarr")
+    assert signal.value_range == (28.0, 228.0)  # 128 +- the largest excursion
+    x = signal.normalise(read_all(tmp_path / "u8.zarr"))[:, 0]
+    assert np.allclose(x, (u8 - 128.0) / 100, atol=1e-6)
+    back = pcm(signal.denormalise(x[:, None]))
+    assert back.dtype == np.uint8 and np.array_equal(back[:, 0], u8)
+    silence = Signal.from_array(np.full(50, 128, np.uint8), "audio")
+    assert silence.value_range == (127.0, 129.0) and not silence.normalise(np.uint8(128)).any()
+    full = Signal.from_array(np.array([0, 255], np.uint8), "audio")  # (0, 256): +1 is 255
+    assert full.denormalise(np.array([[-1.0], [1.0]]))[:, 0].tolist() == [0, 255]
+
+
 def generated_volume(shape=(37, 29, 23)) -> np.ndarray:
     z, y, x = np.meshgrid(*[np.arange(d, dtype=np.float32) for d in shape], indexing="ij")
     return (np.sin(z / 5) * np.cos(y / 7) + 0.01 * x).astype(np.float32)
@@ -323,3 +368,37 @@ def test_bool_signal_denormalises_to_the_nearest_value():
     signal = Signal.from_array(np.zeros((8, 8, 8, 1), bool), "volume")
     out = signal.denormalise(np.array([-1.0, -0.5, -0.01, 0.01, 0.7, 1.0]))
     assert out.tolist() == [False, False, False, True, True, True]
+
+
+def test_a_bool_mask_is_stored_as_bytes_and_a_model_of_it_renders(tmp_path):
+    yy, xx = np.mgrid[:16, :16]
+    mask = (yy - 8) ** 2 + (xx - 7) ** 2 < 30
+    np.save(tmp_path / "mask.npy", mask)
+    ingest(tmp_path / "mask.npy", tmp_path / "mask.zarr", QUIET)
+    signal = open_store(tmp_path / "mask.zarr")
+    assert signal.info.dtype == np.uint8 and signal.value_range == (0.0, 1.0)
+    assert np.array_equal(read_all(tmp_path / "mask.zarr")[..., 0], mask.astype(np.uint8))
+    noise = IngestOptions(progress=False, noise="gaussian:0.1")  # about the mask's range too
+    ingest(tmp_path / "mask.npy", tmp_path / "noisy.zarr", noise)
+    noisy = read_all(tmp_path / "noisy.zarr")
+    assert open_store(tmp_path / "noisy.zarr").value_range == (0.0, 1.0)
+    assert 0 <= noisy.min() < noisy.max() <= 1
+    assert cli.main(["train", "--signal", str(tmp_path / "mask.zarr"), "--out", str(tmp_path / "run"),
+                     "--samples-per-partition", "8", "--params", "2000", "--steps", "3", "--threads", "1",
+                     "--no-tensorboard", "--no-progress"]) == 0
+    assert cli.main(["render", str(tmp_path / "run" / "model"), "--out", str(tmp_path / "r.npy"),
+                     "--no-progress"]) == 0
+    rendered = np.load(tmp_path / "r.npy")
+    assert rendered.dtype == np.uint8 and rendered.shape == (16, 16, 1) and set(np.unique(rendered)) <= {0, 1}
+
+
+def test_the_ingest_summary_gives_sizes_in_a_unit_that_fits(tmp_path, capsys):
+    from distlg.commands.ingest import size
+
+    assert [size(n) for n in (0, 999, 1000, 8_000, 999_949, 999_950, 12_345_678, 2.5e9, 3e13)] == [
+        "0 bytes", "999 bytes", "1.0 kB", "8.0 kB", "999.9 kB", "1.0 MB", "12.3 MB", "2.5 GB", "30.0 TB"]
+    np.save(tmp_path / "small.npy", np.arange(2000, dtype=np.int32).reshape(40, 50))
+    assert cli.main(["ingest", str(tmp_path / "small.npy"), str(tmp_path / "s.zarr"), "--no-progress"]) == 0
+    summary = capsys.readouterr().out
+    stored = summary.split(" stored in ")[1].split(" (")[0]  # 40 x 50 int32 compressed
+    assert "; 8.0 kB stored in " in summary and stored.endswith(" kB") and float(stored[:-3]) > 0

@@ -68,6 +68,18 @@ def run(args: argparse.Namespace) -> int:
     if "shards" in r.chunking:
         chunks += " in shards of " + "x".join(map(str, r.chunking["shards"]))
     print(f"{r.path}: {r.status}; {shape} {r.dtype}, chunks {chunks} (partitions {grid} of "
-          f"{part}); {r.raw_bytes / 1e6:,.1f} MB stored in {r.stored_bytes / 1e6:,.1f} MB "
+          f"{part}); {size(r.raw_bytes)} stored in {size(r.stored_bytes)} "
           f"({ratio:.1f}x) in {r.seconds:.1f} s")
     return 0
+
+
+def size(n: int) -> str:
+    """``n`` bytes in the largest decimal unit (kB, MB, GB, TB) of which it holds at least one,
+    to one decimal; below 1 kB in bytes."""
+    if n < 1000:
+        return f"{n} bytes"
+    for unit in ("kB", "MB", "GB"):
+        n /= 1000
+        if n < 999.95:  # what rounds to 1000.0 takes the next unit
+            return f"{n:.1f} {unit}"
+    return f"{n / 1000:,.1f} TB"

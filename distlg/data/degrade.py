@@ -28,8 +28,8 @@ sinogram an image would give in a CT scanner (reconstruction).
 
 Images are read whole (they fit in memory). Video, volumes and audio stream a slab at a time:
 the noise at each position comes from a counter-based generator at that position (``uniforms``),
-so an interrupted ingest resumes with the same values; a float source is read once more first,
-for the value range the noise is scaled by.
+so an interrupted ingest resumes with the same values; a float source, and audio, is read once
+more first, for the value range the noise is scaled by (the range its clean ingest records).
 
 Each records what it did in the store's ``meta``. Nothing here imports torch.
 """
@@ -94,7 +94,7 @@ def apply(src: Source, downsample: int | None, noise: str | None, noise_seed: in
             raise IngestError(f"{src.path}: --ct-angles takes an image; this source is a {src.kind}")
         return _streamed(src, downsample, noise, noise_seed)
     image = np.concatenate(list(src.slabs(0, src.shape[0])))
-    value_range = default_range(image, "image")
+    value_range = src.value_range or default_range(image, "image")
     meta, ident = dict(src.meta), dict(src.identity)
     if downsample:
         image = area_downsample(image, int(downsample), src.path)
@@ -133,8 +133,9 @@ def _streamed(src: Source, downsample: int | None, noise: str | None, seed: int)
 
 
 def _scan_range(src: Source) -> tuple[float, float]:
-    """The value range ingest would record for ``src`` (a pass over a float source)."""
-    if src.dtype.kind not in "f":
+    """The value range ingest would record for ``src``: from the dtype for integer video and
+    volumes, else (floats; audio, whose range is its peak) from a pass over the values."""
+    if src.dtype.kind != "f" and src.kind != "audio":
         return default_range(np.zeros(0, src.dtype), src.kind)
     low, high = np.inf, -np.inf
     for slab in src.slabs(0, max(1, (1 << 22) // max(1, int(np.prod(src.shape[1:]))))):

@@ -20,7 +20,9 @@ slices, samples), or with ``--shard`` as a shard is deep (a shard-row: each shar
 whole, once, as zarr reads back and rewrites a whole shard on every write to it and two writers
 of one shard lose data); images are read whole. After every slab the store records how far it got;
 run again with the same source and settings, an interrupted ingest resumes there, and with a
-different source or settings it restarts. The completion marker is written last.
+different source or settings it restarts. An ingest stopped by the source's content (NaN or
+infinity, a file that ends early) removes its store, as a rerun would stop there again. The
+completion marker is written last.
 
 STORE may be an s3:// URL (``distlg.data.remote``): the store is written there the same way,
 slab by slab, the marker last, so a reader never takes a half-written remote store for a
@@ -48,7 +50,7 @@ from . import degrade, remote, store
 from .signal import AXES, default_range
 from .sources.arrays import RAW_SUFFIXES, open_npy, open_raw
 from .sources.audio import open_wav
-from .sources.base import IngestError, Source, SourceOptions
+from .sources.base import IngestError, Source, SourceOptions, mask_as_bytes
 from .sources.builtin import PREFIX, open_builtin
 from .sources.frames import IMAGE_SUFFIXES, TIFF_SUFFIXES, open_frames, open_image, open_tiff
 from .sources.video import VIDEO_SUFFIXES, open_video
@@ -165,15 +167,26 @@ def ingest(source: str | Path, path: str | Path, options: IngestOptions | None =
     if status != "up to date":
         try:
             _copy(array, src, options, build)
-        except BaseException:
+        except BaseException as exc:
             if build != path:  # the complete store it was to replace stays as it was
                 shutil.rmtree(build, ignore_errors=True)
+            elif isinstance(exc, IngestError):  # the source's content: a rerun stops there too
+                _discard(path)
             raise
     if build != path:
         _swap(build, path)
     return IngestResult(path, status, tuple(array.shape), np.dtype(array.dtype).name,
                         tuple(array.chunks), chunking, math.prod(array.shape) * array.dtype.itemsize,
                         store.stored_bytes(path), time.perf_counter() - t0)
+
+
+def _discard(path: str | Path) -> None:
+    """Remove the incomplete store at ``path``, as far as it can be (the error that stopped the
+    ingest is the one reported)."""
+    try:
+        store.remove(path)
+    except Exception:
+        pass
 
 
 def plan_chunks(src: Source, options: IngestOptions) -> dict:
@@ -323,18 +336,19 @@ READERS = {**dict.fromkeys(VIDEO_SUFFIXES, open_video), **dict.fromkeys(IMAGE_SU
 
 
 def open_source(spec: str | Path, options: SourceOptions) -> Source:
-    """The source that ``spec`` names (see the module docstring), with its shape and dtype."""
+    """The source that ``spec`` names (see the module docstring), with its shape and dtype (a
+    bool one as uint8 0 and 1, ``mask_as_bytes``)."""
     spec = str(spec)
     if spec.startswith(PREFIX):
-        return open_builtin(spec, options)
+        return mask_as_bytes(open_builtin(spec, options))
     path = Path(spec)
     if not path.exists():
         raise IngestError(f"{path}: no such file or folder")
     if path.is_dir():
-        return open_frames(path, options)
+        return mask_as_bytes(open_frames(path, options))
     suffix = path.suffix.lower()
     if suffix not in READERS:
         raise IngestError(f"{path}: unsupported source type {suffix or '(no suffix)'}; use a video "
                           f"({', '.join(VIDEO_SUFFIXES)}), a folder of frames, .npy, raw "
                           f"({', '.join(RAW_SUFFIXES)}), TIFF, PNG/JPEG or .wav")
-    return READERS[suffix](path, options)
+    return mask_as_bytes(READERS[suffix](path, options))

@@ -7,7 +7,8 @@ a render maps its values to the signal's units without the signal.
 
 The array may be anything sliceable with numpy semantics: an in-memory ``np.ndarray`` or a
 Zarr array (``distlg.data.store`` opens those). Values map linearly from ``value_range`` to
-[-1, 1] (images and video: (x - 0.5) / 0.5 on [0, 1]; audio: divided by its largest magnitude).
+[-1, 1] (images and video: (x - 0.5) / 0.5 on [0, 1]; audio: divided by its largest magnitude,
+about 128 for 8-bit unsigned samples).
 """
 
 from __future__ import annotations
@@ -88,7 +89,10 @@ class SignalInfo:
         lo, hi = self.value_range
         raw = (np.clip(x, -1.0, 1.0) + 1.0) * ((hi - lo) / 2.0) + lo
         dtype = np.dtype(dtype or self.dtype)
-        if dtype.kind in "uib":  # integers and bool round to the nearest value
+        if dtype.kind in "ui":  # integers round to the nearest value the type holds
+            limits = np.iinfo(dtype)
+            raw = np.clip(np.rint(raw), limits.min, limits.max)
+        elif dtype.kind == "b":
             raw = np.rint(raw)
         return raw.astype(dtype)
 
@@ -178,12 +182,21 @@ class Signal:
         return self.info.denormalise(x, dtype)
 
 
+def audio_centre(dtype) -> float:
+    """The value of silence in audio samples of ``dtype``: 0, or for unsigned integers (8-bit
+    WAV) the middle of the type, 128 for uint8."""
+    dtype = np.dtype(dtype)
+    return float(1 << (8 * dtype.itemsize - 1)) if dtype.kind == "u" else 0.0
+
+
 def default_range(array: np.ndarray, kind: str) -> tuple[float, float]:
-    """Value range of an array from its dtype (integers), or its values (floats)."""
+    """Value range of an array from its dtype (integers), or its values (floats); audio's is
+    symmetric about silence (``audio_centre``), as far as its largest excursion."""
     dtype = np.dtype(array.dtype)
-    if kind == "audio":
-        peak = float(np.max(np.abs(array))) if array.size else 1.0
-        return (-peak, peak) if peak > 0 else (-1.0, 1.0)
+    if kind == "audio":  # silence is 0, or the middle of an unsigned type (offset binary)
+        mid = audio_centre(dtype)
+        peak = float(np.max(np.abs(array.astype(np.float64) - mid))) if array.size else 0.0
+        return (mid - peak, mid + peak) if peak > 0 else (mid - 1.0, mid + 1.0)
     if dtype == np.bool_:
         return (0.0, 1.0)
     if dtype.kind in "ui":

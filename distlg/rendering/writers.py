@@ -7,7 +7,7 @@ The output format follows the file name's suffix:
 - ``.mp4``  video: H.264 frames, 8-bit (odd frame sizes are padded by one edge row/column);
 - ``.png``  an image (assembled in memory, 8-bit, or 16-bit for 16-bit signals), or one file
   per frame/slice of a video or volume, ``NAME-000000.png`` upwards;
-- ``.wav``  audio: 16-bit PCM;
+- ``.wav``  audio: 16-bit PCM (8-bit unsigned for an 8-bit signal);
 - ``.ply`` / ``.obj`` a volume: the surface at ``level`` (signal units; default the middle of
   the value range) by marching cubes on the first channel, slab by slab (vertices on the planes
   between slabs are repeated, a triangle soup there).
@@ -30,7 +30,7 @@ from typing import Protocol
 import numpy as np
 
 from ..data import store
-from ..data.signal import SignalInfo
+from ..data.signal import SignalInfo, audio_centre
 from ..geometry import PartitionGrid
 from ..staging import staging_folder
 from .region import RenderError, RenderGrid, Slab
@@ -272,27 +272,35 @@ class PngWriter:
 
 
 class WavWriter:
-    """16-bit PCM through the standard library's ``wave``."""
+    """PCM through the standard library's ``wave``: 8-bit unsigned for a uint8 signal (as 8-bit
+    WAV stores it, silence at 128), else 16-bit; other integers are scaled about their silence
+    (``audio_centre``) to int16, floats from [-1, 1]."""
 
     def __init__(self, path: Path, rate: float, info: SignalInfo):
         self.info = info
         self.file = wave.open(str(path), "wb")
         self.file.setnchannels(info.channels)
-        self.file.setsampwidth(2)
+        self.file.setsampwidth(1 if info.dtype == np.uint8 else 2)
         self.file.setframerate(int(round(rate)))
 
     def write(self, slab: Slab) -> None:
-        raw = self.info.denormalise(slab.values)
-        if raw.dtype == np.int16:
-            pcm = raw
-        elif raw.dtype.kind in "ui":
-            pcm = np.rint(raw.astype(np.float64) * (32767 / np.iinfo(raw.dtype).max)).astype(np.int16)
-        else:
-            pcm = np.rint(np.clip(raw, -1.0, 1.0) * 32767).astype(np.int16)
-        self.file.writeframes(pcm.astype("<i2").tobytes())
+        self.file.writeframes(pcm(self.info.denormalise(slab.values)).tobytes())
 
     def close(self) -> None:
         self.file.close()
+
+
+def pcm(raw: np.ndarray) -> np.ndarray:
+    """Audio samples ``raw`` as a WAV file stores them: uint8 and int16 as they are, other
+    integers scaled to int16 about their silence, floats from [-1, 1] to int16."""
+    if raw.dtype in (np.uint8, np.int16):
+        return raw.astype(raw.dtype.newbyteorder("<"))
+    if raw.dtype.kind in "ui":
+        mid = audio_centre(raw.dtype)
+        scaled = (raw.astype(np.float64) - mid) * (32767 / (np.iinfo(raw.dtype).max - mid))
+    else:
+        scaled = np.clip(raw, -1.0, 1.0) * 32767
+    return np.clip(np.rint(scaled), -32768, 32767).astype("<i2")
 
 
 class MeshWriter:

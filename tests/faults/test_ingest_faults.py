@@ -104,3 +104,14 @@ def test_a_measured_sinogram_is_no_reference_for_a_render(tmp_path, capsys):
                  "--compare", str(store), "--no-progress"]) == 2
     one_line(capsys.readouterr().err, "no reference to compare with")
     assert snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("chunks", [[], ["--chunks", "8"]])
+def test_an_ingest_stopped_by_its_source_leaves_nothing_under_the_name(tmp_path, capsys, chunks):
+    # NaN in the first chunk-row or after some rows were written: a rerun would stop there too
+    before = snapshot(tmp_path)
+    source = _npy(tmp_path / "nan.npy", 40, nan_at=30)
+    assert _ingest(source, tmp_path / "nan.zarr", *chunks) == 2
+    one_line(capsys.readouterr().err, "nan.npy", "non-finite")
+    assert not (tmp_path / "nan.zarr").exists()
+    assert set(snapshot(tmp_path)) == set(before) | {"nan.npy"}

@@ -3,7 +3,7 @@ error they raise and the checks of sample types and shapes."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
@@ -14,7 +14,8 @@ from ..signal import AXES
 
 DTYPES = ("bool", "uint8", "uint16", "uint32", "int8", "int16", "int32", "float16", "float32",
           "float64")
-"""Sample types a store may hold: all of them convert to float32 exactly or nearly so."""
+"""Sample types a source may have: all of them convert to float32 exactly or nearly so (bool is
+stored as uint8, ``mask_as_bytes``)."""
 
 
 class IngestError(DistlgError):
@@ -114,6 +115,20 @@ def array_source(path: str, nbytes: int, kind: str, array: np.ndarray, ident: di
             yield np.asarray(array[a:a + rows], dtype=dtype).reshape((-1,) + shape[1:])
 
     return Source(path, nbytes, kind, shape, dtype, slabs, ident, meta)
+
+
+def mask_as_bytes(src: Source) -> Source:
+    """``src``, or for a bool source (a mask) the same samples as uint8 0 and 1 with value range
+    (0, 1): what a store holds and a render writes back."""
+    if src.dtype != np.bool_:
+        return src
+    read = src.slabs
+
+    def slabs(start: int, rows: int) -> Iterator[np.ndarray]:
+        for slab in read(start, rows):
+            yield slab.astype(np.uint8)
+
+    return replace(src, dtype=np.dtype(np.uint8), slabs=slabs, value_range=(0.0, 1.0))
 
 
 def first_line(exc: BaseException) -> str:
