@@ -402,3 +402,16 @@ def test_the_ingest_summary_gives_sizes_in_a_unit_that_fits(tmp_path, capsys):
     summary = capsys.readouterr().out
     stored = summary.split(" stored in ")[1].split(" (")[0]  # 40 x 50 int32 compressed
     assert "; 8.0 kB stored in " in summary and stored.endswith(" kB") and float(stored[:-3]) > 0
+
+
+def test_float_audio_in_its_source_units_is_written_to_wav_about_its_silence():
+    """A noisy copy of integer audio is float32 in the source's units: its WAV keeps the
+    waveform (about 0 for a signed source, about the middle for an unsigned one), not a clip
+    to [-1, 1] (which made a square wave of it)."""
+    from distlg.rendering.writers import pcm
+
+    signed = np.array([-20000.0, -5.5, 0.0, 12000.0, 32767.0], np.float32)
+    assert np.abs(pcm(signed, (-32768.0, 32767.0)).astype(float) - signed).max() <= 1.0
+    unsigned = np.array([28.0, 78.0, 128.0, 178.0, 228.0], np.float32)
+    assert pcm(unsigned, (28.0, 228.0)).tolist() == [-32767, -16384, 0, 16384, 32767]
+    assert pcm(np.array([-0.5, 0.25], np.float32)).tolist() == [-16384, 8192]  # float audio as before

@@ -284,22 +284,28 @@ class WavWriter:
         self.file.setframerate(int(round(rate)))
 
     def write(self, slab: Slab) -> None:
-        self.file.writeframes(pcm(self.info.denormalise(slab.values)).tobytes())
+        self.file.writeframes(pcm(self.info.denormalise(slab.values), self.info.value_range).tobytes())
 
     def close(self) -> None:
         self.file.close()
 
 
-def pcm(raw: np.ndarray) -> np.ndarray:
+def pcm(raw: np.ndarray, value_range: tuple[float, float] = (-1.0, 1.0)) -> np.ndarray:
     """Audio samples ``raw`` as a WAV file stores them: uint8 and int16 as they are, other
-    integers scaled to int16 about their silence, floats from [-1, 1] to int16."""
+    integers scaled to int16 about their silence, floats from [-1, 1] to int16. Floats whose
+    ``value_range`` reaches beyond [-1, 1] (a noisy copy of integer audio keeps its source's
+    units) are scaled from that range, about 0 or, for a range of non-negative values (an
+    unsigned source), about its middle."""
     if raw.dtype in (np.uint8, np.int16):
         return raw.astype(raw.dtype.newbyteorder("<"))
     if raw.dtype.kind in "ui":
         mid = audio_centre(raw.dtype)
         scaled = (raw.astype(np.float64) - mid) * (32767 / (np.iinfo(raw.dtype).max - mid))
     else:
-        scaled = np.clip(raw, -1.0, 1.0) * 32767
+        lo, hi = value_range
+        mid = (lo + hi) / 2 if lo >= 0 else 0.0
+        half = max(1.0, hi - mid, mid - lo) if (lo < -1 or hi > 1) else 1.0
+        scaled = np.clip((raw.astype(np.float64) - mid) / half, -1.0, 1.0) * 32767
     return np.clip(np.rint(scaled), -32768, 32767).astype("<i2")
 
 
