@@ -88,3 +88,31 @@ def test_png_frames_are_never_overwritten(video, tmp_path, capsys):
     assert _render(video, outdir / "r.png") == 2
     one_line(capsys.readouterr().err, "r-000005.png already exists")
     assert snapshot(outdir) == before
+
+
+@pytest.fixture
+def gray(tmp_path):
+    return random_model(tmp_path / "gray", (32, 32), (2, 2), "image", channels=1)
+
+
+def _refused(model: Path, tmp_path: Path, capsys, name: str, *extra: str) -> str:
+    """Render ``model`` with ``extra``: status 2, one line, nothing in the output folder, the
+    model as it was; the line."""
+    before = snapshot(model)
+    outdir = tmp_path / "out"
+    outdir.mkdir(exist_ok=True)
+    try:
+        status = _render(model, outdir / name, *extra)
+    except SystemExit as exc:  # argparse's refusals
+        status = exc.code
+    assert status == 2
+    assert list(outdir.iterdir()) == []
+    assert snapshot(model) == before
+    return one_line(capsys.readouterr().err)
+
+
+def test_compare_with_other_channels_is_refused_before_rendering(gray, tmp_path, capsys):
+    """An RGB signal against a grayscale model: refused before anything is rendered (SSIM used
+    to fail after the output was written)."""
+    line = _refused(gray, tmp_path, capsys, "r.npy", "--compare", "builtin:astronaut@32x32")
+    assert "3 channel(s), the model 1" in line
