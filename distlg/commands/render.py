@@ -47,9 +47,20 @@ def arguments(p: argparse.ArgumentParser) -> None:
                    help="iso-value of a .ply/.obj surface, in signal units "
                    "(default: the middle of the value range)")
     p.add_argument("--device", default="cpu", help="device to evaluate on (default: cpu)")
-    p.add_argument("--threads", type=int, metavar="N", help="CPU threads (default: torch's)")
+    p.add_argument("--threads", type=_positive, metavar="N", help="CPU threads (default: torch's)")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
                    help="show a progress bar (default: on)")
+
+
+def _positive(text: str) -> int:
+    """A whole number of at least 1 (argparse reports anything else in one line)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
+    return value
 
 
 def run(args: argparse.Namespace) -> int:

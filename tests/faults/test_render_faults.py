@@ -116,3 +116,23 @@ def test_compare_with_other_channels_is_refused_before_rendering(gray, tmp_path,
     to fail after the output was written)."""
     line = _refused(gray, tmp_path, capsys, "r.npy", "--compare", "builtin:astronaut@32x32")
     assert "3 channel(s), the model 1" in line
+
+
+@pytest.mark.parametrize("option, words", [
+    (("--threads", "-3"), ("--threads", "positive", "'-3'")),
+    (("--threads", "0"), ("--threads", "positive", "'0'")),
+    (("--device", "foo"), ("unknown device 'foo'",)),
+    (("--device", "meta"), ("device meta cannot be used",)),
+])
+def test_bad_threads_and_devices_are_one_line(option, words, gray, tmp_path, capsys):
+    line = _refused(gray, tmp_path, capsys, "r.npy", *option)
+    for word in words:
+        assert word in line, line
+
+
+def test_a_missing_cuda_device_is_one_line(gray, tmp_path, capsys):
+    import torch
+
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    line = _refused(gray, tmp_path, capsys, "r.npy", "--device", f"cuda:{count}")
+    assert f"device cuda:{count} cannot be used" in line
