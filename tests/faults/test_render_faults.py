@@ -136,3 +136,9 @@ def test_a_missing_cuda_device_is_one_line(gray, tmp_path, capsys):
     count = torch.cuda.device_count() if torch.cuda.is_available() else 0
     line = _refused(gray, tmp_path, capsys, "r.npy", "--device", f"cuda:{count}")
     assert f"device cuda:{count} cannot be used" in line
+
+
+@pytest.mark.parametrize("region", ["y=0:10,y=5:6", "x=0:4,1=2:3"])
+def test_an_axis_named_twice_is_refused(region, gray, tmp_path, capsys):
+    line = _refused(gray, tmp_path, capsys, "r.npy", "--region", region)
+    assert "is given twice" in line and region in line
