@@ -142,3 +142,13 @@ def test_a_missing_cuda_device_is_one_line(gray, tmp_path, capsys):
 def test_an_axis_named_twice_is_refused(region, gray, tmp_path, capsys):
     line = _refused(gray, tmp_path, capsys, "r.npy", "--region", region)
     assert "is given twice" in line and region in line
+
+
+@pytest.mark.parametrize("level, words", [("nan", ("finite", "nan")), ("inf", ("finite", "inf")),
+                                          ("1e9", ("outside", "0 to 255", "empty")),
+                                          ("-1", ("outside", "0 to 255", "empty"))])
+@pytest.mark.parametrize("name", ["r.ply", "r.obj"])
+def test_a_mesh_level_without_a_surface_is_refused(level, words, name, volume, tmp_path, capsys):
+    line = _refused(volume, tmp_path, capsys, name, "--level", level)
+    for word in words:
+        assert word in line, line
