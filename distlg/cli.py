@@ -4,15 +4,22 @@ Each subcommand lives in ``distlg/commands/<name>.py`` (HELP, ``arguments``, ``r
 in what the user asked for, and files or folders that cannot be read or written, print one
 line and exit with status 2; ``--help`` on every
 subcommand explains every option.
+
+A SIGTERM (``kill``, ``timeout``, SLURM's ``scancel``) is handled as a Ctrl-C is, by whatever
+SIGINT handler is current: a render removes its staging folder, a training finishes its step
+(and, in one process, writes a checkpoint); the command prints one line and exits with 130.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
+import signal
 import sys
-from typing import Sequence
+import threading
+from typing import Iterator, Sequence
 
 from .errors import DistlgError, WorkerLost
 
@@ -46,10 +53,36 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _terminate_as_interrupt(signum, frame) -> None:
+    """SIGTERM's handler: run the current SIGINT handler (a ``KeyboardInterrupt``, or the
+    trainer's wait for the end of the step); where SIGINT is ignored or left to the system, a
+    ``KeyboardInterrupt``, so a SIGTERM always stops the command cleanly."""
+    handler = signal.getsignal(signal.SIGINT)
+    if callable(handler):
+        handler(signal.SIGINT, frame)
+    else:
+        raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _sigterm_as_sigint() -> Iterator[None]:
+    """SIGTERM handled as SIGINT while the block runs (in the main thread, where handlers can be
+    set); the previous handler restored after it."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _terminate_as_interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        status = args.func(args)
+        with _sigterm_as_sigint():
+            status = args.func(args)
     except DistlgError as exc:
         print(f"distlg {args.command}: error: {exc}", file=sys.stderr)
         status = 2

@@ -163,7 +163,8 @@ class Comparison:
     the region. At scale 1 the signal is the one the model encodes (or any holding the region);
     at an integer scale S it is that signal at S times the resolution (super-resolution: a
     model of a store ingested with --downsample S against the original), whose samples the
-    render grid meets one for one."""
+    render grid meets one for one. A signal that does not fit (axes, channels, extent, a
+    non-integer scale) is refused when the comparison is made, before anything is rendered."""
 
     def __init__(self, signal: Signal, plan: RegionRender):
         grid = plan.render_grid
@@ -175,6 +176,9 @@ class Comparison:
         if len(region) != len(signal.shape):
             raise RenderError(f"the signal (shape {signal.shape}) does not have the model's "
                               f"{len(region)} axes")
+        if signal.channels != plan.info.channels:
+            raise RenderError(f"the signal has {signal.channels} channel(s), the model "
+                              f"{plan.info.channels}; compare with a signal of the model's channels")
         if any(s != round(s) for s in scale):
             raise RenderError("comparing with a signal needs an integer scale (1: the signal's "
                               "own grid; S: a signal S times finer)")

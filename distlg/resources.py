@@ -1,8 +1,13 @@
-"""What the machine can hold: memory checked before work that would allocate without bound."""
+"""What the machine can hold: memory checked before work that would allocate without bound,
+and devices checked before work is sent to them."""
 
 from __future__ import annotations
 
 import os
+
+import torch
+
+from .errors import DistlgError
 
 
 def available_memory() -> int:
@@ -23,3 +28,19 @@ def available_memory() -> int:
 
 def gib(n: float) -> str:
     return f"{n / 2**30:.1f} GiB"
+
+
+def usable_device(name: str | torch.device, error: type[DistlgError] = DistlgError) -> torch.device:
+    """The device ``name`` (cpu, cuda, cuda:N ...) once a tensor has been placed on it and read
+    back; ``error`` with one line for a name torch does not know or a device this machine
+    lacks or cannot use."""
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise error(f"unknown device {str(name)!r}; use cpu, cuda or cuda:N") from None
+    try:
+        torch.zeros(1, device=device).cpu()
+    except Exception as exc:  # no CUDA build, no GPU, an ordinal past the last one, meta
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise error(f"device {device} cannot be used here ({reason})") from None
+    return device

@@ -89,8 +89,9 @@ def describe_store(path: str) -> list[str]:
         f"store       {path} ({desc['format']} version {desc['version']}, {state})",
         f"signal      {desc['kind']} {' x '.join(f'{n}={d}' for n, d in zip(axes, shape))}, "
         f"{array.shape[-1]} channel(s), {array.dtype}, {values}" + (f" ({source})" if source else ""),
-        f"chunks      {chunks}; aligned with partitions {_sizes(chunking.get('factors', []))} of "
-        f"{_sizes(chunking.get('part_shape', []))}",
+        f"chunks      {chunks}" + (f"; aligned with partitions {_sizes(chunking['factors'])} of "
+                                    f"{_sizes(chunking['part_shape'])}"
+                                    if chunking.get("factors") and chunking.get("part_shape") else ""),
         f"stored      {raw:,} bytes in {stored:,} ({raw / max(stored, 1):.1f}x)",
         *_task_lines(desc.get("meta", {})),
     ]

@@ -47,9 +47,20 @@ def arguments(p: argparse.ArgumentParser) -> None:
                    help="iso-value of a .ply/.obj surface, in signal units "
                    "(default: the middle of the value range)")
     p.add_argument("--device", default="cpu", help="device to evaluate on (default: cpu)")
-    p.add_argument("--threads", type=int, metavar="N", help="CPU threads (default: torch's)")
+    p.add_argument("--threads", type=_positive, metavar="N", help="CPU threads (default: torch's)")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
                    help="show a progress bar (default: on)")
+
+
+def _positive(text: str) -> int:
+    """A whole number of at least 1 (argparse reports anything else in one line)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
+    return value
 
 
 def run(args: argparse.Namespace) -> int:
@@ -73,23 +84,20 @@ def run(args: argparse.Namespace) -> int:
     plan = RegionRender(md, region, parse_scale(args.scale, md.grid.ndim), args.fill, args.device)
     plan.check_memory(held_per_value(args.out, plan))
     compare = Comparison(open_signal(args.compare), plan) if args.compare else None
-    writer = open_writer(args.out, plan, args.rate, args.level)
     values = math.prod(plan.shape)
     t0 = time.perf_counter()
-    with tqdm(total=values, unit="value", unit_scale=True, disable=not args.progress) as bar:
-        try:
+    writer = open_writer(args.out, plan, args.rate, args.level)
+    try:  # from here on an error or an interrupt (SIGINT, SIGTERM) removes the staging folder
+        with tqdm(total=values, unit="value", unit_scale=True, disable=not args.progress) as bar:
             for slab in plan:
                 writer.write(slab)
                 if compare is not None:
                     compare.add(slab)
                 bar.update(slab.values.size)
-        except BaseException as exc:
-            writer.abort()
-            raise _nothing_written(exc, args.out) from None
-        try:
-            writer.close()
-        except BaseException as exc:
-            raise _nothing_written(exc, args.out) from None
+        writer.close()
+    except BaseException as exc:
+        writer.abort()
+        raise _nothing_written(exc, args.out) from None
     seconds = time.perf_counter() - t0
     print(f"rendered {box_text(region)} at scale {args.scale}: {' x '.join(map(str, plan.shape))} = "
           f"{values:,} values from {len(plan.files) - 1} partition file(s) in {seconds:.2f} s "

@@ -263,11 +263,14 @@ def link_or_copy(src: Path, dst: Path) -> None:
 
 
 def check_new_directory(path: str | Path, source: Path | None = None) -> Path:
-    """Refuse an edit's output directory unless it does not exist yet, or is empty."""
+    """Refuse an edit's output directory unless it does not exist yet, or is empty (one line
+    that says whether it is the model, a file or a folder with files in it)."""
     path = Path(path)
     if source is not None and path.resolve() == source.resolve():
         raise ModelDirError(f"{path} is the model itself; use --in-place to change it there")
-    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+    if path.exists() and not path.is_dir():
+        raise ModelDirError(f"{path} is a file, not a directory; choose a new directory")
+    if path.exists() and any(path.iterdir()):
         raise ModelDirError(f"{path} already exists and is not empty; choose a new directory")
     return path
 

@@ -56,15 +56,21 @@ def _range(text: str, size: int, axis: str) -> tuple[int, int]:
 def parse_box(text: str | None, shape: Sequence[int], axes: Sequence[str]) -> Box:
     """The box ``text`` describes inside a signal of ``shape``; the whole signal if None.
 
-    Raises ``RegionError`` for a malformed, out-of-bounds or empty box.
+    Raises ``RegionError`` for a malformed, out-of-bounds or empty box, or one that names an
+    axis twice (by name or number).
     """
     ranges = [f"0:{d}" for d in shape]
     if text is not None:
         items = [s.strip() for s in text.split(",")]
         if all("=" in s for s in items):
+            named: set[int] = set()
             for item in items:
                 name, _, rng = item.partition("=")
-                ranges[_axis(name, axes)] = rng
+                axis = _axis(name, axes)
+                if axis in named:
+                    raise RegionError(f"axis {axes[axis]} is given twice in {text!r}")
+                named.add(axis)
+                ranges[axis] = rng
         elif any("=" in s for s in items):
             raise RegionError(f"name every axis or none in {text!r}")
         elif len(items) > len(shape):

@@ -25,7 +25,7 @@ from ..geometry import Box, PartitionGrid
 from ..modeldir.format import ModelDir, id_ranges
 from ..nn import fused
 from ..nn.model import INR
-from ..resources import available_memory, gib
+from ..resources import available_memory, gib, usable_device
 from .region import RenderError, RenderGrid, Slab, box_text
 
 __all__ = ["EVAL_SAMPLES", "SLAB_VALUES", "RegionRender", "RenderError", "Slab", "Share",
@@ -140,7 +140,8 @@ class RegionRender:
     """A planned render of ``region`` (default: the whole signal) of a model directory.
 
     Planning reads only the manifest; it fails, naming them, when the region needs partitions
-    the model no longer holds, unless ``fill`` (in signal units) stands in for them. Iterating
+    the model no longer holds, unless ``fill`` (in signal units) stands in for them, and in one
+    line when ``device`` is unknown or this machine cannot use it. Iterating
     streams ``Slab``s in order. It walks the region one layer of partitions (along the first
     axis) at a time, reading the files of that layer's partitions (and the global file once),
     so memory holds one layer's weights and one slab, however large the region.
@@ -150,7 +151,7 @@ class RegionRender:
                  scale: float | Sequence[float] = 1.0, fill: float | None = None,
                  device: str | torch.device = "cpu"):
         self.md = model if isinstance(model, ModelDir) else ModelDir.open(model)
-        self.grid, self.device = self.md.grid, torch.device(device)
+        self.grid, self.device = self.md.grid, usable_device(device, RenderError)
         self.info = self.md.signal
         region = region or tuple((0, d) for d in self.grid.shape)
         _check_region(region, self.grid.shape, self.info.axes)

@@ -20,6 +20,7 @@ interrupted removes it (``Output.abort``), so nothing appears under the requeste
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import uuid
@@ -83,7 +84,8 @@ def open_writer(path: str | Path, plan: RenderPlan, rate: float | None = None,
 
     ``rate`` is the frame rate (mp4) or sample rate (wav) of the signal at scale 1 (default: the
     signal's own, else 25 fps / 44.1 kHz); a scale along time multiplies it, so the duration
-    stays. ``level`` is the iso-value of a mesh, in signal units. The writer writes into a
+    stays. ``level`` is the iso-value of a mesh, in signal units (finite, inside the signal's
+    value range; refused before anything is written otherwise). The writer writes into a
     hidden folder beside ``path``: ``close`` moves the output into place, ``abort`` removes it.
     """
     path = Path(path)
@@ -96,6 +98,8 @@ def open_writer(path: str | Path, plan: RenderPlan, rate: float | None = None,
     if needs and kind not in needs:
         raise RenderError(f"{suffix} output is for {' or '.join(needs)} signals; this model "
                           f"encodes {kind}; write .zarr or .npy instead")
+    if suffix in (".ply", ".obj") and level is not None:
+        _check_level(level, plan.info)
     names = output_names(path, plan)
     taken = [n for n in names if os.path.lexists(n)]
     if taken:
@@ -107,6 +111,17 @@ def open_writer(path: str | Path, plan: RenderPlan, rate: float | None = None,
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return Output(writer, staging, names)
+
+
+def _check_level(level: float, info: SignalInfo) -> None:
+    """Refuse a mesh level that is not a number, or that lies outside the signal's value range
+    (rendered values stay inside it, so the surface would be empty)."""
+    lo, hi = info.value_range
+    if not math.isfinite(level):
+        raise RenderError(f"the mesh level must be a finite number, got {level}")
+    if not lo <= level <= hi:
+        raise RenderError(f"the mesh level {level:g} lies outside the signal's value range "
+                          f"({lo:g} to {hi:g}), so its surface would be empty")
 
 
 def _format_writer(path: Path, plan: RenderPlan, rate: float | None,

@@ -88,3 +88,67 @@ def test_png_frames_are_never_overwritten(video, tmp_path, capsys):
     assert _render(video, outdir / "r.png") == 2
     one_line(capsys.readouterr().err, "r-000005.png already exists")
     assert snapshot(outdir) == before
+
+
+@pytest.fixture
+def gray(tmp_path):
+    return random_model(tmp_path / "gray", (32, 32), (2, 2), "image", channels=1)
+
+
+def _refused(model: Path, tmp_path: Path, capsys, name: str, *extra: str) -> str:
+    """Render ``model`` with ``extra``: status 2, one line, nothing in the output folder, the
+    model as it was; the line."""
+    before = snapshot(model)
+    outdir = tmp_path / "out"
+    outdir.mkdir(exist_ok=True)
+    try:
+        status = _render(model, outdir / name, *extra)
+    except SystemExit as exc:  # argparse's refusals
+        status = exc.code
+    assert status == 2
+    assert list(outdir.iterdir()) == []
+    assert snapshot(model) == before
+    return one_line(capsys.readouterr().err)
+
+
+def test_compare_with_other_channels_is_refused_before_rendering(gray, tmp_path, capsys):
+    """An RGB signal against a grayscale model: refused before anything is rendered (SSIM used
+    to fail after the output was written)."""
+    line = _refused(gray, tmp_path, capsys, "r.npy", "--compare", "builtin:astronaut@32x32")
+    assert "3 channel(s), the model 1" in line
+
+
+@pytest.mark.parametrize("option, words", [
+    (("--threads", "-3"), ("--threads", "positive", "'-3'")),
+    (("--threads", "0"), ("--threads", "positive", "'0'")),
+    (("--device", "foo"), ("unknown device 'foo'",)),
+    (("--device", "meta"), ("device meta cannot be used",)),
+])
+def test_bad_threads_and_devices_are_one_line(option, words, gray, tmp_path, capsys):
+    line = _refused(gray, tmp_path, capsys, "r.npy", *option)
+    for word in words:
+        assert word in line, line
+
+
+def test_a_missing_cuda_device_is_one_line(gray, tmp_path, capsys):
+    import torch
+
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    line = _refused(gray, tmp_path, capsys, "r.npy", "--device", f"cuda:{count}")
+    assert f"device cuda:{count} cannot be used" in line
+
+
+@pytest.mark.parametrize("region", ["y=0:10,y=5:6", "x=0:4,1=2:3"])
+def test_an_axis_named_twice_is_refused(region, gray, tmp_path, capsys):
+    line = _refused(gray, tmp_path, capsys, "r.npy", "--region", region)
+    assert "is given twice" in line and region in line
+
+
+@pytest.mark.parametrize("level, words", [("nan", ("finite", "nan")), ("inf", ("finite", "inf")),
+                                          ("1e9", ("outside", "0 to 255", "empty")),
+                                          ("-1", ("outside", "0 to 255", "empty"))])
+@pytest.mark.parametrize("name", ["r.ply", "r.obj"])
+def test_a_mesh_level_without_a_surface_is_refused(level, words, name, volume, tmp_path, capsys):
+    line = _refused(volume, tmp_path, capsys, name, "--level", level)
+    for word in words:
+        assert word in line, line

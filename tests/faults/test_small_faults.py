@@ -68,3 +68,23 @@ def test_a_huge_builtin_size_is_refused_before_allocating(tmp_path, capsys):
         assert main(command) == 2
         one_line(capsys.readouterr().err, "the largest is")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_crop_into_a_file_says_it_is_a_file(tmp_path, capsys):
+    model = random_model(tmp_path / "m", (16, 16), (2, 2), "image")
+    (tmp_path / "afile").write_bytes(b"mine")
+    before = snapshot(tmp_path)
+    assert main(["crop", str(model), str(tmp_path / "afile"), "--keep", "0:8"]) == 2
+    one_line(capsys.readouterr().err, "afile is a file, not a directory")
+    assert snapshot(tmp_path) == before
+
+
+def test_info_of_a_rendered_store_claims_no_partition_alignment(tmp_path, capsys):
+    """A render's store records no partitioning: info prints its chunks and nothing empty."""
+    model = random_model(tmp_path / "m", (16, 16), (2, 2), "image")
+    assert main(["render", str(model), "--out", str(tmp_path / "r.zarr"), "--region", "0:15,0:13",
+                 "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["info", str(tmp_path / "r.zarr")]) == 0
+    chunks = [line for line in capsys.readouterr().out.splitlines() if line.startswith("chunks")]
+    assert len(chunks) == 1 and "aligned" not in chunks[0] and not chunks[0].endswith(" "), chunks
