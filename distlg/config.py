@@ -45,10 +45,14 @@ class _Checked:
     """Settings checked where they are made: every float finite, every ``_checked`` rule met."""
 
     def __post_init__(self) -> None:
+        hints = typing.get_type_hints(type(self))
         for f in dataclasses.fields(self):  # type: ignore[arg-type]
-            value = getattr(self, f.name)
+            value, (tp, _) = getattr(self, f.name), _unwrap(hints[f.name])
             if isinstance(value, float) and not math.isfinite(value):
                 raise ConfigError(f"{f.name} must be a finite number, got {value!r}")
+            if typing.get_origin(tp) is Literal and value is not None and value not in typing.get_args(tp):
+                *rest, last = typing.get_args(tp)
+                raise ConfigError(f"{f.name} must be {', '.join(rest)} or {last}, got {value!r}")
             if "check" in f.metadata and value is not None and not f.metadata["check"][0](value):
                 raise ConfigError(f"{f.name.replace('_', ' ')} must be {f.metadata['check'][1]}, "
                                   f"got {value}")
