@@ -152,3 +152,16 @@ def test_cosine_schedule_runs_from_lr_to_its_final_fraction():
     assert scheduled_lr(1e-3, 50, 100, "cosine", 0.1) == pytest.approx(0.55e-3)
     assert scheduled_lr(1e-3, 100, 100, "cosine", 0.1) == pytest.approx(1e-4)
     assert scheduled_lr(1e-3, 50, 100, "constant", 0.1) == 1e-3
+
+
+def test_a_thin_budget_says_its_local_networks_are_thin(tmp_path, capsys):
+    """35 partitions of a 64x48 image at the default budget leave local width 1: the run says
+    so and what to change; the default grid's run does not."""
+    from distlg.train import train
+
+    common = dict(path="builtin:camera@64x48", steps=1, tensorboard=False, progress=False)
+    thin = train(Config().replace(factors=[5, 7], out=str(tmp_path / "thin"), **common))
+    assert thin.model.arch.local_width < 4
+    assert "warning: local sub-networks only 1 wide" in capsys.readouterr().out
+    wide = train(Config().replace(out=str(tmp_path / "wide"), **common))
+    assert wide.model.arch.local_width >= 4 and "warning" not in capsys.readouterr().out
