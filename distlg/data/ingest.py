@@ -339,16 +339,17 @@ def open_source(spec: str | Path, options: SourceOptions) -> Source:
     """The source that ``spec`` names (see the module docstring), with its shape and dtype (a
     bool one as uint8 0 and 1, ``mask_as_bytes``)."""
     spec = str(spec)
-    if spec.startswith(PREFIX):
-        return mask_as_bytes(open_builtin(spec, options))
     path = Path(spec)
-    if not path.exists():
+    if spec.startswith(PREFIX):
+        src = open_builtin(spec, options)
+    elif not path.exists():
         raise IngestError(f"{path}: no such file or folder")
-    if path.is_dir():
-        return mask_as_bytes(open_frames(path, options))
-    suffix = path.suffix.lower()
-    if suffix not in READERS:
-        raise IngestError(f"{path}: unsupported source type {suffix or '(no suffix)'}; use a video "
-                          f"({', '.join(VIDEO_SUFFIXES)}), a folder of frames, .npy, raw "
+    elif path.is_dir():
+        src = open_frames(path, options)
+    elif path.suffix.lower() in READERS:
+        src = READERS[path.suffix.lower()](path, options)
+    else:
+        raise IngestError(f"{path}: unsupported source type {path.suffix.lower() or '(no suffix)'}; "
+                          f"use a video ({', '.join(VIDEO_SUFFIXES)}), a folder of frames, .npy, raw "
                           f"({', '.join(RAW_SUFFIXES)}), TIFF, PNG/JPEG or .wav")
-    return mask_as_bytes(READERS[suffix](path, options))
+    return mask_as_bytes(src)

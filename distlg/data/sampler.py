@@ -225,18 +225,18 @@ class ResidentSampler:
         self.full = n is None
         self.n = math.prod(grid.sample_shape) if n is None else int(n)
         self.region = shard_region(grid, self.pids)
-        self.data = signal.read(self.region)
+        self.data: np.ndarray | None = signal.read(self.region)
+        self.resident_bytes = int(self.data.nbytes)
         self.mode = "full" if self.full else "resident"
         self._fixed: Batch | None = None
         if on_device is None:
             on_device = self.device.type == "cuda" and \
-                self.data.nbytes <= torch.cuda.mem_get_info(self.device)[0] // 4
-        self._draws = DeviceDraws(signal, grid, self.pids, self.n, self.seed, self.region,
-                                  self.data, self.device) if on_device and not self.full else None
-
-    @property
-    def resident_bytes(self) -> int:
-        return int(self.data.nbytes)
+                self.resident_bytes <= torch.cuda.mem_get_info(self.device)[0] // 4
+        self._draws = None
+        if on_device and not self.full:  # the data moves to the device: no host copy is kept
+            self._draws = DeviceDraws(signal, grid, self.pids, self.n, self.seed, self.region,
+                                      self.data, self.device)
+            self.data = None
 
     def describe(self) -> str:
         what = "every position of every box each step" if self.full else f"{self.n} samples per partition"

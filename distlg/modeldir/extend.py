@@ -34,6 +34,7 @@ from ..nn import fused
 from ..nn.model import INR
 from ..optim import make_optimizer, run_steps
 from ..plan import Plan, steps_plan
+from ..resources import usable_device
 from ..step import autograd_forward_backward
 from .format import (
     ModelDir,
@@ -123,8 +124,7 @@ def extend(model: str | Path | ModelDir, signal: Signal, out: str | Path | None 
     writing the result to the new directory ``out``, or into the model when ``out`` is None
     (new files first, then the manifest)."""
     settings = settings or ExtendConfig()
-    if settings.device == "cuda" and not torch.cuda.is_available():
-        raise ExtendError("--device cuda needs a CUDA device (this machine has none)")
+    usable_device(settings.device, ExtendError)
     md = model if isinstance(model, ModelDir) else ModelDir.open(model)
     if md.is_checkpoint:
         raise ExtendError(f"{md.path} is a checkpoint; export it (distlg export) and extend that")

@@ -309,8 +309,8 @@ def pcm(raw: np.ndarray, value_range: tuple[float, float] = (-1.0, 1.0)) -> np.n
     """Audio samples ``raw`` as a WAV file stores them: uint8 and int16 as they are, other
     integers scaled to int16 about their silence, floats from [-1, 1] to int16. Floats whose
     ``value_range`` reaches beyond [-1, 1] (a noisy copy of integer audio keeps its source's
-    units) are scaled from that range, about 0 or, for a range of non-negative values (an
-    unsigned source), about its middle."""
+    units) are scaled from that range, about its middle (audio's ranges are symmetric about
+    silence, ``default_range``)."""
     if raw.dtype in (np.uint8, np.int16):
         return raw.astype(raw.dtype.newbyteorder("<"))
     if raw.dtype.kind in "ui":
@@ -318,8 +318,7 @@ def pcm(raw: np.ndarray, value_range: tuple[float, float] = (-1.0, 1.0)) -> np.n
         scaled = (raw.astype(np.float64) - mid) * (32767 / (np.iinfo(raw.dtype).max - mid))
     else:
         lo, hi = value_range
-        mid = (lo + hi) / 2 if lo >= 0 else 0.0
-        half = max(1.0, hi - mid, mid - lo) if (lo < -1 or hi > 1) else 1.0
+        mid, half = ((lo + hi) / 2, (hi - lo) / 2) if lo < -1 or hi > 1 else (0.0, 1.0)
         scaled = np.clip((raw.astype(np.float64) - mid) / half, -1.0, 1.0) * 32767
     return np.clip(np.rint(scaled), -32768, 32767).astype("<i2")
 

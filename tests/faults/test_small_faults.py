@@ -61,6 +61,22 @@ def test_extend_with_no_steps_leaves_no_output_folder(tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
+def test_extend_on_a_device_this_machine_cannot_use_is_one_line(tmp_path, capsys):
+    import pytest
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA: --device cuda is usable")
+    from test_modeldir_faults import _clip_store
+
+    model = random_model(tmp_path / "m", (6, 8, 10), (2, 2, 1), "video")
+    before = snapshot(model)
+    assert main(["extend", str(model), str(tmp_path / "out"), "--signal",
+                 str(_clip_store(tmp_path)), "--device", "cuda", "--no-progress"]) == 2
+    one_line(capsys.readouterr().err, "device cuda cannot be used here")
+    assert not (tmp_path / "out").exists() and snapshot(model) == before
+
+
 def test_a_huge_builtin_size_is_refused_before_allocating(tmp_path, capsys):
     for command in (["ingest", "builtin:camera@100000x100000", str(tmp_path / "s.zarr")],
                     TRAIN[:1] + ["--signal", "builtin:camera@100000x100000",
