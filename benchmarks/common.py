@@ -48,7 +48,7 @@ def run_config(signal=None, **settings):
     bar, run directory under storage/bench, replaced if it holds an earlier run); returns the
     ``TrainResult``."""
     from distlg.config import Config
-    from distlg.train import train
+    from distlg.training.trainer import train
 
     settings.setdefault("out", str(Path(__file__).resolve().parents[1] / "storage" / "bench" / "run"))
     settings.setdefault("overwrite", True)

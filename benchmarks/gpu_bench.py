@@ -97,7 +97,7 @@ def memory(out: Path) -> None:
     from speed import HG, HL, LAYERS, Baseline, D, O, P, baseline_step, fused_step
 
     from distlg.nn.model import INR, Architecture
-    from distlg.step import training_step
+    from distlg.training.steps import training_step
 
     emit(out, "| step | samples per step | peak GPU MiB | held after the step MiB |",
          "|---|---|---|---|")

@@ -16,7 +16,7 @@ weights within a task; PSNR on [0, 1] values, SSIM on the same):
 - **sr**: camera 128x128 ingested with ``--downsample 4`` (32x32 area averages), (2, 2)
   partitions, 0.25 values per weight (4 K weights for 1 K samples: the footprint loss asks
   for the 16 K-pixel image), w0 10, lr 1e-3, 300 steps; trained with the footprint-averaged
-  loss (``distlg.measure``), rendered at ``--scale 4`` and scored against the original.
+  loss (``distlg.training.measured``), rendered at ``--scale 4`` and scored against the original.
   Baseline: bicubic upsampling of the 32x32 input.
 - **denoise**: astronaut 128x128 with Gaussian noise, sigma 0.1 (``--noise gaussian:0.1``),
   (4, 4) partitions, the noisy-store defaults (300 steps, 4 values per weight, lr 5e-4),
@@ -42,7 +42,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import plot_images, run_config, write_results  # noqa: E402
 
-from distlg.measure import SUPPORTED_ARCHS  # noqa: E402
+from distlg.training.measured import SUPPORTED_ARCHS  # noqa: E402
 
 SCRATCH = Path(__file__).resolve().parents[1] / "storage" / "bench" / "incode"
 LABELS = {"local-global-incode": "Local-Global INCODE", "per-partition-incode": "INCODE per partition",

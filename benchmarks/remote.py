@@ -17,7 +17,7 @@ pack (webdataset tar streams), each at 0, 20 and 100 ms of latency per request.
    thread) on batches already in memory, the same batches the runs below draw.
 4. For each path and latency, in this process: the streaming sampler alone (samples/s while it
    gathers, with nothing consuming; requests and bytes the server answered per window), then a
-   short real training run (``distlg.train``, one thread, memory budget ``--budget-mib`` so
+   short real training run (``distlg.training.trainer``, one thread, memory budget ``--budget-mib`` so
    the sampler streams) and the share of its training time it waited for data: the first
    window's fill, and the waits for later windows.
 """
@@ -156,7 +156,7 @@ def open_run(url: str | None, path: str, budget_mib: float):
     """(signal, plan, config) of a run of ``path`` (a local store when ``url`` is None)."""
     from distlg.config import Config
     from distlg.data.store import open_signal
-    from distlg.plan import make_plan
+    from distlg.training.plan import make_plan
 
     base = url or str(BENCH)
     store = f"{base}/bikes-sharded.zarr" if path == "sharded" else f"{base}/bikes.zarr"
@@ -170,7 +170,7 @@ def consumption(budget_mib: float, steps: int) -> dict:
     """Samples/s of the training step alone, on batches already in memory (one thread)."""
     import torch
 
-    from distlg.data.sampler import ResidentSampler
+    from distlg.data.resident import ResidentSampler
     from distlg.nn import fused
     from distlg.nn.model import INR
 
@@ -198,7 +198,7 @@ def sampler_alone(server: Server, path: str, budget_mib: float, windows: int) ->
     after the first (each gathered while nothing else runs), and what the server answered per
     window."""
     from distlg.data.pack import open_pack
-    from distlg.data.sampling import make_sampler
+    from distlg.data.sampler import make_sampler
 
     signal, plan, config = open_run(server.url, path, budget_mib)
     pids = list(range(plan.grid.num_partitions))
@@ -223,7 +223,7 @@ def sampler_alone(server: Server, path: str, budget_mib: float, windows: int) ->
 
 
 def training(server: Server, path: str, budget_mib: float, steps: int) -> dict:
-    """A short real run of ``distlg.train`` from the server: its rate and its waits for data."""
+    """A short real run of ``distlg.training.trainer`` from the server: its rate and its waits for data."""
     signal, _, config = open_run(server.url, path, budget_mib)
     store, pack = config.signal.path, config.signal.pack
     result = run_config(signal, path=store, pack=pack, steps=steps, **settings(budget_mib))

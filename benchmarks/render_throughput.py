@@ -51,10 +51,10 @@ def build_model(path: Path) -> None:
 
     from distlg.data.signal import SignalInfo
     from distlg.geometry import PartitionGrid
-    from distlg.modeldir.checkpoint import write_model
     from distlg.nn.budget import fit_widths
     from distlg.nn.model import INR
-    from distlg.parallel import World
+    from distlg.training.checkpoint import write_model
+    from distlg.training.distributed import World
 
     grid = PartitionGrid(SHAPE, FACTORS, OVERLAPS)
     arch = fit_widths("local-global", PARAMS, grid.num_partitions, 3, 3)

@@ -9,7 +9,7 @@ video partitioning (50x32x32 samples), 64 values per weight, 32 samples per part
 (the issue's measurement; at least 16,384 samples per step on the smallest signals, so that a
 step's fixed costs do not dominate). No data is read: the batch is drawn from the partitions' sampling
 boxes and the values are random, since the cost of a step does not depend on them. Each
-method's fused forward + backward (``distlg.fused.forward_backward``) is timed in this process,
+method's fused forward + backward (``distlg.nn.fused.forward_backward``) is timed in this process,
 methods interleaved over rounds; the median is reported as microseconds per training sample.
 SIREN runs on a fixed 4,096-sample batch (its cost per sample does not depend on the batch).
 """
@@ -29,11 +29,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, _pyplot, write_results  # noqa: E402
 
 from distlg.config import Config  # noqa: E402
-from distlg.data.sampler import random_positions  # noqa: E402
+from distlg.data.draws import random_positions  # noqa: E402
 from distlg.data.signal import Signal  # noqa: E402
 from distlg.nn import fused  # noqa: E402
 from distlg.nn.model import INR  # noqa: E402
-from distlg.plan import make_plan  # noqa: E402
+from distlg.training.plan import make_plan  # noqa: E402
 
 SIZES = [(50, 32, 32), (50, 96, 128), (100, 192, 256), (150, 384, 640), (150, 720, 1280)]
 """Frames x rows x columns; x 3 channels: 1.5e5, 1.8e6, 1.5e7, 1.1e8, 4.1e8 values. Every axis is

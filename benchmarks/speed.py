@@ -17,9 +17,9 @@ on a GPU, at the row's precision) is measured in the same run.
   ``sin(30 x)``), then the shared merge (concatenate, linear, ``sin(30 x)``); linear layers as its
   ``BatchLinear`` (matmul with the transposed weight, bias added in place); autograd; mean
   squared error. (Its coordinates also require a gradient; that cost is left out here.)
-- distlg: ``distlg.fused.forward_backward`` (w0 in the GEMMs, split merge, in-place sine
+- distlg: ``distlg.nn.fused.forward_backward`` (w0 in the GEMMs, split merge, in-place sine
   backward, chunks sized for the device) on an ``INR``; on a GPU also the autograd step with
-  bf16 matmuls and the Triton kernel for the local layers (``distlg.step``), and either step
+  bf16 matmuls and the Triton kernel for the local layers (``distlg.training.steps``), and either step
   replayed as a CUDA graph (``--cuda-graph``).
 - SIREN: one MLP with the same number of parameters (width 1030), distlg's fused step.
 - ``--against REV``: also distlg's fused step as it was at git revision REV (its ``distlg``
@@ -51,7 +51,7 @@ from distlg.data.signal import Signal  # noqa: E402
 from distlg.nn import fused  # noqa: E402
 from distlg.nn.lattice import corner_count  # noqa: E402
 from distlg.nn.model import INR, Architecture  # noqa: E402
-from distlg.plan import make_plan  # noqa: E402
+from distlg.training.plan import make_plan  # noqa: E402
 
 P, N, D, O, LAYERS, HL, HG, W0 = 320, 200, 3, 3, 3, 55, 180, 30.0
 SIREN_WIDTH = 1030
@@ -191,11 +191,11 @@ def old_methods(rev: str, device: torch.device, x, y) -> dict:
 
 
 def compiled_methods(device: torch.device, precision: str, x, y) -> dict:
-    """distlg's autograd formulation (``distlg.step.autograd_forward``) under ``torch.compile``
+    """distlg's autograd formulation (``distlg.training.steps.autograd_forward``) under ``torch.compile``
     (forward and loss compiled; AOTAutograd compiles the backward), for the paper's
     architecture and distlg's recipe: a candidate against the fused step and the Triton kernel,
     timed wherever it runs (compiling takes tens of seconds per shape)."""
-    from distlg.step import autograd_forward
+    from distlg.training.steps import autograd_forward
 
     def step_for():
         def sse(model, coords, values):
@@ -217,7 +217,7 @@ def compiled_methods(device: torch.device, precision: str, x, y) -> dict:
 
 def methods_for(device: torch.device, precision: str, x, y) -> dict:
     """name -> (model, step(model, optimizer), architecture or None for the baseline)."""
-    from distlg.step import set_matmul_precision, training_step
+    from distlg.training.steps import set_matmul_precision, training_step
 
     set_matmul_precision(precision)
     lg = Architecture("local-global", D, O, LAYERS, HL, HG)

@@ -10,7 +10,7 @@
    partitions (what fits), and streaming, on all 512 (4x over budget) for 2.5 windows, counting
    the reading.
 3. Trains on all 512 partitions in a fresh process with the budget: the loop of
-   ``distlg.train`` (sampler batch, fused forward/backward, Adam), without its final full-signal
+   ``distlg.training.trainer`` (sampler batch, fused forward/backward, Adam), without its final full-signal
    evaluation, which would render all 4.3 G voxels. Prints the trainer's consumption rate, how long
    it waited for the sampler (the first window's fill, like resident mode's initial read, apart
    from the waits while training), and the process's peak RSS.
@@ -79,7 +79,7 @@ def ingest(size: int, store: Path) -> dict:
 def open_plan(store: Path):
     from distlg.config import Config
     from distlg.data.store import open_signal
-    from distlg.plan import make_plan
+    from distlg.training.plan import make_plan
 
     signal = open_signal(str(store))
     config = Config().replace(factors=[8, 8, 8], params=PARAMS, samples_per_partition=SAMPLES)
@@ -87,7 +87,7 @@ def open_plan(store: Path):
 
 
 def sampler_rate(store: Path, pids_kind: str, steps: int, budget: int) -> dict:
-    from distlg.data.sampling import make_sampler
+    from distlg.data.sampler import make_sampler
     from distlg.geometry import shard
 
     signal, plan = open_plan(store)
@@ -110,7 +110,7 @@ def sampler_rate(store: Path, pids_kind: str, steps: int, budget: int) -> dict:
 def train_phase(store: Path, steps: int, budget: int) -> dict:
     import torch
 
-    from distlg.data.sampling import make_sampler
+    from distlg.data.sampler import make_sampler
     from distlg.nn import fused
     from distlg.nn.model import INR
 

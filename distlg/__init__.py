@@ -1,37 +1,61 @@
 """distlg: distributed training of croppable Local-Global implicit neural representations.
 
-The data path, room by room:
-``data`` (sources ingested into Zarr stores, per-partition batches) -> ``nn`` (the Local-Global
-SIREN and its fast training step) -> ``parallel`` (local shards owned, global branch
-all-reduced) -> ``train`` (with ``plan``, ``optim`` and ``defaults``) -> ``modeldir`` (one file
-per partition: checkpoints, export, crop, extend) -> ``rendering`` (any region, streamed).
+The package face: what ``import distlg`` offers, loaded on first use (PEP 562), so that
+``distlg --help`` and ``import distlg.data.store`` load neither torch nor the trainer.
 
-On top: ``geometry`` (the partition grid), ``config`` (settings whose docstrings are --help),
-``defaults`` (everything that depends on the signal's kind), ``metrics``, ``cli`` and
-``commands``. Each room's ``__init__`` says what it may import; ``tests/test_layout.py``
-holds them to it and to an import graph without cycles.
+    import distlg
+    result = distlg.train(steps=200)                    # the embedded default image
+    model = distlg.open_signal("video.zarr")            # a signal store
+
+The layers, lowest first (README, "Architecture"; ``tests/test_layout.py`` holds them):
+ground-floor helpers at the top level (``errors``, ``geometry``, ``staging``, ``resources``,
+``metrics``, ``defaults``, ``config``, ``fielddocs``) -> ``data`` (sources, Zarr stores,
+samplers) and ``nn`` (the model, its fused step) -> ``kernels`` (Triton) -> ``modeldir`` (model
+directories on disk) -> ``rendering`` (regions, streamed) -> ``training`` (plan, step loop,
+distribution, checkpoints, evaluation, extend) -> ``commands`` and ``cli``.
 """
 
-from .config import Config
-from .data.signal import Signal
-from .data.store import open_signal
-from .errors import DistlgError
-from .geometry import PartitionGrid
-from .nn.model import INR, Architecture
-from .train import TrainResult
-from .train import train as _train
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = ["Architecture", "Config", "DistlgError", "INR", "PartitionGrid", "Signal",
-           "open_signal", "train"]
+_EXPORTS = {
+    "Architecture": "distlg.nn.architecture",
+    "Config": "distlg.config",
+    "DistlgError": "distlg.errors",
+    "INR": "distlg.nn.model",
+    "PartitionGrid": "distlg.geometry",
+    "Signal": "distlg.data.signal",
+    "TrainResult": "distlg.training.trainer",
+    "open_signal": "distlg.data.store",
+}
+
+__all__ = sorted([*_EXPORTS, "train"])
+
+if TYPE_CHECKING:
+    from .config import Config
+    from .training.trainer import TrainResult
 
 
-def train(config: Config | None = None, **overrides) -> TrainResult:
-    """Train ``config`` (default: the embedded default signal) with ``field=value`` overrides.
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'distlg' has no attribute {name!r}")
 
-    (The trainer module is imported above, not in here: importing ``distlg.train`` the first
-    time sets the package's ``train`` attribute to the module, which must happen before this
-    function is defined, or ``distlg.train`` stops being callable after the first call.)"""
-    config = (config or Config()).replace(**overrides) if overrides else (config or Config())
-    return _train(config)
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
+def train(config: Config | None = None, **overrides: Any) -> TrainResult:
+    """Train ``config`` (default: the embedded default signal) with ``field=value`` overrides."""
+    from .config import Config
+    from .training.trainer import train as run
+
+    config = config or Config()
+    return run(config.replace(**overrides) if overrides else config)

@@ -8,9 +8,9 @@ import numpy as np
 
 from distlg.data.signal import SignalInfo
 from distlg.geometry import Box, PartitionGrid
-from distlg.modeldir.checkpoint import write_model
 from distlg.nn.model import INR, Architecture
-from distlg.parallel import World
+from distlg.training.checkpoint import write_model
+from distlg.training.distributed import World
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

@@ -12,7 +12,7 @@ from distlg.data.signal import Signal
 from distlg.modeldir.crop import crop, select
 from distlg.modeldir.format import ModelDir, ModelDirError
 from distlg.rendering.render import RenderError, render
-from distlg.train import train
+from distlg.training.trainer import train
 
 
 @pytest.fixture(scope="module")

@@ -16,13 +16,13 @@ import torch.utils._pytree as pytree
 from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from distlg import parallel
 from distlg.config import Config
 from distlg.data.sources.builtin import builtin
 from distlg.nn import fused
 from distlg.nn.model import INR, Architecture
-from distlg.parallel import CollectiveDeviceError, GlobalGradBucket, World
-from distlg.plan import make_plan
+from distlg.training import distributed as parallel
+from distlg.training.distributed import CollectiveDeviceError, GlobalGradBucket, World
+from distlg.training.plan import make_plan
 
 
 class FakeNccl:
@@ -60,7 +60,7 @@ def nccl_world(monkeypatch):
 
 def test_final_evaluation_hands_nccl_no_cpu_tensor(nccl_world):
     """The evaluation's sums (host floats) must reach NCCL workers without a CPU tensor."""
-    from distlg.train import _evaluate
+    from distlg.training.trainer import _evaluate
 
     world, fake = nccl_world
     signal = builtin("camera@32x32")
@@ -120,7 +120,7 @@ def count_host_reads(monkeypatch, fn) -> int:
 
 def test_training_steps_read_nothing_back_between_logs(tmp_path, monkeypatch):
     """40 steps read the device exactly once more than 20 do (the one extra log line)."""
-    from distlg.train import train
+    from distlg.training.trainer import train
 
     def run(steps):
         config = Config().replace(path="builtin:camera@32x32", factors=[2, 2], params=800,
@@ -149,7 +149,7 @@ def test_fused_step_matches_autograd_on_every_device(device):
 
 
 def test_training_on_every_device(tmp_path, device):
-    from distlg.train import train
+    from distlg.training.trainer import train
 
     config = Config().replace(path="builtin:camera@32x32", factors=[2, 2], params=800, steps=30,
                               samples_per_partition=64, device=device.type, checkpoint_every=0,
@@ -163,7 +163,7 @@ def test_training_on_every_device(tmp_path, device):
 def test_autograd_step_matches_the_fused_step(device, precision):
     """The bf16/Triton step's formulation, checked in fp32 against the fused step; bf16 within
     bfloat16's rounding; the bucket's gradient views stay in place."""
-    from distlg.step import autograd_forward_backward
+    from distlg.training.steps import autograd_forward_backward
 
     arch = Architecture("local-global", 3, 2, 2, 9, 13)
     ref = INR(arch, range(5), seed=1).to(device)
@@ -251,7 +251,7 @@ def test_training_steps_hold_nothing_a_cuda_graph_cannot(precision):
     no host tensor to device work: what capturing it as a CUDA graph (``--cuda-graph``)
     needs. Fails on an interpolation that builds its geometry as device tensors from Python
     lists, or lattice points found from the host on the first step."""
-    from distlg.step import training_step
+    from distlg.training.steps import training_step
 
     archs, count = graph_models()
     for name, arch in archs.items():
@@ -268,7 +268,7 @@ def test_training_steps_hold_nothing_a_cuda_graph_cannot(precision):
 
 def test_cuda_graph_is_refused_where_it_cannot_run():
     from distlg.errors import DistlgError
-    from distlg.step import training_step
+    from distlg.training.steps import training_step
 
     with pytest.raises(DistlgError, match="needs a CUDA device"):
         training_step("fp32", "torch", torch.device("cpu"), cuda_graph=True)
@@ -281,7 +281,7 @@ cuda_only = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CU
 
 def train_steps(arch: Architecture, pids, precision: str, graph: bool, steps: int = 5):
     """``steps`` Adam steps on fresh random batches; (losses, parameters, step function)."""
-    from distlg.step import training_step
+    from distlg.training.steps import training_step
 
     cuda = torch.device("cuda")
     model = INR(arch, pids, seed=1).to(cuda)
@@ -329,7 +329,7 @@ def test_a_step_replayed_as_a_cuda_graph_trains_as_the_step_does(precision):
 def test_a_step_that_cannot_be_captured_runs_without_a_graph():
     """A step that reads a value back to the host cannot be captured: one warning, and the
     call's gradients are those of one step without a graph."""
-    from distlg.step import CudaGraphStep
+    from distlg.training.steps import CudaGraphStep
 
     def reads_back(model, coords, values, scale):
         sse = fused.forward_backward(model, coords, values, scale)
@@ -353,7 +353,7 @@ def test_a_step_that_cannot_be_captured_runs_without_a_graph():
 @pytest.mark.device
 def test_training_with_cuda_graph_matches_training_without(tmp_path):
     """``distlg train --cuda-graph`` (one process) ends where the same run without it ends."""
-    from distlg.train import train
+    from distlg.training.trainer import train
 
     runs = []
     for graph in (False, True):
@@ -371,7 +371,7 @@ def test_draws_on_the_device_take_nothing_from_the_host():
     nothing from the host and reads nothing back per step: only the step number goes in."""
     import numpy as np
 
-    from distlg.data.sampler import ResidentSampler
+    from distlg.data.resident import ResidentSampler
     from distlg.data.signal import Signal
     from distlg.geometry import PartitionGrid
 
@@ -390,7 +390,7 @@ def test_draws_on_the_device_take_nothing_from_the_host():
 def test_a_resident_shard_is_drawn_on_the_gpu_as_on_the_host():
     import numpy as np
 
-    from distlg.data.sampler import ResidentSampler
+    from distlg.data.resident import ResidentSampler
     from distlg.data.signal import Signal
     from distlg.geometry import PartitionGrid
 
@@ -413,7 +413,7 @@ def test_a_streamed_shard_arrives_on_the_gpu_as_on_the_host():
     also when a step's kernels are still running as the next batch is copied."""
     import numpy as np
 
-    from distlg.data.sampler import ResidentSampler
+    from distlg.data.resident import ResidentSampler
     from distlg.data.signal import Signal
     from distlg.data.stream import StreamingSampler
     from distlg.geometry import PartitionGrid

@@ -6,11 +6,11 @@ from modelkit import bikes_clip, random_model
 
 from distlg.config import Config, ExtendConfig
 from distlg.data.signal import Signal
-from distlg.metrics import evaluate
-from distlg.modeldir.extend import ExtendError, extend, extended_grid
 from distlg.modeldir.format import ModelDir
 from distlg.rendering.render import render
-from distlg.train import train
+from distlg.training.evaluation import evaluate
+from distlg.training.extend import ExtendError, extend, extended_grid
+from distlg.training.trainer import train
 
 WIDTHS = dict(local_width=32, global_width=16, samples_per_partition=256, lr=5e-4, seed=0)
 """Per-partition budget of every run below: 3,395 local weights each, 2,448 global."""

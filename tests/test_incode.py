@@ -15,16 +15,16 @@ from distlg.config import Config
 from distlg.data.signal import Signal, SignalInfo
 from distlg.data.sources.builtin import builtin
 from distlg.geometry import PartitionGrid
-from distlg.modeldir.checkpoint import write_model
 from distlg.modeldir.crop import crop
 from distlg.modeldir.export import export
 from distlg.modeldir.format import ModelDir
 from distlg.nn import fused, incode
 from distlg.nn.model import COEFFICIENTS, INR, Architecture, incode_sine
-from distlg.parallel import World
-from distlg.plan import lattice_geometry, make_plan
 from distlg.rendering.render import render
-from distlg.train import train
+from distlg.training.checkpoint import write_model
+from distlg.training.distributed import World
+from distlg.training.plan import lattice_geometry, make_plan
+from distlg.training.trainer import train
 
 
 def quick(tmp_path, name="run", **settings):
@@ -257,7 +257,7 @@ def test_resume_equals_an_uninterrupted_run(tmp_path):
 
 def test_extend_keeps_the_stored_coefficients(tmp_path):
     from distlg.config import ExtendConfig
-    from distlg.modeldir.extend import extend
+    from distlg.training.extend import extend
 
     t = np.linspace(0, 1, 8)[:, None, None, None]
     y = np.linspace(0, 1, 16)[None, :, None, None]
@@ -289,7 +289,7 @@ def test_coefficient_gradients_summed_over_workers_give_one_process_harmonizer_g
     """What the bucket sums is the coefficients' gradient (``StepCoefficients``): each worker's,
     from its partitions' loss, adds up to one process's, and carried through the harmonizer
     it gives one process's harmonizer gradients."""
-    from distlg.step import autograd_forward_backward
+    from distlg.training.steps import autograd_forward_backward
 
     signal = builtin("camera@32x32")
     plan = make_plan(Config().replace(path="builtin:camera@32x32", arch="local-global-incode",

@@ -10,10 +10,10 @@ from distlg.config import Config
 from distlg.data.signal import Signal
 from distlg.data.sources.builtin import builtin
 from distlg.geometry import PartitionGrid
-from distlg.metrics import evaluate, evaluate_sampled, score_subset
 from distlg.nn import fused, lattice
 from distlg.nn.model import INR, Architecture
-from distlg.plan import lattice_geometry, make_plan
+from distlg.training.evaluation import evaluate, evaluate_sampled, score_subset
+from distlg.training.plan import lattice_geometry, make_plan
 
 
 def lattice_arch(grid: PartitionGrid, cells, out=2, local=9, glob=13) -> Architecture:
@@ -129,7 +129,7 @@ def test_recipes():
 
 
 def test_sampled_score_brackets_the_full_score(monkeypatch):
-    import distlg.metrics as metrics
+    import distlg.training.evaluation as metrics
 
     rng = np.random.default_rng(0)
     data = (rng.random((64, 64, 1)) * 255).astype(np.uint8)

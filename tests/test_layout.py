@@ -1,21 +1,29 @@
-"""The package's house rules, read from the source (AST), not by importing it: no import
-cycles, no long modules, and each room imports only what its ``__init__`` docstring allows."""
+"""The package's house rules, read from the source (AST), not by importing it.
+
+- The package's nodes (each subpackage, each top-level module) import one another without a
+  cycle, and no module anywhere does either.
+- The top level holds only the package face (``__init__``, ``__main__``), the command line
+  (``cli``) and ground-floor helpers, which import no subpackage.
+- Each wing imports only what its ``__init__`` docstring allows: the ``distlg.*`` names in its
+  "It may import:" sentence, plus "the ground-floor helpers" where it says so.
+- No module is longer than 400 lines.
+- ``distlg --help`` and the store side load no torch (checked in a fresh interpreter).
+"""
 
 from __future__ import annotations
 
 import ast
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-import distlg
-
-ROOT = Path(distlg.__file__).resolve().parent
+ROOT = Path(__file__).resolve().parents[1] / "distlg"
 MAX_LINES = 400
-ROOMS = ("data", "nn", "modeldir", "rendering")
-TRAINING = ("distlg.train", "distlg.optim", "distlg.plan", "distlg.parallel", "torch.distributed",
-            "accelerate")
-"""What a render must never need: training, its optimiser and distribution."""
+FACE = {"distlg", "distlg.__main__", "distlg.cli"}
+WINGS = ("data", "nn", "kernels", "modeldir", "rendering", "training", "commands")
 
 
 def module_name(path: Path) -> str:
@@ -24,6 +32,9 @@ def module_name(path: Path) -> str:
 
 
 MODULES = {module_name(p): p for p in sorted(ROOT.rglob("*.py"))}
+GROUND = sorted(m for m in MODULES if m.count(".") == 1 and m not in FACE
+                and not MODULES[m].name == "__init__.py")
+"""Top-level modules other than the face and the CLI: the ground floor."""
 
 
 def imports(name: str) -> set[str]:
@@ -51,37 +62,68 @@ def graph() -> dict[str, set[str]]:
     return {name: {m for m in imports(name) if m in MODULES and m != name} for name in MODULES}
 
 
+def node(module: str) -> str:
+    """The package-level node of ``module``: its subpackage, or itself at the top level."""
+    parts = module.split(".")
+    if len(parts) > 1 and (ROOT / parts[1]).is_dir():
+        return ".".join(parts[:2])
+    return module
+
+
+def package_graph() -> dict[str, set[str]]:
+    """Subpackages and top-level modules, and which of them each imports (the face left out:
+    it imports what it offers lazily, by name)."""
+    edges: dict[str, set[str]] = {}
+    for name, targets in graph().items():
+        if name in FACE:
+            continue
+        edges.setdefault(node(name), set()).update(node(t) for t in targets if t not in FACE)
+    return {n: {t for t in ts if t != n} for n, ts in edges.items()}
+
+
 def find_cycle(edges: dict[str, set[str]]) -> list[str] | None:
     """One import cycle (as a path that returns to its start), or None."""
     state: dict[str, int] = {}  # 1: on the current path, 2: done
     path: list[str] = []
 
-    def visit(node: str) -> list[str] | None:
-        state[node] = 1
-        path.append(node)
-        for nxt in sorted(edges[node]):
+    def visit(n: str) -> list[str] | None:
+        state[n] = 1
+        path.append(n)
+        for nxt in sorted(edges.get(n, ())):
             if state.get(nxt) == 1:
                 return path[path.index(nxt):] + [nxt]
             if nxt not in state and (cycle := visit(nxt)):
                 return cycle
         path.pop()
-        state[node] = 2
+        state[n] = 2
         return None
 
-    for node in sorted(edges):
-        if node not in state and (cycle := visit(node)):
+    for n in sorted(edges):
+        if n not in state and (cycle := visit(n)):
             return cycle
     return None
 
 
-def test_no_import_cycles():
+def test_no_module_import_cycles():
     cycle = find_cycle(graph())
     assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+def test_no_package_level_cycles():
+    cycle = find_cycle(package_graph())
+    assert cycle is None, "cycle between wings: " + " -> ".join(cycle)
 
 
 def test_the_cycle_finder_finds_a_cycle():
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_the_top_level_is_face_cli_and_ground_floor():
+    assert GROUND, "no ground floor found"
+    for name in GROUND:
+        wings = sorted({node(m) for m in graph()[name]} - set(GROUND))
+        assert not wings, f"{name} sits at the top level but imports {wings}: move it into a wing"
 
 
 @pytest.mark.parametrize("name", sorted(MODULES))
@@ -90,27 +132,49 @@ def test_modules_stay_short(name):
     assert lines <= MAX_LINES, f"{name} has {lines} lines; split it by what it does"
 
 
+def allowed(wing: str) -> tuple[set[str], str]:
+    """What ``wing``'s docstring allows it to import (distlg modules and packages), and the
+    docstring's sentence."""
+    doc = ast.get_docstring(ast.parse((ROOT / wing / "__init__.py").read_text())) or ""
+    match = re.search(r"It may import:(.*?)(?:\n\n|It never|\Z)", doc, re.S)
+    assert match, f"distlg.{wing}'s docstring does not say what it may import"
+    sentence = " ".join(match.group(1).split())
+    names = set(re.findall(r"``(distlg(?:\.\w+)+)``", sentence))
+    if "ground-floor helpers" in sentence:
+        names |= set(GROUND)
+    return names, sentence
+
+
+@pytest.mark.parametrize("wing", WINGS)
+def test_every_wing_imports_only_what_its_docstring_allows(wing):
+    names, sentence = allowed(wing)
+    own = f"distlg.{wing}"
+    for name in (m for m in MODULES if m == own or m.startswith(own + ".")):
+        for target in graph()[name]:
+            if target == own or target.startswith(own + "."):
+                continue
+            ok = any(target == a or target.startswith(a + ".") for a in names)
+            assert ok, f"{name} imports {target}; distlg.{wing} may import: {sentence}"
+
+
+def test_the_docstring_reader_refuses_what_is_not_listed(monkeypatch, tmp_path):
+    """A wing that lists only distlg.errors and imports distlg.training is caught."""
+    fake = tmp_path / "fake.py"
+    fake.write_text("from distlg.training import trainer\n")
+    monkeypatch.setitem(MODULES, "distlg.nn.fake", fake)
+    names, _ = allowed("nn")
+    assert not any("distlg.training.trainer".startswith(a) for a in names)
+    assert "distlg.training.trainer" in graph()["distlg.nn.fake"]
+
+
 def _reaches(name: str, forbidden: tuple[str, ...]) -> list[str]:
     return sorted(m for m in imports(name) if any(m == f or m.startswith(f + ".") for f in forbidden))
 
 
-@pytest.mark.parametrize("room", ["distlg.nn", "distlg.data"])
-def test_model_and_data_never_import_distribution(room):
-    for name in (m for m in MODULES if m == room or m.startswith(room + ".")):
-        assert not _reaches(name, ("torch.distributed", "accelerate", "distlg.parallel")), name
-
-
-def test_rendering_never_imports_training():
-    for name in (m for m in MODULES if m.startswith("distlg.rendering")):
-        assert not _reaches(name, TRAINING), name
-
-
-def test_store_side_never_imports_torch():
-    """Stores, ingest and source readers run where torch may not be installed."""
-    store_side = ["distlg.data.signal", "distlg.data.store", "distlg.data.remote", "distlg.data.ingest"]
-    store_side += [m for m in MODULES if m.startswith("distlg.data.sources")]
-    for name in store_side:
-        assert not _reaches(name, ("torch",)), name
+@pytest.mark.parametrize("wing", ["distlg.nn", "distlg.data", "distlg.modeldir", "distlg.rendering"])
+def test_only_training_talks_to_the_process_group(wing):
+    for name in (m for m in MODULES if m == wing or m.startswith(wing + ".")):
+        assert not _reaches(name, ("torch.distributed", "accelerate", "distlg.training")), name
 
 
 def test_the_import_reader_sees_every_spelling(tmp_path, monkeypatch):
@@ -120,7 +184,19 @@ def test_the_import_reader_sees_every_spelling(tmp_path, monkeypatch):
     assert _reaches("distlg.nn.fake", ("torch.distributed",)) == ["torch.distributed"]
 
 
-@pytest.mark.parametrize("room", ROOMS)
-def test_every_room_says_what_it_is_for_and_may_import(room):
-    doc = ast.get_docstring(ast.parse((ROOT / room / "__init__.py").read_text())) or ""
-    assert len(doc.split()) > 20 and "may import" in doc, room
+def _loads_torch(code: str) -> bool:
+    probe = f"import sys\n{code}\nprint('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip().splitlines()[-1] == "True"
+
+
+def test_help_and_the_store_side_load_no_torch():
+    assert not _loads_torch("import distlg.data.store, distlg.data.ingest, distlg.config")
+    assert not _loads_torch("import distlg\nprint(distlg.__version__, distlg.__all__)")
+    assert not _loads_torch(
+        "import contextlib, io\nfrom distlg.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        "    for argv in (['--help'], ['train', '--help'], ['render', '--help']):\n"
+        "        try:\n            main(argv)\n        except SystemExit:\n            pass")
+    assert _loads_torch("import distlg\ndistlg.INR")  # the probe can tell

@@ -96,7 +96,7 @@ def test_a_budget_between_two_local_widths_takes_the_closer_with_its_best_global
     global branch whose count comes nearest), within one local width's step of the budget."""
     from distlg.config import Config
     from distlg.data.sources.builtin import builtin
-    from distlg.plan import make_plan
+    from distlg.training.plan import make_plan
 
     plan = make_plan(Config().replace(path="builtin:astronaut@1000x1500"), builtin("astronaut@1000x1500"))
     a, partitions, budget = plan.arch, plan.grid.num_partitions, 1_125_000

@@ -14,7 +14,7 @@ from distlg.modeldir.export import export
 from distlg.modeldir.format import OPTIM_PREFIX, ModelDir, ModelDirError
 from distlg.rendering.region import RegionError, parse_box, parse_ids, parse_scale
 from distlg.rendering.render import RegionRender, RenderError, render
-from distlg.train import train
+from distlg.training.trainer import train
 
 
 @pytest.fixture

@@ -29,12 +29,12 @@ from faults.helpers import one_line, snapshot
 from distlg.cli import main
 from distlg.config import Config
 from distlg.data import pack as packing
-from distlg.data.sampler import shard_region
+from distlg.data.draws import shard_region
 from distlg.data.store import open_store
 from distlg.data.stream import StoreChunks, StreamingSampler
 from distlg.geometry import shard
 from distlg.modeldir.format import ModelDir
-from distlg.plan import make_grid
+from distlg.training.plan import make_grid
 
 BUDGET = "3.5e-6"
 """GiB: under the 4 KiB image, so the store streams too; a few steps per window."""

@@ -14,12 +14,12 @@ from distlg.cli import main
 from distlg.config import Config
 from distlg.data.sources.builtin import builtin
 from distlg.data.store import open_signal
-from distlg.metrics import evaluate
 from distlg.modeldir.crop import crop
 from distlg.modeldir.format import ModelDir
 from distlg.rendering.region import RenderGrid
 from distlg.rendering.render import RegionRender, RenderError, render, render_partitions
-from distlg.train import train
+from distlg.training.evaluation import evaluate
+from distlg.training.trainer import train
 
 _OPENED: list[str] | None = None
 

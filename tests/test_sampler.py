@@ -9,13 +9,13 @@ import torch
 from modelkit import sample_box
 
 from distlg.config import Config
+from distlg.data.draws import SamplerError
 from distlg.data.ingest import IngestOptions, ingest
-from distlg.data.sampler import SamplerError
-from distlg.data.sampling import make_sampler
+from distlg.data.sampler import make_sampler
 from distlg.data.signal import Signal
 from distlg.data.stream import StreamingSampler
 from distlg.geometry import PartitionGrid, shard
-from distlg.train import train
+from distlg.training.trainer import train
 
 
 class Recording:
@@ -203,7 +203,7 @@ def test_draws_on_the_device_equal_the_host_draws_bit_for_bit(dtype, value_range
     gather and the normalisation where the data lives; a GPU's path, run here on the CPU)
     gives exactly the host's batches: a padded, halo-grown 3-D grid, audio and an image, each
     worker's shard, several steps and seeds (one above 2^63 - 1 would be refused)."""
-    from distlg.data.sampler import ResidentSampler
+    from distlg.data.resident import ResidentSampler
 
     rng = np.random.default_rng(3)
     cases = [(GRID, "volume"), (PartitionGrid((1000,), (7,), (5,)), "audio"),

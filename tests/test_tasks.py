@@ -13,7 +13,6 @@ import torch
 import torch.nn.functional as F
 
 import distlg
-from distlg import measure
 from distlg.cli import main
 from distlg.config import Config
 from distlg.data.degrade import ct_angles, sinogram
@@ -24,6 +23,7 @@ from distlg.geometry import PartitionGrid
 from distlg.metrics import psnr
 from distlg.rendering.region import RenderGrid
 from distlg.rendering.render import render
+from distlg.training import measured as measure
 
 
 def _store(tmp_path, name: str, source: str, **options):

@@ -10,8 +10,8 @@ import torch
 from distlg.config import Config, ConfigError, ExtendConfig, load
 from distlg.data.sources.builtin import builtin
 from distlg.modeldir.format import ModelDir
-from distlg.plan import make_plan
-from distlg.train import train
+from distlg.training.plan import make_plan
+from distlg.training.trainer import train
 
 
 def quick(tmp_path, **settings):
@@ -146,7 +146,7 @@ def test_normalisation_round_trips():
 
 
 def test_cosine_schedule_runs_from_lr_to_its_final_fraction():
-    from distlg.optim import scheduled_lr
+    from distlg.training.optim import scheduled_lr
 
     assert scheduled_lr(1e-3, 0, 100, "cosine", 0.1) == pytest.approx(1e-3)
     assert scheduled_lr(1e-3, 50, 100, "cosine", 0.1) == pytest.approx(0.55e-3)
@@ -157,7 +157,7 @@ def test_cosine_schedule_runs_from_lr_to_its_final_fraction():
 def test_a_thin_budget_says_its_local_networks_are_thin(tmp_path, capsys):
     """35 partitions of a 64x48 image at the default budget leave local width 1: the run says
     so and what to change; the default grid's run does not."""
-    from distlg.train import train
+    from distlg.training.trainer import train
 
     common = dict(path="builtin:camera@64x48", steps=1, tensorboard=False, progress=False)
     thin = train(Config().replace(factors=[5, 7], out=str(tmp_path / "thin"), **common))

@@ -1,6 +1,8 @@
 """One module per ``distlg`` subcommand; each defines HELP, ``arguments(parser)`` and
 ``run(args) -> exit status``. ``distlg.cli`` lists them in ``COMMANDS``.
 
-A command may import any room; heavy imports (torch, the trainer) happen inside ``run`` so that
-``distlg --help`` stays quick.
+It may import: every room (``distlg.data``, ``distlg.nn``, ``distlg.modeldir``,
+``distlg.rendering``, ``distlg.training``) and the ground-floor helpers, heavy ones (torch, the
+trainer, model directories) inside ``run`` only, so that ``distlg --help`` loads no torch
+(``tests/test_layout.py`` checks it in a fresh interpreter).
 """

@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..data.store import open_signal
     from ..errors import DistlgError
-    from ..modeldir.extend import extend
+    from ..training.extend import extend
     from .info import weights_text
 
     if (args.out is None) == (not args.in_place):

@@ -12,9 +12,10 @@ from __future__ import annotations
 import argparse
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ..modeldir.format import ModelDir, id_ranges
-from ..rendering.region import bounding_box, box_text
+if TYPE_CHECKING:
+    from ..modeldir.format import ModelDir
 
 HELP = ("describe a model (geometry, partitions present and missing, weights, region covered) "
         "or a signal store")
@@ -38,6 +39,9 @@ def _sizes(values) -> str:
 
 def describe(md: ModelDir) -> list[str]:
     """The lines ``distlg info`` prints."""
+    from ..modeldir.format import id_ranges
+    from ..rendering.region import bounding_box, box_text
+
     s, g, a = md.signal, md.grid, md.arch
     present, missing = md.partition_ids, md.missing
     source = s.meta.get("source")
@@ -121,6 +125,8 @@ def is_store(spec: str) -> bool:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..modeldir.format import ModelDir
+
     lines = describe_store(args.model) if is_store(args.model) else describe(ModelDir.open(args.model))
     print("\n".join(lines))
     return 0

@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     from ..data.pack import write_pack
     from ..data.store import open_store
     from ..geometry import shard
-    from ..plan import make_grid
+    from ..training.plan import make_grid
 
     options = PackOptions(**given(args, PackOptions))
     if not options.shard_mb > 0:

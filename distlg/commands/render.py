@@ -71,8 +71,8 @@ def run(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     from ..data.store import open_signal
-    from ..metrics import Comparison
     from ..modeldir.format import ModelDir
+    from ..rendering.compare import Comparison
     from ..rendering.region import box_text, parse_box, parse_scale
     from ..rendering.render import RegionRender
     from ..rendering.writers import held_per_value, open_writer

@@ -22,7 +22,7 @@ def arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..train import train
+    from ..training.trainer import train
 
     result = train(cfg.from_args(args, args.config))
     if os.environ.get("RANK", "0") != "0":

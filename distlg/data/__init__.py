@@ -4,9 +4,9 @@
 source file) -> ``degrade`` (the downstream tasks' inputs: downsampled, noisy, a sinogram) ->
 ``ingest`` (source into a chunked Zarr store, resumable) -> ``store`` (stores,
 ``open_signal``; ``remote`` reads them from http(s):// and s3:// URLs and writes them to s3://)
--> ``sampler`` (counter-based
-sample positions, ``Batch``, the resident sampler) / ``stream`` (the streaming sampler) ->
-``sampling`` (``make_sampler`` picks one); ``pack`` writes a store's chunks as per-worker tar
+-> ``draws`` (counter-based sample positions, ``Batch``, the ``Sampler`` protocol) ->
+``resident`` (a shard's region in memory) / ``stream`` (streamed chunk by chunk) -> ``sampler``
+(``make_sampler`` picks one); ``pack`` writes a store's chunks as per-worker tar
 shards and reads them back for the streaming sampler.
 
 It may import: ``distlg.errors``, ``distlg.geometry``, ``distlg.defaults`` and

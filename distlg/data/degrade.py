@@ -18,7 +18,7 @@ sinogram an image would give in a CT scanner (reconstruction).
   writes, beside it in the store, its sinogram at N angles evenly spread over [0, 180) degrees:
   ``skimage.transform.radon`` with ``circle=False`` (the image padded to its diagonal, so every
   pixel is seen at every angle). ``distlg train`` then learns the image from the sinogram
-  (``distlg.measure``).
+  (``distlg.training.measured``).
 - ``--sinogram`` takes the source as a measured sinogram [detectors, angles] (angles evenly
   over [0, 180), as many as its columns; ``--ct-angles`` may state the count) and stores it
   with, as the image, its filtered back-projection on the largest n x n grid whose diagonal

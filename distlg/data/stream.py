@@ -48,7 +48,7 @@ import torch
 
 from ..geometry import Box, PartitionGrid
 from . import remote
-from .sampler import Batch, SamplerError, check_seed, random_positions, shard_region, to_device
+from .draws import Batch, SamplerError, check_seed, random_positions, shard_region, to_device
 from .signal import Signal
 from .store import chunk_shape
 

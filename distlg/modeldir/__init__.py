@@ -1,12 +1,11 @@
 """The model-directory room: a trained model on disk, one file per partition, and its edits.
 
-``format`` (the manifest, safetensors files, sha256 checks, ``ModelDir``) -> ``checkpoint``
-(every worker writes its own partitions, resume on any number of workers) -> ``export``
-(a checkpoint as weights only) -> ``crop`` (delete partitions' files) -> ``extend`` (new
-partitions for appended samples, trained by the trainer's own step loop).
+``format`` (the manifest, safetensors files, sha256 checks, ``ModelDir``) -> ``runs`` (a run
+directory's checkpoints) -> ``export`` (a checkpoint as weights only) -> ``crop`` (delete
+partitions' files) -> ``append`` (new partitions' files for appended samples, written by
+``distlg.training.extend``).
 
-It may import: ``distlg.nn``, ``distlg.geometry``, ``distlg.data.signal`` and ``distlg.errors``
-(``format``, ``export``, ``crop``); ``distlg.parallel`` for the collectives of ``checkpoint``;
-the trainer's parts (``optim``, ``plan``, ``data.sampling``, ``metrics``) in ``extend`` only.
-Nothing here imports ``distlg.train`` or ``distlg.rendering``.
+It may import: ``distlg.nn``, ``distlg.geometry``, ``distlg.data.signal``, ``distlg.staging``
+and ``distlg.errors``; torch and safetensors. It never imports training (the trainer writes its
+checkpoints through ``format``), distribution or rendering: it holds files, not a trainer.
 """

@@ -12,7 +12,6 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from .checkpoint import latest
 from .format import (
     GLOBAL_FILE,
     MANIFEST,
@@ -25,6 +24,7 @@ from .format import (
     write_manifest,
     write_tensors,
 )
+from .runs import latest
 
 
 def find_checkpoint(path: str | Path) -> ModelDir:

@@ -267,11 +267,11 @@ def forward_backward(model: INR, coords: Tensor, values: Tensor, scale: float) -
 
     ``coords`` [P, n, in] and ``values`` [P, n, out] are grouped by the model's partitions, in
     the order it holds them. Returns the sum of squared errors (a float64 scalar tensor).
-    SIREN activations only (``distlg.step`` routes INCODE models to the autograd step).
+    SIREN activations only (``distlg.training.steps`` routes INCODE models to the autograd step).
     """
     if model.arch.incode:
         raise ValueError("the fused step writes out SIREN's activation; INCODE models train "
-                         "with distlg.step.autograd_forward_backward")
+                         "with distlg.training.steps.autograd_forward_backward")
     grads = {}
     for name, p in model.named_tensors():
         if p.grad is None:

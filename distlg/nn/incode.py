@@ -17,11 +17,11 @@ holds it and computes it on the same input; workers sum the gradient of its outp
 coefficients, and backpropagate that through it alike (``StepCoefficients``). Its input is a
 bounded downsampled view of the signal (``read_preview``: a strided read of the store, at
 most 256 x 256 pixels, 16 x 128 x 128 for video, 64^3 for volumes, a centred 2^17-sample
-excerpt of audio; on a CT store, of its sinogram: ``measure.harmonizer_input``). Its batch norms always use
-the statistics of that one input (no running statistics), so the coefficients are a fixed
-function of the weights: every worker gets the same, and a checkpoint's coefficients are
-recomputed exactly on resume. A model stores the coefficients as constants
-(``incode.coefficients``); rendering never needs the harmonizer.
+excerpt of audio; on a CT store, of its sinogram: ``training.measured.harmonizer_input``).
+Its batch norms always use the statistics of that one input (no running statistics), so the
+coefficients are a fixed function of the weights: every worker gets the same, and a
+checkpoint's coefficients are recomputed exactly on resume. A model stores the coefficients as
+constants (``incode.coefficients``); rendering never needs the harmonizer.
 
 Pretrained extractor weights load from a safetensors file with torchvision's ResNet names
 (``conv1.weight``, ``bn1.weight``, ``bn1.bias``, ``layer1.{0,1,2}.{conv1,conv2}.weight``,

@@ -106,7 +106,7 @@ def render_partitions(model: INR, grid: PartitionGrid, pids: Sequence[int] | Non
     (default: the whole signal), values normalised to [-1, 1] as the model predicts them.
     A position is evaluated by the partition whose un-grown box holds it. ``offsets`` [k,
     ndim]: each value is instead the model's mean over the coordinates offset by those (a
-    --downsample store's footprint, ``measure.footprint_offsets``)."""
+    --downsample store's footprint, ``training.measured.footprint_offsets``)."""
     region = region or tuple((0, d) for d in grid.shape)
     pids = model.partition_ids if pids is None else [int(p) for p in pids]
     shares = []

@@ -19,8 +19,8 @@ import torch
 from helpers import one_line
 
 from distlg.cli import main
-from distlg.modeldir import checkpoint
 from distlg.modeldir.format import ModelDir
+from distlg.training import checkpoint
 
 TRAIN = ["train", "--factors", "2", "2", "--samples-per-partition", "8", "--params", "2000",
          "--steps", "12", "--seed", "3", "--checkpoint-every", "4", "--threads", "1",

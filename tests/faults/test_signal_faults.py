@@ -11,11 +11,11 @@ from modelkit import random_model
 
 from distlg.cli import main
 from distlg.data.signal import Signal
-from distlg.modeldir import extend as extend_module
 from distlg.modeldir.format import write_tensors
 from distlg.rendering import render as render_module
 from distlg.rendering.render import RegionRender
 from distlg.rendering.writers import open_writer
+from distlg.training import extend as extend_module
 
 TRAIN = ["train", "--factors", "2", "2", "--params", "400", "--no-progress", "--no-tensorboard"]
 

@@ -110,7 +110,7 @@ def test_a_signal_given_as_the_config_file_says_to_pass_it_as_signal(tmp_path, c
 
 def _poison_at(monkeypatch, at: int) -> None:
     """Make the weights NaN in the step ``at`` (as a NaN sample or an overflow would)."""
-    train_module = importlib.import_module("distlg.train")  # the package's train() shadows it
+    train_module = importlib.import_module("distlg.training.trainer")
     make = train_module.training_step
     calls = []
 

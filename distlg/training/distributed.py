@@ -23,8 +23,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from .errors import WorkerLost
-from .nn.model import INR
+from ..errors import WorkerLost
+from ..nn.model import INR
 
 COLLECTIVE_TIMEOUT = timedelta(seconds=60)
 """How long a collective may wait for a peer before the job fails instead of hanging."""

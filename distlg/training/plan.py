@@ -14,14 +14,14 @@ from typing import Sequence
 
 import numpy as np
 
-from . import defaults
-from .config import Config, ConfigError, StepsConfig, TrainConfig
-from .data.signal import Signal
-from .geometry import PartitionGrid
-from .nn.architecture import base_arch
-from .nn.budget import fit_widths
-from .nn.lattice import default_lattice
-from .nn.model import Architecture
+from .. import defaults
+from ..config import Config, ConfigError, StepsConfig, TrainConfig
+from ..data.signal import Signal
+from ..geometry import PartitionGrid
+from ..nn.architecture import base_arch
+from ..nn.budget import fit_widths
+from ..nn.lattice import default_lattice
+from ..nn.model import Architecture
 from .optim import scheduled_lr
 
 

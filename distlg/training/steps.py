@@ -26,9 +26,9 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from .errors import DistlgError
-from .nn import fused, lattice
-from .nn.model import INR, Activation
+from ..errors import DistlgError
+from ..nn import fused, lattice
+from ..nn.model import INR, Activation
 
 PRECISIONS = ("fp32", "tf32", "bf16")
 KERNELS = ("torch", "triton")
@@ -73,7 +73,7 @@ def _step(precision: str, kernel: str, device: torch.device | None,
         if device is None or device.type != "cuda":
             raise DistlgError("--kernel triton needs a CUDA device (the torch kernel runs everywhere)")
         try:
-            from .kernels import grouped_mlp  # noqa: F401
+            from ..kernels import grouped_mlp  # noqa: F401
         except ImportError as exc:
             raise DistlgError(f"--kernel triton: triton cannot be imported ({exc})") from None
     if kernel == "torch" and precision != "bf16" and coefficients is None:
@@ -100,7 +100,7 @@ def _linear(x: Tensor, w: Tensor, b: Tensor, alpha: float, low: bool) -> Tensor:
 def _grouped(x: Tensor, w: Tensor, b: Tensor, w0: float, sine: bool, precision: str,
              kernel: str) -> Tensor:
     if kernel == "triton":
-        from .kernels.grouped_mlp import grouped_linear
+        from ..kernels.grouped_mlp import grouped_linear
 
         return grouped_linear(x, w, b, w0, sine, precision)
     if precision == "bf16":

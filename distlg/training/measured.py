@@ -40,19 +40,19 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .config import TrainConfig
-from .data.sampler import Batch
-from .data.signal import Signal
-from .errors import DistlgError
-from .geometry import PartitionGrid
-from .metrics import Evaluation, psnr
-from .nn.architecture import ARCHS
-from .parallel import World
+from ..config import TrainConfig
+from ..data.draws import Batch
+from ..data.signal import Signal
+from ..errors import DistlgError
+from ..geometry import PartitionGrid
+from ..metrics import Evaluation, psnr
+from ..nn.architecture import ARCHS
+from .distributed import World
 from .plan import Plan
-from .step import autograd_forward, ensure_grads
+from .steps import autograd_forward, ensure_grads
 
 SUPPORTED_ARCHS = {"footprint": ARCHS, "radon": ARCHS}
-"""Architectures each measured step runs (through ``step.autograd_forward``). An INCODE
+"""Architectures each measured step runs (through ``steps.autograd_forward``). An INCODE
 model's harmonizer reads the measurements themselves (``harmonizer_input``)."""
 
 
@@ -103,7 +103,7 @@ def harmonizer_input(signal: Signal, bounds: tuple[int, int]) -> Tensor | None:
     against). None for other stores: a --downsample store's samples are its measurements."""
     if operator(signal) != "radon":
         return None
-    from .nn.incode import preview_steps
+    from ..nn.incode import preview_steps
 
     sino = load_sinogram(signal, signal.meta["measurement"])
     rows, columns = preview_steps(sino.shape, bounds)

@@ -17,9 +17,9 @@ from typing import Callable, Iterable, Iterator
 import torch
 from torch import Tensor
 
-from .data.sampler import Sampler
-from .nn import fused
-from .nn.model import INR
+from ..data.draws import Sampler
+from ..nn import fused
+from ..nn.model import INR
 
 StepFn = Callable[[INR, Tensor, Tensor, float], Tensor]
 """A training step: add the gradient of ``scale * sse`` to every ``.grad``, return sse."""
@@ -63,7 +63,7 @@ def run_steps(model: INR, optimizer: torch.optim.Optimizer, sampler: Sampler,
     over workers; ``after(done, sse)`` runs after each step (logging, evaluation, checkpoints)
     with the summed squared error as a tensor on the device: nothing here reads it back, so a
     GPU step never waits for the host. ``forward_backward`` is the step of the run's precision
-    and kernel (``distlg.step``)."""
+    and kernel (``distlg.training.steps``)."""
     with interrupts_between_steps() as check:
         for step in steps:
             set_lr(optimizer, lr_at(step))

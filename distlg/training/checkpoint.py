@@ -13,7 +13,6 @@ there; exported model directories keep only the coefficients it computed.
 
 from __future__ import annotations
 
-import re
 import shutil
 from pathlib import Path
 
@@ -21,9 +20,7 @@ import torch
 
 from ..data.signal import SignalInfo
 from ..geometry import PartitionGrid
-from ..nn.model import INR
-from ..parallel import World
-from .format import (
+from ..modeldir.format import (
     GLOBAL_FILE,
     MANIFEST,
     OPTIM_PREFIX,
@@ -34,8 +31,12 @@ from .format import (
     write_manifest,
     write_tensors,
 )
+from ..modeldir.runs import STEP_DIR, complete_checkpoints, latest
+from ..nn.model import INR
+from .distributed import World
 
-_STEP_DIR = re.compile(r"^step-(\d{8})$")
+__all__ = ["complete_checkpoints", "latest", "restore", "save", "write_model"]
+
 ADAM_STATES = ("exp_avg", "exp_avg_sq")
 HARMONIZER_FILE = "harmonizer.safetensors"
 
@@ -137,24 +138,10 @@ def _sweep(root: Path, written: Path) -> None:
     """Remove what killed workers left: checkpoints older than ``written`` that never got their
     manifest, and half-written ``.NAME.tmp-PID`` files in ``written``."""
     for old in root.iterdir():
-        if _STEP_DIR.match(old.name) and old.name < written.name and not (old / MANIFEST).is_file():
+        if STEP_DIR.match(old.name) and old.name < written.name and not (old / MANIFEST).is_file():
             shutil.rmtree(old, ignore_errors=True)
     for tmp in written.glob(".*.tmp-*"):
         tmp.unlink(missing_ok=True)
-
-
-def complete_checkpoints(run_dir: str | Path) -> list[Path]:
-    """Checkpoint directories that have a manifest, oldest first."""
-    root = Path(run_dir) / "checkpoints"
-    if not root.is_dir():
-        return []
-    found = [p for p in root.iterdir() if _STEP_DIR.match(p.name) and (p / MANIFEST).is_file()]
-    return sorted(found, key=lambda p: p.name)
-
-
-def latest(run_dir: str | Path) -> Path | None:
-    found = complete_checkpoints(run_dir)
-    return found[-1] if found else None
 
 
 def restore(path: str | Path, model: INR, optimizer: torch.optim.Optimizer,

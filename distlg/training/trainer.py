@@ -14,33 +14,30 @@ that owns it.
 
 from __future__ import annotations
 
-import json
-import math
 import os
 import resource
 import shutil
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import torch
 
-from . import measure
-from .config import Config, ConfigError
-from .data.pack import open_pack
-from .data.sampling import make_sampler
-from .data.signal import Signal, SignalInfo
-from .data.store import open_signal
-from .errors import DistlgError, WorkerLost
-from .geometry import shard
-from .metrics import Evaluation, evaluate, evaluate_sampled, score_subset
-from .modeldir import checkpoint
-from .nn.model import INR
+from ..config import Config, ConfigError
+from ..data.pack import open_pack
+from ..data.sampler import make_sampler
+from ..data.signal import Signal, SignalInfo
+from ..data.store import open_signal
+from ..errors import WorkerLost
+from ..geometry import shard
+from ..metrics import Evaluation
+from ..nn.model import INR
+from . import checkpoint, measured
+from .distributed import GlobalGradBucket, World
+from .evaluation import evaluate, evaluate_sampled, score_subset
 from .optim import make_optimizer, run_steps
-from .parallel import GlobalGradBucket, World
 from .plan import Plan, make_plan
-from .step import training_step
+from .steps import training_step
+from .tracking import Tracker, TrainingDiverged, diverged_message
 
 
 @dataclass
@@ -81,28 +78,13 @@ def train(config: Config, world: World | None = None, signal: Signal | None = No
             world.close()
 
 
-class TrainingDiverged(DistlgError):
-    """The loss or the weights stopped being finite numbers (NaN or infinity)."""
-
-
-def _diverged(step: int, out: Path) -> str:
-    last = checkpoint.latest(out)
-    kept = f"the last good checkpoint is {last}" if last else "no checkpoint was written"
-    return (f"the loss is not finite (NaN or inf) at step {step}; training stopped and {kept}; "
-            "check the signal for NaN values or lower --lr")
-
-
 def _check_finite(model: INR, world: World, step: int, out: Path) -> None:
     """Stop, on every worker at once, before weights that are not finite reach a checkpoint
     or the model (one host read per checkpoint, none per step)."""
     ok = bool(torch.stack([torch.isfinite(p).all() for p in model.parameters()]).all())
     if not all(world.all_gather(ok)):
-        raise TrainingDiverged(_diverged(step, out))
+        raise TrainingDiverged(diverged_message(step, out))
 
-
-THIN_LOCAL_WIDTH = 4
-"""Local sub-networks narrower than this fit poorly (width 1 on a 64x48 image at 5 x 7
-partitions: 9.0 dB where the default 2 x 2 grid reached 13.5): the run says so."""
 
 RUN_ENTRIES = ("checkpoints", "model", "history.jsonl", "tensorboard")
 """What a run writes into its --out (``--overwrite`` deletes them)."""
@@ -110,7 +92,7 @@ RUN_ENTRIES = ("checkpoints", "model", "history.jsonl", "tensorboard")
 
 def _check_cuda_options(config: Config) -> None:
     """Refuse the CUDA-only options where they cannot run, before --out is touched (the
-    step's own checks, ``distlg.step.training_step``, come after the device is chosen)."""
+    step's own checks, ``steps.training_step``, come after the device is chosen)."""
     t = config.train
     wanted = [flag for flag, on in (("--device cuda", t.device == "cuda"),
                                     ("--kernel triton", t.kernel == "triton"),
@@ -163,12 +145,12 @@ def _train(config: Config, world: World, signal: Signal | None, out: Path) -> Tr
     scale = 1.0 / (plan.samples_per_step * signal.channels)
     forward_backward = training_step(config.train.precision, config.train.kernel, world.device,
                                      coefficients, config.train.cuda_graph)
-    if measure.operator(signal):  # the loss sees the model through the store's measurements
+    if measured.operator(signal):  # the loss sees the model through the store's measurements
         if config.train.cuda_graph:
             raise ConfigError("--cuda-graph: a store of measurements (CT) trains without a graph")
-        sampler, forward_backward, scale = measure.prepare(signal, plan, pids, world, config.train,
+        sampler, forward_backward, scale = measured.prepare(signal, plan, pids, world, config.train,
                                                            sampler, scale, coefficients)
-    tracker = _Tracker(world, config, plan, sampler, bucket, start)
+    tracker = Tracker(world, config, plan, sampler, bucket, start)
 
     def save(step: int) -> None:
         model.store_coefficients()
@@ -218,14 +200,14 @@ def _evaluate(model: INR, plan: Plan, signal: Signal, world: World, config: Conf
               full: bool) -> Evaluation:
     """Score the model: every partition, or a fixed subset of them on large signals
     (``--eval``); each worker scores the partitions it holds, the sums are all-reduced. On a
-    --downsample store the model's footprint means are scored (``measure.score_offsets``)."""
+    --downsample store the model's footprint means are scored (``measured.score_offsets``)."""
     # host sums travel as objects: exact in float64 on NCCL too, which reduces CUDA tensors only
     reduce = world.sum_values
     model.store_coefficients()
-    if not measure.references(signal):  # a measured sinogram: no image to score against
-        return measure.evaluate_projections(model, signal, plan, world)
+    if not measured.references(signal):  # a measured sinogram: no image to score against
+        return measured.evaluate_projections(model, signal, plan, world)
     subset = score_subset(plan.grid, signal.channels, config.train.eval)
-    offsets = measure.score_offsets(signal, plan.grid)
+    offsets = measured.score_offsets(signal, plan.grid)
     if subset is not None:
         return evaluate_sampled(model, plan.grid, signal, subset, reduce=reduce, offsets=offsets)
     return evaluate(model, plan.grid, signal, reduce=reduce, full=full,
@@ -255,9 +237,9 @@ def _attach_harmonizer(model: INR, config: Config, signal: Signal, device: torch
             if value:
                 raise ConfigError(f"--harmonizer-{option} is for the INCODE archs, not {model.arch.arch}")
         return None
-    from .nn import incode
+    from ..nn import incode
 
-    preview = measure.harmonizer_input(signal, incode.PREVIEW_PIXELS)
+    preview = measured.harmonizer_input(signal, incode.PREVIEW_PIXELS)
     preview = (incode.read_preview(signal) if preview is None else preview).to(device)
     harmonizer = incode.build(model.arch, preview, config.train.seed, signal.meta.get("sample_rate"),
                               config.model.harmonizer_weights, config.model.harmonizer_bias).to(device)
@@ -280,115 +262,3 @@ def _resume(config: Config, model: INR, optimizer: torch.optim.Optimizer, world:
         print(f"resuming from {path} (step {training['step']}, written by "
               f"{training['world_size']} worker(s), now {world.size})")
     return int(training["step"])
-
-
-def _open_history(path: Path, start: int):
-    """The run's JSON-lines log, keeping only records up to ``start`` when resuming."""
-    kept = []
-    if start and path.is_file():
-        kept = [line for line in path.read_text().splitlines()
-                if line.strip() and json.loads(line)["step"] <= start]
-    fh = open(path, "w")
-    fh.writelines(line + "\n" for line in kept)
-    return fh
-
-
-class _Tracker:
-    """Progress bar, console and TensorBoard logging: on the main worker only."""
-
-    def __init__(self, world: World, config: Config, plan: Plan, sampler, bucket, start: int):
-        self.world, self.config, self.plan, self.history = world, config, plan, []
-        self.start_step = start
-        self.bar = None
-        self.tb = world.accelerator is not None and config.run.tensorboard
-        self.t0, self.paused = time.perf_counter(), 0.0
-        self.log_file = None
-        if not world.is_main:
-            return
-        out = Path(config.run.out)
-        out.mkdir(parents=True, exist_ok=True)
-        self.log_file = _open_history(out / "history.jsonl", start)
-        g = plan.grid
-        print(f"distlg: {plan.arch.arch} {plan.arch.local_width or '-'} local / "
-              f"{plan.arch.global_width or '-'} global wide, {plan.arch.total_params(g.num_partitions):,} "
-              f"parameters; grid {g.factors} = {g.num_partitions} partitions, halo {g.overlaps}; "
-              f"{world.size} worker(s) on {world.device}; sampler {sampler.mode}; "
-              f"{plan.samples_per_step:,} samples/step; all-reduce {bucket.bytes_per_step:,} B/step")
-        if 0 < plan.arch.local_width < THIN_LOCAL_WIDTH:
-            print(f"distlg: warning: local sub-networks only {plan.arch.local_width} wide: the budget "
-                  f"is thin for {g.num_partitions} partitions; fewer partitions (--factors, "
-                  "--partition-size) or more --params give each more")
-        shared = ""
-        if plan.arch.base == "local-global":
-            a = plan.arch
-            where = (f"on a {'x'.join(map(str, a.lattice))} lattice per partition" if a.on_lattice
-                     else "at every sample")
-            print(f"distlg: recipe {config.model.recipe}: merge {a.merge}, global branch {where}")
-            shared = f" (replicated part x{plan.global_lr:g})"
-        print(f"distlg: {plan.steps} steps, Adam lr {plan.lr:g}{shared}, {config.train.schedule} schedule")
-        if self.tb:
-            flat = {f"{s}.{k}": (v if isinstance(v, (int, float, str, bool)) else str(v))
-                    for s, sec in config.to_dict().items() for k, v in sec.items()}
-            world.accelerator.init_trackers("tensorboard", config=flat)
-        if config.run.progress:
-            from tqdm.auto import tqdm
-            self.bar = tqdm(total=plan.steps, initial=start, unit="step", dynamic_ncols=True)
-        self.t0 = time.perf_counter()
-
-    def elapsed(self) -> float:
-        """Training time so far: wall time less the time spent evaluating."""
-        return time.perf_counter() - self.t0 - self.paused
-
-    def step(self, step: int, sse: torch.Tensor, scale: float) -> None:
-        """``sse``: the step's summed squared error (a tensor on the device), read here only on
-        the steps that are logged, so other steps never wait for the device."""
-        if self.bar is not None:
-            self.bar.update(1)
-        if step % self.config.train.log_every and step != self.plan.steps:
-            return
-        loss = float(sse[0]) * scale
-        if not math.isfinite(loss):  # the same on every worker: the loss is all-reduced
-            raise TrainingDiverged(_diverged(step, Path(self.config.run.out)))
-        self._record({"step": step, "loss": loss, "time": self.elapsed()})
-        if self.world.is_main:
-            if self.bar is not None:
-                self.bar.set_postfix(loss=f"{loss:.3g}")
-            if self.tb:
-                self.world.accelerator.log({"train/loss": loss}, step=step)
-
-    def eval(self, step: int, evaluate: Callable[[], Evaluation]) -> Evaluation:
-        """Run ``evaluate`` off the training clock and report its result."""
-        t0 = time.perf_counter()
-        ev = evaluate()
-        self.paused += time.perf_counter() - t0
-        record = {"step": step, "psnr": ev.psnr, "ssim": ev.ssim, "time": self.elapsed()}
-        if ev.sampled:
-            record["psnr_ci"] = list(ev.psnr_interval)
-        self._record(record)
-        if self.world.is_main:
-            msg = f"step {step}: {ev.describe()}"
-            (self.bar.write if self.bar is not None else print)(msg)
-            if self.tb:
-                scalars = {"eval/psnr": ev.psnr}
-                if ev.ssim is not None:
-                    scalars["eval/ssim"] = ev.ssim
-                self.world.accelerator.log(scalars, step=step)
-        return ev
-
-    def _record(self, record: dict) -> None:
-        self.history.append(record)
-        if self.log_file is not None:
-            self.log_file.write(json.dumps(record) + "\n")
-            self.log_file.flush()
-
-    def close(self) -> None:
-        if self.log_file is not None:
-            self.log_file.close()
-            self.log_file = None
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
-        if self.tb and self.world.is_main:
-            for tracker in self.world.accelerator.trackers:
-                tracker.finish()
-            self.tb = False
