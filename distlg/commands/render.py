@@ -100,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
         raise _nothing_written(exc, args.out) from None
     seconds = time.perf_counter() - t0
     print(f"rendered {box_text(region)} at scale {args.scale}: {' x '.join(map(str, plan.shape))} = "
-          f"{values:,} values from {len(plan.files) - 1} partition file(s) in {seconds:.2f} s "
+          f"{values:,} values from {len(plan.reads)} partition(s) in {seconds:.2f} s "
           f"({values / max(seconds, 1e-9):,.0f} values/s) to {args.out}")
     if compare is not None:
         ssim = compare.ssim

@@ -28,8 +28,8 @@ from ..data.sampler import make_sampler
 from ..data.signal import Signal, SignalInfo
 from ..data.store import open_signal
 from ..errors import WorkerLost
-from ..geometry import shard
 from ..metrics import Evaluation
+from ..modeldir.shards import owners
 from ..nn.model import INR
 from . import checkpoint, measured
 from .distributed import GlobalGradBucket, World
@@ -129,7 +129,7 @@ def _train(config: Config, world: World, signal: Signal | None, out: Path) -> Tr
     torch.set_num_threads(config.train.threads or world.default_threads())
     signal = signal or open_signal(config.signal.path)
     plan = make_plan(config, signal)
-    pids = shard(plan.grid, world.size)[world.rank]
+    pids = owners(plan.grid, world.size)[1][world.rank]  # whole shards: one writer each
     model = INR(plan.arch, pids, seed=config.train.seed).to(world.device)
     coefficients = _attach_harmonizer(model, config, signal, world.device)
     bucket = GlobalGradBucket(model, world, tensors=None if coefficients is None else
