@@ -55,8 +55,8 @@ def losses(run_dir: Path) -> dict[int, float]:
 def assert_same_model(a: Path, b: Path, rel: float = 1e-5) -> None:
     ma, mb = ModelDir.open(a), ModelDir.open(b)
     assert ma.partition_ids == mb.partition_ids
-    model_a, _ = ma.load()
-    model_b, _ = mb.load()
+    model_a = ma.load()
+    model_b = mb.load()
     for (name, x), (_, y) in zip(model_a.named_tensors(), model_b.named_tensors()):
         err = ((x - y).abs().max() / x.abs().max()).item()
         assert err <= rel, f"{name}: relative difference {err:.2e}"

@@ -36,7 +36,7 @@ def test_extending_bikes_matches_training_on_all_frames(tmp_path, shared_data, c
     assert md.params()["global"] == result.params_before["global"]
     assert md.params()["local"] == 2 * result.params_before["local"]
 
-    joint_model, _ = ModelDir.open(joint.model_dir).load(range(8, 16))
+    joint_model = ModelDir.open(joint.model_dir).load(range(8, 16))
     joint_new = evaluate(joint_model, joint.plan.grid, Signal.from_array(clip, "video"),
                          range(8, 16)).psnr
     with capsys.disabled():

@@ -110,7 +110,7 @@ def local_model(root, tmp_path_factory) -> Path:
 
 
 def assert_equal_models(a: Path, b: Path) -> None:
-    (model_a, _), (model_b, _) = ModelDir.open(a).load(), ModelDir.open(b).load()
+    model_a, model_b = ModelDir.open(a).load(), ModelDir.open(b).load()
     pairs = list(zip(model_a.named_tensors(), model_b.named_tensors()))
     assert pairs
     for (name, x), (other, y) in pairs:

@@ -63,7 +63,7 @@ def test_a_render_opens_only_the_files_it_needs(video):
 
 def test_scale_one_is_the_trainers_evaluation_bit_for_bit(video):
     md = ModelDir.open(video)
-    model, _ = md.load()
+    model = md.load()
     expected = np.empty((20, 30, 40, 3), np.float32)
     for _, box, values in render_partitions(model, md.grid):
         expected[tuple(slice(a, b) for a, b in box)] = values
@@ -256,7 +256,7 @@ def test_compare_prints_the_psnr_of_the_region(tmp_path, capsys):
     assert f"PSNR of the region against builtin:astronaut@32x32: {result.final.psnr:.2f} dB" \
         in capsys.readouterr().out
     md = ModelDir.open(tmp_path / "run" / "model")
-    model, _ = md.load([3])
+    model = md.load([3])
     score = evaluate(model, md.grid, builtin("astronaut@32x32"), [3]).psnr
     assert main(["render", str(md.path), "--region", "16:32,16:32", "--out",
                  str(tmp_path / "q.npy"), "--compare", "builtin:astronaut@32x32",

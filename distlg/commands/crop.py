@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
                   drop_along=[parse_along(text, axes, md.grid.factors) for text in args.drop_along])
     report = crop(md, kept, args.out, progress=args.progress)
     before, after = report.before, report.after
-    print(f"kept {len(report.kept):,} of {len(report.kept) + report.dropped:,} partitions "
+    print(f"kept {len(report.kept):,} of {len(report.kept) + len(report.dropped):,} partitions "
           f"(region {box_text(bounding_box(md.grid, report.kept))}) in {report.path}")
     print(f"weights before: {weights_text(before)}")
     print(f"weights after:  {weights_text(after)} ({100 * after['total'] / before['total']:.1f} % "

@@ -32,9 +32,9 @@ from .sharded import LOCAL, ShardedModel
 class CropReport:
     path: Path | str
     """The cropped model directory."""
-    kept: np.ndarray
+    kept: list[int]
     """Ids of the partitions kept."""
-    dropped: int
+    dropped: list[int]
     before: dict[str, int]
     """Parameters before: global, local, total."""
     after: dict[str, int]
@@ -51,7 +51,7 @@ def box_mask(grid, box: Box) -> np.ndarray:
 
 def select(md: ModelDir, keep: Sequence[Box] = (), drop: Sequence[Box] = (),
            drop_ids: Sequence[int] = (), drop_along: Sequence[tuple[int, Sequence[int]]] = ()
-           ) -> np.ndarray:
+           ) -> list[int]:
     """Ids of the present partitions a crop keeps: those touching any ``keep`` box (all, if
     none is given), less those touching a ``drop`` box, those in ``drop_ids`` and those whose
     index along an axis is listed in ``drop_along``."""
@@ -77,7 +77,7 @@ def select(md: ModelDir, keep: Sequence[Box] = (), drop: Sequence[Box] = (),
         cube[tuple(where)] = False
     if not kept.any():
         raise ModelDirError("the crop would leave no partition; keep at least one")
-    return np.flatnonzero(kept)
+    return np.flatnonzero(kept).tolist()
 
 
 def crop(model: str | Path | ModelDir, kept: Sequence[int], out: str | Path | None = None,
@@ -87,12 +87,11 @@ def crop(model: str | Path | ModelDir, kept: Sequence[int], out: str | Path | No
     md = model if isinstance(model, ModelDir) else ModelDir.open(model)
     if md.is_checkpoint:
         raise ModelDirError(f"{md.path} is a checkpoint; export it (distlg export) and crop that")
-    kept_ids = np.unique(np.asarray(kept, dtype=np.int64))
-    md.check_held(kept_ids.tolist()) if not md.present[kept_ids].all() else None
+    kept_ids = np.unique(np.asarray(md.check_held(kept), dtype=np.int64))
     keep = np.zeros(md.grid.num_partitions, dtype=bool)
     keep[kept_ids] = True
     before = md.params()
-    dropped = int(md.present.sum()) - len(kept_ids)
+    dropped = np.flatnonzero(md.present & ~keep).tolist()
     if out is None:
         _crop_in_place(md, keep)
         path = md.path
@@ -101,7 +100,7 @@ def crop(model: str | Path | ModelDir, kept: Sequence[int], out: str | Path | No
         with output(out, md) as location:
             write_subset(md, location, keep, fmt, progress)
         path = out
-    return CropReport(path, kept_ids, dropped, before, ModelDir.open(path).params())
+    return CropReport(path, kept_ids.tolist(), dropped, before, ModelDir.open(path).params())
 
 
 def _crop_in_place(md: ModelDir, keep: np.ndarray) -> None:

@@ -164,16 +164,17 @@ class FileModel(ModelDir):
         path = self.file(entry)
         data = path.read_bytes()
         self._check_sha256(path, hashlib.sha256(data).hexdigest(), entry)
+        try:
+            tensors = st_load(data)
+        except Exception as exc:  # safetensors raises its own error types
+            raise ModelDirError(f"{path} is not a valid safetensors file: {exc}") from None
         if pid is not None:
             n = int.from_bytes(data[:8], "little")
             said = json.loads(data[8:8 + n]).get("__metadata__", {}).get("partition")
             if said is not None and said != str(pid):
                 raise ModelDirError(f"{path} holds partition {said}, not {pid} as the manifest "
                                     "says (a file copied over another)")
-        try:
-            return st_load(data)
-        except Exception as exc:  # safetensors raises its own error types
-            raise ModelDirError(f"{path} is not a valid safetensors file: {exc}") from None
+        return tensors
 
     def read_global(self, state: str | None = None) -> dict[str, torch.Tensor]:
         tensors = self.read_entry(self.manifest.raw["global"])

@@ -47,12 +47,23 @@ class Location:
         return Location(joined, self.writable)
 
     # -- reading -----------------------------------------------------------------------------
+    def _file(self, key: str) -> Path:
+        """The local file of ``key``; a link leading outside the folder is refused (objects
+        are read by fixed keys: a link could point anywhere)."""
+        path = self.path / key
+        if path.is_symlink():
+            root = os.path.realpath(self.path)
+            if not os.path.realpath(path).startswith(root + os.sep):
+                raise LocationError(f"{path} is a link leading outside the model directory; "
+                                    "refusing it")
+        return path
+
     def read(self, key: str) -> bytes | None:
         """The whole object ``key``, or None where there is none."""
         if self.url:
             return self._fetch([(key, None)])[0]
         try:
-            return (self.path / key).read_bytes()
+            return self._file(key).read_bytes()
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             return None
 
@@ -63,7 +74,7 @@ class Location:
             got = self._fetch([(key, r) for r in ranges])
             return None if any(g is None for g in got) else got
         try:
-            fd = os.open(self.path / key, os.O_RDONLY)
+            fd = os.open(self._file(key), os.O_RDONLY)
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             return None
         try:
@@ -76,7 +87,7 @@ class Location:
         if self.url:
             return self._fetch([(key, -size)])[0]
         try:
-            with open(self.path / key, "rb") as fh:
+            with open(self._file(key), "rb") as fh:
                 fh.seek(0, os.SEEK_END)
                 fh.seek(max(0, fh.tell() - size))
                 return fh.read()

@@ -37,9 +37,11 @@ __all__ = ["complete_checkpoints", "latest", "restore", "save", "write_model"]
 
 def write_model(directory: str | Path, model: INR, world: World, grid: PartitionGrid,
                 signal_info: SignalInfo, optimizer: torch.optim.Optimizer | None = None,
-                training: dict | None = None) -> Path:
+                training: dict | None = None, world_size: int | None = None) -> Path:
     """Write ``model`` (this worker's shards, and from the main worker the rest) as a model
-    directory; with ``optimizer`` it is a checkpoint. Collective: all workers call."""
+    directory; with ``optimizer`` it is a checkpoint. Collective: all workers call.
+    ``world_size``: lay the shards out as a run of that many workers would (default: this
+    one's)."""
     directory = Path(directory)
     if world.is_main:  # an earlier attempt's objects must not be taken for this one's
         shutil.rmtree(directory, ignore_errors=True)
@@ -47,7 +49,7 @@ def write_model(directory: str | Path, model: INR, world: World, grid: Partition
     world.barrier()
     states = ADAM_STATES if optimizer is not None else ()
     writer = ShardWriter(Location(directory, writable=True), grid, model.arch, signal_info,
-                         ShardGrid.for_grid(grid.factors, world.size), states)
+                         ShardGrid.for_grid(grid.factors, world_size or world.size), states)
     moments = _adam_moments(model, optimizer)
     local_names = set(model.arch.local_shapes())
     stacks = {name: p for name, p in model.named_tensors() if name in local_names}

@@ -24,7 +24,7 @@ TRAIN = ["train", "--signal", "builtin:camera@32x32", "--factors", "2", "2", "--
 
 
 def _weights(path):
-    model, _ = ModelDir.open(path).load()
+    model = ModelDir.open(path).load()
     return model.state_dict()
 
 

@@ -60,7 +60,7 @@ def test_an_interrupted_job_leaves_whole_checkpoints_and_resumes_exactly(tmp_pat
         md.verify([md.manifest["global"]] + list(md.manifest["partitions"]))
     resumed = run(tmp_path, 2, "run", *STEPS, "--checkpoint-every", "400", "--resume")
     reference = run(tmp_path, 2, "reference", *STEPS)
-    a, _ = ModelDir.open(resumed / "model").load()
-    b, _ = ModelDir.open(reference / "model").load()
+    a = ModelDir.open(resumed / "model").load()
+    b = ModelDir.open(reference / "model").load()
     for (name, x), (_, y) in zip(a.named_tensors(), b.named_tensors()):
         assert torch.equal(x, y), name
