@@ -123,3 +123,16 @@ def damage(path: Path, pid: int) -> Path:
         data[int(index[int(slot[0]), 0]) + 1] ^= 1
     target.write_bytes(bytes(data))
     return target
+
+
+def stored_partitions(model: Path) -> list[int]:
+    """The partitions whose bytes are on disk, from the shards' indexes (format 2)."""
+    md = ModelDir.open(model)
+    out = []
+    for shard in range(int(np.prod(md.shards.shards))):
+        path = model / "local" / md.shards.key(shard)
+        if path.is_file():
+            tail = path.read_bytes()[-(16 * md.shards.slots + 4):-4]
+            held = np.frombuffer(tail, dtype="<u8").reshape(-1, 2)[:, 0] != np.iinfo(np.uint64).max
+            out += md.shards.partitions(shard)[held].tolist()
+    return sorted(out)

@@ -44,9 +44,10 @@ def write_subset(src: ModelDir, out: Location, keep: np.ndarray, fmt: str = "sha
     writer = ShardWriter(out, src.grid, src.arch, src.signal, shards)
     pids = np.flatnonzero(keep)
     shard_of, _ = shards.locate(pids)
+    order = np.argsort(shard_of, kind="stable")  # a shard is written once, whole
+    groups = np.split(pids[order], np.flatnonzero(np.diff(shard_of[order])) + 1) if len(pids) else []
     done = [np.zeros(0, np.int64)], [np.zeros(0, np.uint32)]
-    bounds = np.flatnonzero(np.diff(shard_of)) + 1
-    for group in tqdm(np.split(pids, bounds) if len(pids) else [], unit="shard", disable=not progress):
+    for group in tqdm(groups, unit="shard", disable=not progress):
         written, crcs = writer.write(group, src.read_local(group.tolist()))
         done[0].append(written)
         done[1].append(crcs)
