@@ -35,12 +35,13 @@ class Layout:
 
     def pack(self, stacks: dict[str, torch.Tensor], rows: torch.Tensor | None = None) -> np.ndarray:
         """[n, width] float32 from stacks [N, *shape] (rows ``rows`` of them, default all)."""
-        parts = []
+        n = len(rows) if rows is not None else len(next(iter(stacks.values()), ()))
+        parts = [torch.zeros((n, 0))]
         for name in self.shapes:
             t = stacks[name].detach()
             t = t if rows is None else t.index_select(0, rows.to(t.device))
             parts.append(t.reshape(t.shape[0], -1).to("cpu", torch.float32))
-        return torch.cat(parts, dim=1).numpy() if parts else np.zeros((0, 0), np.float32)
+        return torch.cat(parts, dim=1).numpy()
 
     def unpack(self, values: np.ndarray) -> dict[str, torch.Tensor]:
         """Stacks [n, *shape] from values [n, width]."""

@@ -116,7 +116,8 @@ def _crop_in_place(md: ModelDir, keep: np.ndarray) -> None:
     location = md.location if md.location.writable else type(md.location)(md.location.spec, True)
     local = md._array(LOCAL)
     plans = []
-    for shard in range(int(np.prod(md.shards.shards))):   # read and check before changing anything
+    count = int(np.prod(md.shards.shards)) if md.local_layout.width else 0
+    for shard in range(count):   # read and check before changing anything
         slot_pids = md.shards.partitions(shard)
         inside = slot_pids >= 0
         held = np.zeros(md.shards.slots, dtype=bool)

@@ -61,7 +61,8 @@ def _shards_subset(src: ShardedModel, out: Location, keep: np.ndarray, progress:
     codes[~keep] = 0
     local = src._array(LOCAL)
     target = out.child(LOCAL)
-    for shard in tqdm(range(int(np.prod(src.shards.shards))), unit="shard", disable=not progress):
+    count = int(np.prod(src.shards.shards)) if src.local_layout.width else 0
+    for shard in tqdm(range(count), unit="shard", disable=not progress):
         slot_pids = src.shards.partitions(shard)
         inside = slot_pids >= 0
         held = np.zeros(src.shards.slots, dtype=bool)
@@ -80,7 +81,8 @@ def _shards_subset(src: ShardedModel, out: Location, keep: np.ndarray, progress:
             target.write(src.shards.key(shard), _encode(values, kept))
     glob = src.read_global()
     write_small_arrays(out, src, codes)
-    out.write(f"{LOCAL}/zarr.json", local.location.read("zarr.json"))
+    if count:
+        out.write(f"{LOCAL}/zarr.json", local.location.read("zarr.json"))
     for key in _global_keys(src):
         out.link(src.location, key)
     flat = global_layout(src.arch).pack({k: v[None] for k, v in glob.items()})[0]

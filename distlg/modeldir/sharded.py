@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import math
-from collections import defaultdict
 from typing import Sequence
 
 import numpy as np
@@ -82,7 +81,8 @@ class ShardedModel(ModelDir):
         if layout != {"local": model.local_layout.to_list(), "global": model.global_layout.to_list()}:
             raise ModelDirError(f"{where}: the tensor layout differs from what the architecture "
                                 "implies (tampered or damaged)")
-        model._check_array(LOCAL)
+        if model.local_layout.width:
+            model._check_array(LOCAL)
         return model
 
     def _check_array(self, name: str) -> None:
@@ -150,12 +150,12 @@ class ShardedModel(ModelDir):
         """Flat local values [len(pids), P] of ``pids`` (or their Adam moment ``state``)."""
         array = self._array(LOCAL if state is None else optim_name(LOCAL, state))
         out = np.empty((len(pids), array.width), dtype=np.float32)
+        if not array.width:
+            return out
         shard_of, slot_of = self.shards.locate(pids)
-        rows_by_shard: dict[int, list[int]] = defaultdict(list)
-        for row, shard in enumerate(shard_of.tolist()):
-            rows_by_shard[shard].append(row)
-        for shard, rows in rows_by_shard.items():
-            rows = np.asarray(rows)
+        order = np.argsort(shard_of, kind="stable")
+        for rows in np.split(order, np.flatnonzero(np.diff(shard_of[order])) + 1) if len(pids) else []:
+            shard = int(shard_of[rows[0]])
             slots = slot_of[rows]
             try:
                 if 4 * len(rows) >= self.shards.slots:

@@ -62,6 +62,8 @@ class ShardWriter:
         crcs = np.zeros(len(pids), dtype=np.uint32)
         arrays = [(None, self._array(LOCAL), stacks)]
         arrays += [(s, self._array(optim_name(LOCAL, s)), (moments or {})[s]) for s in self.states]
+        if not self.layout.width:  # no local tensors (one SIREN): nothing per partition to store
+            return pids, np.full(len(pids), crc32c(b""), dtype=np.uint32)
         for shard in np.unique(shard_of).tolist():
             slot_pids = self.shards.partitions(shard)
             present = np.isin(slot_pids, pids)
@@ -90,7 +92,7 @@ class ShardWriter:
             moments = (global_moments or {}).get(state, {})
             write_small(self.location, optim_name(GLOBAL, state),
                         glob.pack({k: v[None] for k, v in moments.items()})[0])
-        names = [LOCAL] + [optim_name(LOCAL, s) for s in self.states]
+        names = [LOCAL] + [optim_name(LOCAL, s) for s in self.states] if self.layout.width else []
         for name in names:
             self.location.write(f"{name}/zarr.json", self._array(name).metadata())
         if harmonizer is not None:
