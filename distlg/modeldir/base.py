@@ -10,14 +10,17 @@ the directory's checksums. ``ModelDir.open`` picks the format: version 2 (shards
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, ClassVar, Sequence
+from typing import TYPE_CHECKING, Callable, ClassVar, Sequence
 
 import numpy as np
-import torch
 
 from ..nn.architecture import Architecture
-from ..nn.model import INR
 from .location import Location
+
+if TYPE_CHECKING:  # torch is imported where tensors are made: `distlg info` needs none
+    import torch
+
+    from ..nn.model import INR
 from .manifest import Manifest, ModelDirError, id_ranges
 
 ADAM_STATES = ("exp_avg", "exp_avg_sq")
@@ -35,6 +38,8 @@ class Layout:
 
     def pack(self, stacks: dict[str, torch.Tensor], rows: torch.Tensor | None = None) -> np.ndarray:
         """[n, width] float32 from stacks [N, *shape] (rows ``rows`` of them, default all)."""
+        import torch
+
         n = len(rows) if rows is not None else len(next(iter(stacks.values()), ()))
         parts = [torch.zeros((n, 0))]
         for name in self.shapes:
@@ -45,6 +50,8 @@ class Layout:
 
     def unpack(self, values: np.ndarray) -> dict[str, torch.Tensor]:
         """Stacks [n, *shape] from values [n, width]."""
+        import torch
+
         flat = torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32))
         return {name: flat[:, o:o + int(np.prod(s, dtype=np.int64))].reshape((len(flat),) + s)
                 for (name, s), o in zip(self.shapes.items(), self.offsets.values())}
@@ -170,11 +177,15 @@ class ModelDir:
                                 "this model (cropped away or never trained)")
         return ids.tolist()
 
-    def load(self, pids: Sequence[int] | None = None, device: str | torch.device = "cpu",
-             global_tensors: dict[str, torch.Tensor] | None = None) -> INR:
+    def load(self, pids: Sequence[int] | None = None, device: str | "torch.device" = "cpu",
+             global_tensors: dict[str, "torch.Tensor"] | None = None) -> "INR":
         """An ``INR`` holding ``pids`` (default: all present), reading only what holds them.
         ``global_tensors`` (from ``read_global``) saves re-reading them when a caller loads many
         partition subsets in turn."""
+        import torch
+
+        from ..nn.model import INR
+
         pids = self.partition_ids if pids is None else self.check_held(pids)
         model = INR(self.arch, pids, init=False)
         model.load_global(global_tensors if global_tensors is not None else self.read_global())

@@ -23,12 +23,9 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import TYPE_CHECKING, Iterable, Sequence
 
 import numpy as np
-import torch
-from safetensors.torch import load as st_load
-from safetensors.torch import save as st_save
 
 from ..data.signal import SignalInfo
 from ..geometry import PartitionGrid
@@ -36,6 +33,9 @@ from ..nn.architecture import Architecture
 from .base import ModelDir
 from .location import Location
 from .manifest import FORMAT, Manifest, ModelDirError, id_ranges
+
+if TYPE_CHECKING:  # torch and safetensors are imported where tensors are read or written
+    import torch
 
 VERSION = 1
 MANIFEST = "manifest.json"
@@ -61,6 +61,8 @@ def atomic_write(path: Path, data: bytes) -> None:
 def write_tensors(directory: Path, name: str, tensors: dict[str, torch.Tensor],
                   metadata: dict[str, str] | None = None) -> dict:
     """Write one safetensors file; return its manifest entry (file, sha256, params)."""
+    from safetensors.torch import save as st_save
+
     data = _sorted_metadata(st_save({k: v.detach().contiguous().cpu() for k, v in tensors.items()},
                                     metadata={"format": FORMAT, **(metadata or {})}))
     atomic_write(directory / name, data)
@@ -161,6 +163,8 @@ class FileModel(ModelDir):
     def read_entry(self, entry: dict, pid: int | None = None) -> dict[str, torch.Tensor]:
         """The tensors of one manifest entry, after checking the file's sha256 (and, for a
         partition's file, that it holds partition ``pid``)."""
+        from safetensors.torch import load as st_load
+
         path = self.file(entry)
         data = path.read_bytes()
         self._check_sha256(path, hashlib.sha256(data).hexdigest(), entry)
@@ -181,6 +185,8 @@ class FileModel(ModelDir):
         return _select(tensors, state)
 
     def read_local(self, pids: Sequence[int], state: str | None = None) -> dict[str, torch.Tensor]:
+        import torch
+
         pids = self.check_held(pids)
         shapes = self.arch.local_shapes()
         out = {name: torch.empty((len(pids),) + shape) for name, shape in shapes.items()}

@@ -22,15 +22,17 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
-import torch
 
 from .base import ADAM_STATES, Layout, ModelDir, global_layout, local_layout
 from .location import Location, LocationError
 from .manifest import FORMAT, Manifest, ModelDirError
 from .shards import ShardedArray, ShardError, ShardGrid, crc32c
+
+if TYPE_CHECKING:
+    import torch
 
 VERSION = 2
 ROOT = "zarr.json"

@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import resource
 import shutil
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -61,6 +62,10 @@ class TrainResult:
     resident sampler."""
     model_dir: Path | None = None
     model: INR | None = None
+    phases: dict = field(default_factory=dict)
+    """Seconds this worker spent in each part of the command: startup (signal, plan, model,
+    sampler), steps, checkpoints, model (the final model directory) and score (the final
+    evaluation)."""
 
 
 def train(config: Config, world: World | None = None, signal: Signal | None = None) -> TrainResult:
@@ -126,6 +131,8 @@ def _claim_out(config: Config, rank: int) -> None:
 
 
 def _train(config: Config, world: World, signal: Signal | None, out: Path) -> TrainResult:
+    t0 = time.perf_counter()
+    phases = dict.fromkeys(("startup", "steps", "checkpoints", "model", "score"), 0.0)
     torch.set_num_threads(config.train.threads or world.default_threads())
     signal = signal or open_signal(config.signal.path)
     plan = make_plan(config, signal)
@@ -151,11 +158,14 @@ def _train(config: Config, world: World, signal: Signal | None, out: Path) -> Tr
         sampler, forward_backward, scale = measured.prepare(signal, plan, pids, world, config.train,
                                                            sampler, scale, coefficients)
     tracker = Tracker(world, config, plan, sampler, bucket, start)
+    phases["startup"] = time.perf_counter() - t0
 
     def save(step: int) -> None:
+        t = time.perf_counter()
         model.store_coefficients()
         _check_finite(model, world, step, out)
         checkpoint.save(out, step, model, optimizer, world, plan.grid, info, config.to_dict())
+        phases["checkpoints"] += time.perf_counter() - t
 
     def after(done: int, sse: torch.Tensor) -> None:
         nonlocal step
@@ -183,17 +193,23 @@ def _train(config: Config, world: World, signal: Signal | None, out: Path) -> Tr
     finally:
         sampler.close()
     seconds = tracker.elapsed()
+    phases["steps"] = seconds - phases["checkpoints"]
     if not (config.run.checkpoint_every and plan.steps % config.run.checkpoint_every == 0):
         save(plan.steps)  # also stores an INCODE model's final coefficients
+    t = time.perf_counter()
     model_dir = checkpoint.write_model(out / "model", model, world, plan.grid, info)
+    phases["model"] = time.perf_counter() - t
+    t = time.perf_counter()
     final = tracker.eval(plan.steps, lambda: _evaluate(model, plan, signal, world, config,
                                                        full=not world.distributed))
+    phases["score"] = time.perf_counter() - t
     tracker.close()
     rss = world.all_gather(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     steps_run = plan.steps - start
     return TrainResult(plan, final, steps_run, seconds,
                        steps_run * plan.samples_per_step / max(seconds, 1e-9), bucket.bytes_per_step,
-                       rss, tracker.history, dict(getattr(sampler, "stats", {})), model_dir, model)
+                       rss, tracker.history, dict(getattr(sampler, "stats", {})), model_dir, model,
+                       phases)
 
 
 def _evaluate(model: INR, plan: Plan, signal: Signal, world: World, config: Config,
