@@ -109,7 +109,7 @@ def test_killed_worker_stops_the_job_and_resume_loses_at_most_an_interval(tmp_pa
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.time() + 120
-        while not list((out / "checkpoints").glob("step-*/manifest.json")):
+        while not list((out / "checkpoints").glob("step-*/zarr.json")):
             assert job.poll() is None and time.time() < deadline, "no checkpoint appeared"
             time.sleep(0.2)
         workers = [p for p in psutil.Process(job.pid).children(recursive=True)

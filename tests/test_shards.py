@@ -243,6 +243,18 @@ def test_info_reads_a_small_root_document(shards_model, capsys):
     assert "32 of 32 present" in out and "stored" in out
 
 
+def test_info_loads_no_torch(shards_model):
+    import subprocess
+    import sys
+
+    probe = ("import contextlib, io, sys\nfrom distlg.cli import main\n"
+             "with contextlib.redirect_stdout(io.StringIO()):\n"
+             f"    assert main(['info', {str(shards_model)!r}]) == 0\n"
+             "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "False", out.stderr
+
+
 def test_version_1_directories_load_and_crop_as_before(tmp_path):
     path = random_model(tmp_path / "v1", (12, 16), (3, 4), "image", fmt="safetensors")
     md = ModelDir.open(path)
@@ -264,3 +276,26 @@ def test_a_version_1_file_copied_over_another_is_refused(tmp_path, capsys):
     (path / "manifest.json").write_text(json.dumps(doc))
     assert main(["render", str(path), "--out", str(tmp_path / "r.npy"), "--no-progress"]) == 2
     one_line(capsys.readouterr().err, "holds partition 1, not 2")
+
+
+@pytest.mark.multiprocess
+def test_two_workers_write_whole_shards_that_one_process_resumes(tmp_path):
+    """At 8x8 partitions each of 2 workers owns 8 shards of 2x2 partitions and writes them
+    alone; resuming that checkpoint in one process reaches the model one process trains."""
+    from test_distributed import CONFIG, assert_same_model, losses, run
+
+    config = CONFIG.replace("factors: [4, 4]", "factors: [8, 8]")
+    import test_distributed
+
+    saved = test_distributed.CONFIG
+    test_distributed.CONFIG = config
+    try:
+        reference = run(tmp_path, 1, "ref", "--steps", "10")
+        run(tmp_path, 2, "run", "--steps", "5", "--checkpoint-every", "5")
+        checkpoint = ModelDir.open(tmp_path / "run" / "checkpoints" / "step-00000005")
+        assert checkpoint.shards.block == (2, 2) and checkpoint.training["world_size"] == 2
+        resumed = run(tmp_path, 1, "run", "--steps", "10", "--resume")
+    finally:
+        test_distributed.CONFIG = saved
+    assert_same_model(reference / "model", resumed / "model")
+    assert losses(resumed)[10] == pytest.approx(losses(reference)[10], rel=1e-5)
