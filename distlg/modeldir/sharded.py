@@ -204,7 +204,7 @@ class ShardedModel(ModelDir):
         layout = Layout({name: tuple(shape) for name, shape in section["layout"]})
         out = {}
         for state in (None,) + ADAM_STATES:
-            name = HARMONIZER if state is None else optim_name(HARMONIZER, state)
+            name = f"optim/{HARMONIZER}" if state is None else optim_name(HARMONIZER, state)
             values = _read_small(self.location, name, np.float32)
             prefix = "" if state is None else f"optim.{state}."
             out.update({prefix + k: v[0] for k, v in layout.unpack(values[None]).items()})

@@ -88,8 +88,9 @@ class ShardWriter:
         glob = global_layout(self.arch)
         flat = glob.pack({k: v[None] for k, v in global_tensors.items()})[0]
         write_small(self.location, GLOBAL, flat)
-        for state in self.states:
+        for state in self.states:  # constants (INCODE's coefficients) have no moments: zeros
             moments = (global_moments or {}).get(state, {})
+            moments = {k: moments.get(k, torch.zeros(s)) for k, s in glob.shapes.items()}
             write_small(self.location, optim_name(GLOBAL, state),
                         glob.pack({k: v[None] for k, v in moments.items()})[0])
         names = [LOCAL] + [optim_name(LOCAL, s) for s in self.states] if self.layout.width else []
@@ -110,7 +111,7 @@ def write_harmonizer(location: Location, tensors: dict[str, torch.Tensor]) -> di
     flat arrays; returns its manifest section (the layout)."""
     weights = {k: v for k, v in tensors.items() if not k.startswith("optim.")}
     layout = Layout({k: tuple(v.shape) for k, v in weights.items()})
-    write_small(location, HARMONIZER, layout.pack({k: v[None] for k, v in weights.items()})[0])
+    write_small(location, f"optim/{HARMONIZER}", layout.pack({k: v[None] for k, v in weights.items()})[0])
     for state in ADAM_STATES:
         moments = {k: tensors.get(f"optim.{state}.{k}", torch.zeros_like(v)) for k, v in weights.items()}
         write_small(location, optim_name(HARMONIZER, state),
