@@ -282,3 +282,22 @@ def test_extend_a_quantized_model(tmp_path, quantize, scale):
     assert np.array_equal(render(x, old), before)
     assert np.array_equal(x.codes[:4], q.codes)
     assert np.isfinite(render(x)).all()
+
+
+def test_a_siren_and_a_per_partition_model_quantize_too(tmp_path):
+    from distlg.data.signal import SignalInfo
+    from distlg.geometry import PartitionGrid
+    from distlg.nn.model import INR, Architecture
+    from distlg.training.checkpoint import write_model
+    from distlg.training.distributed import World
+
+    info = SignalInfo("image", (16, 16), 3, np.dtype("uint8"), (0.0, 255.0))
+    for arch, factors in (("siren", (1, 1)), ("per-partition", (2, 2))):
+        a = Architecture(arch, 2, 3, hidden_layers=2, local_width=8, global_width=12)
+        grid = PartitionGrid((16, 16), factors, ())
+        path = write_model(tmp_path / arch, INR(a, range(grid.num_partitions), seed=0), World(),
+                           grid, info)
+        export(path, tmp_path / f"{arch}-q", quantize="int8", scale="per-partition")
+        q = ModelDir.open(tmp_path / f"{arch}-q")
+        assert q.partition_ids == ModelDir.open(path).partition_ids
+        assert np.abs(render(q) - render(path)).max() < 0.05

@@ -121,7 +121,7 @@ def _quantized_subset(src: ModelDir, out: Location, keep: np.ndarray, asked: Qua
     local, glob = local_layout(src.arch), global_layout(src.arch)
     shards = src.shards if isinstance(src, ShardedModel) else ShardGrid.for_grid(src.grid.factors)
     groups = _groups(shards, keep) if local.width else []
-    flat = glob.pack({k: v[None] for k, v in src.read_global().items()})
+    flat = glob.pack_one(src.read_global())[None]
     quant = Quantization(asked.dtype, asked.scale, level=asked.level)
     if quant.dtype == "int8":
         glob_scales = tuple(quant.codes(glob, constants).scales(flat)[0].tolist())
@@ -140,6 +140,8 @@ def _quantized_subset(src: ModelDir, out: Location, keep: np.ndarray, asked: Qua
         data = _scatter(shards, slots, values, scales)
         crcs = target.write(shard, data)
         codes[group] = PRESENT_BIT | crcs[slots].astype(np.uint64)
+    if not local.width:  # no local tensors (one SIREN): each partition an empty chunk
+        codes[keep] = PRESENT_BIT | np.uint64(crc32c(b""))
     write_checksums(out, src, codes)
     glob_codes = quant.codes(glob, constants)
     stored = glob_codes.encode(flat, quant.global_scales)[0]
@@ -182,7 +184,7 @@ def global_crc(src: ShardedModel) -> int:
     known = src.manifest.raw.get("global", {}).get("crc32c")
     if known is not None:
         return int(known)
-    flat = global_layout(src.arch).pack({k: v[None] for k, v in src.read_global().items()})[0]
+    flat = global_layout(src.arch).pack_one(src.read_global())
     return crc32c(flat.astype("<f4").tobytes())
 
 
