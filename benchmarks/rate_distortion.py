@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import io
 import math
+import os
 import shutil
 import sys
 import time
@@ -245,7 +246,7 @@ def main() -> None:
     from distlg.data.store import open_signal
 
     torch.set_num_threads(1)
-    started, rows, took = time.perf_counter(), [], {}
+    started, rows, took, load = time.perf_counter(), [], {}, [os.getloadavg()[0]]
     for name in args.signals:
         t0 = time.perf_counter()
         _, [base] = signal_settings(name)
@@ -254,6 +255,7 @@ def main() -> None:
         rows += reference_rows(name, raw)
         rows += distlg_rows(name, signal, signal.normalise(raw), SIGNALS[name], args.steps_scale)
         took[name] = (time.perf_counter() - t0) / 60
+        load.append(os.getloadavg()[0])
     lines = ["## PSNR against bytes on disk", "", f"![rate-distortion]({plot(rows, args.signals)})", "",
              "## int8 and fp16 against float32 (the same Local-Global model; goal: int8 within "
              "0.3 dB at a quarter of the bytes)", "", *goal_lines(rows), "", "## Every row", "",
@@ -261,7 +263,9 @@ def main() -> None:
     write_results("rate_distortion", "Quality per byte: distlg's models against image, video and "
                   "volume codecs", lines,
                   "Run time " + ", ".join(f"{k} {v:.1f}" for k, v in took.items())
-                  + f" minutes; {(time.perf_counter() - started) / 60:.1f} in all (one thread).")
+                  + f" minutes; {(time.perf_counter() - started) / 60:.1f} in all (one thread). "
+                  "Load average (1 minute) at the start and after each signal: "
+                  + ", ".join(f"{v:.1f}" for v in load) + f" on {os.cpu_count()} cores.")
 
 
 if __name__ == "__main__":

@@ -301,3 +301,24 @@ def test_a_siren_and_a_per_partition_model_quantize_too(tmp_path):
         q = ModelDir.open(tmp_path / f"{arch}-q")
         assert q.partition_ids == ModelDir.open(path).partition_ids
         assert np.abs(render(q) - render(path)).max() < 0.05
+
+
+def test_a_quantized_model_over_http_renders_and_crops_as_the_local_one(source, tmp_path, capsys):
+    from test_remote import serve
+
+    q = exported(source, tmp_path, "int8", "per-partition")
+    region = ((0, 4), (6, 20), (0, 32))
+    with serve(tmp_path) as (_, base):
+        url = f"{base}/{q.path.name}"
+        assert np.array_equal(render(url, region), render(q.path, region))
+        assert main(["info", url]) == 0
+        assert "int8 codes x per-partition scales" in capsys.readouterr().out
+        crop(url, select(ModelDir.open(url), keep=[region]), tmp_path / "c")
+    assert np.array_equal(render(tmp_path / "c", region), render(q.path, region))
+
+
+def test_the_command_line_offers_what_export_accepts():
+    from distlg.commands import export as command
+    from distlg.modeldir import quantize
+
+    assert command.QUANTIZE == quantize.QUANTIZE and command.SCALES == quantize.SCALES

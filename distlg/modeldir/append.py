@@ -146,7 +146,8 @@ def _extend_shards(md: ShardedModel, out: Location, inr: INR, grid: PartitionGri
         crcs = target.write(shard, data)
         codes[new_ids[mine]] = PRESENT_BIT | crcs[slot_of[mine]].astype(np.uint64)
     target.write_metadata()
-    write_small(out, PARTITIONS, codes.reshape(grid.factors), checksum_chunks(grid.factors), compress=True)
+    write_small(out, PARTITIONS, codes.reshape(grid.factors), checksum_chunks(grid.factors), compress=True,
+                compact=md.quantization is not None)
     for key in (f"{GLOBAL}/zarr.json", f"{GLOBAL}/c/0"):
         out.link(md.location, key)
     attrs = root_attributes(describe(grid, md.arch, info), shards, md.arch, int((codes != 0).sum()),

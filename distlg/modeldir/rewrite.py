@@ -142,10 +142,10 @@ def _quantized_subset(src: ModelDir, out: Location, keep: np.ndarray, asked: Qua
         codes[group] = PRESENT_BIT | crcs[slots].astype(np.uint64)
     if not local.width:  # no local tensors (one SIREN): each partition an empty chunk
         codes[keep] = PRESENT_BIT | np.uint64(crc32c(b""))
-    write_checksums(out, src, codes)
+    write_checksums(out, src, codes, compact=True)
     glob_codes = quant.codes(glob, constants)
     stored = glob_codes.encode(flat, quant.global_scales)[0]
-    write_small(out, GLOBAL, stored, compress=quant.level,
+    write_small(out, GLOBAL, stored, compress=quant.level, compact=True,
                 attributes={"distlg": {"quantization": {**quant.header(), **quant.part(glob_codes, False)}}})
     if local.width:
         target.write_metadata()
@@ -193,10 +193,12 @@ def _global_keys(src: ShardedModel) -> list[str]:
     return [k for k in keys if src.location.exists(k)]
 
 
-def write_checksums(out: Location, src: ModelDir, codes: np.ndarray) -> None:
-    """``partitions/``: each partition's entry (0: absent)."""
+def write_checksums(out: Location, src: ModelDir, codes: np.ndarray, compact: bool = False) -> None:
+    """``partitions/``: each partition's entry (0: absent); ``compact`` JSON for a quantized
+    model (default: as ``src`` is)."""
+    compact = compact or getattr(src, "quantization", None) is not None
     write_small(out, PARTITIONS, codes.reshape(src.grid.factors), checksum_chunks(src.grid.factors),
-                compress=True)
+                compress=True, compact=compact)
 
 
 def write_root(out: Location, src: ModelDir, present: int, global_crc: int,

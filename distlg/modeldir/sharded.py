@@ -237,9 +237,11 @@ def _read_small(location: Location, name: str, dtype) -> np.ndarray:
 
 
 def write_small(location: Location, name: str, values: np.ndarray, chunks: Sequence[int] | None = None,
-                compress: bool | int = False, attributes: dict | None = None) -> None:
+                compress: bool | int = False, attributes: dict | None = None,
+                compact: bool = False) -> None:
     """Write a small array through zarr (encoded in memory, each object written whole);
-    ``compress``: True for Blosc (zstd, byte shuffle), a level for plain zstd."""
+    ``compress``: True for Blosc (zstd, byte shuffle), a level for plain zstd; ``compact``
+    JSON (a quantized model's)."""
     import zarr
     from zarr.codecs import BloscCodec, BloscShuffle, BytesCodec, Crc32cCodec, ZstdCodec
     from zarr.storage import MemoryStore
@@ -254,7 +256,7 @@ def write_small(location: Location, name: str, values: np.ndarray, chunks: Seque
     array[...] = values
     for key, buffer in sorted(store._store_dict.items()):
         data = buffer.to_bytes()
-        if key == "zarr.json" and attributes is not None:
+        if key == "zarr.json" and compact:
             data = dumps(json.loads(data), compact=True)
         location.write(f"{name}/{key}", data)
 
