@@ -33,14 +33,14 @@ def bikes_clip(frames: int = 16, size: int = 32) -> np.ndarray:
 
 def random_model(path: Path, shape: tuple[int, ...], factors: tuple[int, ...], kind: str,
                  channels: int = 3, overlaps: tuple[int, ...] = (), seed: int = 0,
-                 dtype: str = "uint8", value_range=(0.0, 255.0)) -> Path:
+                 dtype: str = "uint8", value_range=(0.0, 255.0), meta: dict | None = None) -> Path:
     """A model directory holding a freshly initialised Local-Global SIREN (no training): enough
     wherever only its structure and bit-exact behaviour matter."""
     grid = PartitionGrid(shape, factors, overlaps)
     arch = Architecture("local-global", len(shape), channels, hidden_layers=2, local_width=8,
                         global_width=12)
     model = INR(arch, range(grid.num_partitions), seed=seed)
-    info = SignalInfo(kind, shape, channels, np.dtype(dtype), value_range)
+    info = SignalInfo(kind, shape, channels, np.dtype(dtype), value_range, dict(meta or {}))
     return write_model(path, model, World(), grid, info)
 
 
