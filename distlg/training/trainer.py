@@ -37,7 +37,7 @@ from .evaluation import evaluate, evaluate_sampled, score_subset
 from .optim import make_optimizer, run_steps
 from .plan import Plan, make_plan
 from .steps import training_step
-from .tracking import Tracker, TrainingDiverged, diverged_message
+from .tracking import Tracker, TrainingDiverged, diverged_message, fixed_views
 
 
 @dataclass
@@ -151,6 +151,7 @@ def _train(config: Config, world: World, signal: Signal | None, out: Path) -> Tr
         sampler, forward_backward, scale = measured.prepare(signal, plan, pids, world, config.train,
                                                            sampler, scale, coefficients)
     tracker = Tracker(world, config, plan, sampler, bucket, start)
+    pictures = (lambda: fixed_views(model, plan.grid, signal, world)) if measured.references(signal) else None
 
     def save(step: int) -> None:
         model.store_coefficients()
@@ -161,7 +162,8 @@ def _train(config: Config, world: World, signal: Signal | None, out: Path) -> Tr
         nonlocal step
         step = done
         if config.train.eval_every and done % config.train.eval_every == 0 and done < plan.steps:
-            tracker.eval(done, lambda: _evaluate(model, plan, signal, world, config, full=False))
+            tracker.eval(done, lambda: _evaluate(model, plan, signal, world, config, full=False),
+                         pictures)
         tracker.step(done, sse, scale)
         if config.run.checkpoint_every and done % config.run.checkpoint_every == 0:
             save(done)
@@ -187,7 +189,7 @@ def _train(config: Config, world: World, signal: Signal | None, out: Path) -> Tr
         save(plan.steps)  # also stores an INCODE model's final coefficients
     model_dir = checkpoint.write_model(out / "model", model, world, plan.grid, info)
     final = tracker.eval(plan.steps, lambda: _evaluate(model, plan, signal, world, config,
-                                                       full=not world.distributed))
+                                                       full=not world.distributed), pictures)
     tracker.close()
     rss = world.all_gather(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     steps_run = plan.steps - start
