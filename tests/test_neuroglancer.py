@@ -1,0 +1,78 @@
+"""``distlg view NAME.ome.zarr --neuroglancer``: what can be checked offline. The OME-Zarr is
+served with the CORS headers a neuroglancer page on another port needs, neuroglancer is told
+the right source, and without the extra the command says what to install in one line."""
+
+import json
+import threading
+import time
+import urllib.request
+
+import pytest
+from faults.helpers import one_line
+from modelkit import random_model
+
+from distlg.cli import main
+
+pytest.importorskip("starlette")
+pytest.importorskip("uvicorn")
+from distlg.viewer import server  # noqa: E402
+
+
+@pytest.fixture
+def ome(tmp_path):
+    model = random_model(tmp_path / "vol", (16, 16, 16), (2, 2, 2), "volume", channels=1)
+    out = tmp_path / "vol.ome.zarr"
+    assert main(["render", str(model), "--out", str(out), "--levels", "2", "--no-progress"]) == 0
+    return out
+
+
+def test_the_store_is_served_to_another_origin(ome):
+    import uvicorn
+
+    assert server.check_ome(ome) == "0.5"
+    sock = server.claim(0)
+    port = sock.getsockname()[1]
+    srv = uvicorn.Server(uvicorn.Config(server.store_app(ome), log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 20
+        while not srv.started and time.monotonic() < deadline:
+            time.sleep(0.05)
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/data/zarr.json",
+                                         headers={"Origin": "http://127.0.0.1:9999"})
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            assert answer.headers["access-control-allow-origin"] == "*"
+            assert json.load(answer)["attributes"]["ome"]["version"] == "0.5"
+        ranged = urllib.request.Request(f"http://127.0.0.1:{port}/data/0/zarr.json",
+                                        headers={"Range": "bytes=0-9"})
+        with urllib.request.urlopen(ranged, timeout=10) as answer:
+            assert answer.status == 206 and len(answer.read()) == 10
+    finally:
+        srv.should_exit = True
+        thread.join(10)
+        sock.close()
+    url = f"http://127.0.0.1:{port}/data"
+    assert server.neuroglancer_source(url, "0.5") == f"zarr3://{url}/"
+    assert server.neuroglancer_source(url + "/", "0.4") == f"zarr2://{url}/"
+
+
+def test_without_the_extra_or_an_ome_zarr_it_is_one_line(ome, tmp_path, capsys):
+    try:
+        import neuroglancer  # noqa: F401
+    except ImportError:
+        assert main(["view", str(ome), "--neuroglancer", "--port", "0"]) == 2
+        one_line(capsys.readouterr().err, "pip install 'distlg[neuroglancer]'")
+    assert main(["view", str(tmp_path / "vol"), "--neuroglancer", "--port", "0"]) == 2
+    one_line(capsys.readouterr().err, "not an OME-Zarr")
+
+
+def test_a_port_in_use_is_one_line(tmp_path, capsys):
+    sock = server.claim(0)
+    try:
+        port = sock.getsockname()[1]
+        model = random_model(tmp_path / "image", (16, 16), (2, 2), "image")
+        assert main(["view", str(model), "--port", str(port)]) == 2
+        one_line(capsys.readouterr().err, f"port {port}", "in use")
+    finally:
+        sock.close()
