@@ -71,3 +71,24 @@ def test_a_workers_shard_renders_only_its_partitions():
     part, some = render_positions(INR(arch, [0, 3], seed=0), grid, view_positions(shape, "image")["image"])
     assert held.all() and some[:16, :16].all() and not some[:16, 16:].any()
     np.testing.assert_array_equal(part[some], whole[some])
+
+
+@pytest.mark.multiprocess
+def test_two_workers_log_the_pictures_one_process_logs(tmp_path):
+    """Each of 2 workers renders its own partitions; the main worker's picture is the one a
+    single process logs (same weights at step 10, same pixels)."""
+    import subprocess
+
+    from test_distributed import command
+
+    args = ["--signal", "builtin:camera@48x64", "--steps", "10", "--eval-every", "10", "--seed", "3",
+            "--no-progress"]
+    assert main(["train", *args, "--out", str(tmp_path / "one")]) == 0
+    proc = subprocess.run(command(2, *args, "--out", str(tmp_path / "two")), capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    one, two = (events(tmp_path / name).Images("view/image") for name in ("one", "two"))
+    assert [e.step for e in two] == [10] and (two[0].height, two[0].width) == (48, 200)
+    decode = __import__("imageio.v3", fromlist=["imread"]).imread
+    a, b = decode(one[0].encoded_image_string), decode(two[0].encoded_image_string)
+    assert np.abs(a.astype(int) - b.astype(int)).max() <= 1  # summation order: a rounding step
