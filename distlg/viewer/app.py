@@ -87,7 +87,10 @@ def make_app(views: ModelViews, threads: int = 2, report: Callable[[str], None] 
         key = str(request.url.path) + "?" + str(request.url.query)
         hit = cache.get(key)
         if hit is None and key in running:
-            hit = await asyncio.shield(running[key])
+            try:
+                hit = await asyncio.shield(running[key])
+            except _Gone:  # its first asker left before it started: render it here
+                hit = None
         if hit is None:
             future = asyncio.get_running_loop().create_future()
             running[key] = future

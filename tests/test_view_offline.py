@@ -1,12 +1,14 @@
-"""``distlg view NAME.ome.zarr --neuroglancer``: what can be checked offline. The OME-Zarr is
-served with the CORS headers a neuroglancer page on another port needs, neuroglancer is told
-the right source, and without the extra the command says what to install in one line."""
+"""``distlg view`` without a browser: bad input is one line and exit 2 before anything is
+served; ``--neuroglancer``, as far as it can be checked offline (the OME-Zarr is served with the
+CORS headers a neuroglancer page on another port needs, neuroglancer is told the right source,
+and without the extra the command says what to install in one line)."""
 
 import json
 import threading
 import time
 import urllib.request
 
+import numpy as np
 import pytest
 from faults.helpers import one_line
 from modelkit import random_model
@@ -76,3 +78,20 @@ def test_a_port_in_use_is_one_line(tmp_path, capsys):
         one_line(capsys.readouterr().err, f"port {port}", "in use")
     finally:
         sock.close()
+
+
+@pytest.mark.faults
+def test_bad_input_is_one_line_before_anything_is_served(tmp_path, capsys):
+    model = random_model(tmp_path / "image", (16, 16), (2, 2), "image")
+    np.save(tmp_path / "other.npy", np.zeros((8, 16, 3), np.uint8))
+    assert main(["ingest", str(tmp_path / "other.npy"), str(tmp_path / "other.zarr"), "--kind",
+                 "image", "--no-progress"]) == 0
+    capsys.readouterr()
+    cases = [(["view", str(tmp_path / "nothing"), "--port", "0"], "not a directory"),
+             (["view", str(model), "--port", "0", "--threads", "0"], "--threads"),
+             (["view", str(model), "--port", "70000"], "--port"),
+             (["view", str(model), "--port", "0", "--compare", str(tmp_path / "other.zarr")],
+              "--compare")]
+    for argv, word in cases:
+        assert main(argv) == 2
+        one_line(capsys.readouterr().err, word)
