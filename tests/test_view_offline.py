@@ -95,3 +95,46 @@ def test_bad_input_is_one_line_before_anything_is_served(tmp_path, capsys):
     for argv, word in cases:
         assert main(argv) == 2
         one_line(capsys.readouterr().err, word)
+
+
+def test_a_tile_is_the_render_of_its_footprint_at_the_zoom_scale(tmp_path):
+    """Tile (ty, tx) at level L is ``render`` of TILE * 2^-L samples a side at scale 2^L (finer
+    than the grid for L > 0), the plane's other axis at the asked frame; a cropped partition's
+    pixels are transparent."""
+    import io
+
+    from PIL import Image
+
+    from distlg.rendering.render import render
+    from distlg.rendering.writers import to_8bit
+    from distlg.viewer.views import TILE, ModelViews
+
+    video = random_model(tmp_path / "video", (6, 80, 70), (2, 2, 2), "video")
+    assert main(["crop", str(video), str(tmp_path / "cropped"), "--drop-partitions", "7"]) == 0
+    views = ModelViews(tmp_path / "cropped")
+    for level, ty, tx in ((2, 1, 0), (-1, 0, 0), (0, 0, 0)):
+        region, scale = views.tile_region(views.plane("yx"), level, 4, ty, tx)
+        span = int(TILE * 2.0 ** -level)
+        rows, cols = (ty * span, min(80, (ty + 1) * span)), (tx * span, min(70, (tx + 1) * span))
+        assert region == ((4, 5), rows, cols)
+        assert scale == (1.0, 2.0 ** level, 2.0 ** level)
+        tile = np.asarray(Image.open(io.BytesIO(views.tile("model", "yx", level, 4, ty, tx))))
+        expected = to_8bit(render(tmp_path / "cropped", region, scale, fill=0.0)[0])
+        held = tile[..., 3] == 255
+        assert np.array_equal(tile[..., :3][held], expected[held])
+        if level == 0:  # partition 7 = (1, 1, 1): frame 4, rows 40-79, columns 35-69
+            assert not held[40:, 35:].any() and held[:40].all() and held[:, :35].all()
+
+
+def test_the_cache_keeps_the_newest_answers_within_its_bytes():
+    from distlg.viewer.app import ByteCache
+
+    cache = ByteCache(limit=10)
+    for key in "abc":
+        cache.put(key, b"1234", "image/png")
+    assert cache.get("a") is None and cache.get("b") and cache.get("c") and cache.size == 8
+    cache.get("b")  # b is now the newest: c goes first
+    cache.put("d", b"1234", "image/png")
+    assert cache.get("c") is None and cache.get("b") and cache.size == 8
+    cache.put("huge", b"x" * 11, "image/png")
+    assert cache.get("huge") is None
