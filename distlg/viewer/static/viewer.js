@@ -234,6 +234,9 @@ class Panel {
 
   placeholder(ctx, x, y, w, h, failed) {
     ctx.save();
+    ctx.beginPath();
+    ctx.rect(x, y, w, h);
+    ctx.clip();
     ctx.fillStyle = failed ? "#4a1e1e" : "#333";
     ctx.fillRect(x, y, w, h);
     ctx.strokeStyle = failed ? "#c44" : "#444";
