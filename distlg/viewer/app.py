@@ -16,8 +16,8 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Awaitable, Callable
 
-import anyio
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
@@ -79,7 +79,7 @@ def make_app(views: ModelViews, threads: int = 2, report: Callable[[str], None] 
              ) -> Starlette:
     """The application serving ``views``: the page at ``/``, its assets at ``/static``, and
     the renders under ``/api``."""
-    cache, limiter = ByteCache(), anyio.CapacityLimiter(threads)
+    cache, limiter = ByteCache(), asyncio.Semaphore(threads)
     running: dict[str, asyncio.Future] = {}
     report = report or Reporter()
 
@@ -111,7 +111,7 @@ def make_app(views: ModelViews, threads: int = 2, report: Callable[[str], None] 
         async with limiter:
             if await request.is_disconnected():
                 raise _Gone()
-            result = await anyio.to_thread.run_sync(work)
+            result = await run_in_threadpool(work)
         if isinstance(result, (bytes, bytearray)):
             return bytes(result), media
         import json
