@@ -36,7 +36,7 @@ def bikes_clip(frames: int = 16, size: int = 32) -> np.ndarray:
 def random_model(path: Path, shape: tuple[int, ...], factors: tuple[int, ...], kind: str,
                  channels: int = 3, overlaps: tuple[int, ...] = (), seed: int = 0,
                  dtype: str = "uint8", value_range=(0.0, 255.0), fmt: str = "shards",
-                 workers: int = 1) -> Path:
+                 workers: int = 1, meta: dict | None = None) -> Path:
     """A model directory holding a freshly initialised Local-Global SIREN (no training): enough
     wherever only its structure and bit-exact behaviour matter. ``fmt``: "shards" (format 2,
     in the shards a ``workers``-worker run writes) or "safetensors" (format 1)."""
@@ -44,7 +44,7 @@ def random_model(path: Path, shape: tuple[int, ...], factors: tuple[int, ...], k
     arch = Architecture("local-global", len(shape), channels, hidden_layers=2, local_width=8,
                         global_width=12)
     model = INR(arch, range(grid.num_partitions), seed=seed)
-    info = SignalInfo(kind, shape, channels, np.dtype(dtype), value_range)
+    info = SignalInfo(kind, shape, channels, np.dtype(dtype), value_range, dict(meta or {}))
     if fmt == "safetensors":
         path.mkdir(parents=True)
         write_files_model(path, grid, arch, info, model.global_state(),

@@ -38,7 +38,7 @@ from .evaluation import evaluate, evaluate_sampled, score_subset
 from .optim import make_optimizer, run_steps
 from .plan import Plan, make_plan
 from .steps import training_step
-from .tracking import Tracker, TrainingDiverged, diverged_message
+from .tracking import Tracker, TrainingDiverged, diverged_message, fixed_views
 
 
 @dataclass
@@ -159,6 +159,7 @@ def _train(config: Config, world: World, signal: Signal | None, out: Path) -> Tr
                                                            sampler, scale, coefficients)
     tracker = Tracker(world, config, plan, sampler, bucket, start)
     phases["startup"] = time.perf_counter() - t0
+    pictures = (lambda: fixed_views(model, plan.grid, signal, world)) if measured.references(signal) else None
 
     def save(step: int) -> None:
         t = time.perf_counter()
@@ -171,7 +172,8 @@ def _train(config: Config, world: World, signal: Signal | None, out: Path) -> Tr
         nonlocal step
         step = done
         if config.train.eval_every and done % config.train.eval_every == 0 and done < plan.steps:
-            tracker.eval(done, lambda: _evaluate(model, plan, signal, world, config, full=False))
+            tracker.eval(done, lambda: _evaluate(model, plan, signal, world, config, full=False),
+                         pictures)
         tracker.step(done, sse, scale)
         if config.run.checkpoint_every and done % config.run.checkpoint_every == 0:
             save(done)
@@ -201,7 +203,7 @@ def _train(config: Config, world: World, signal: Signal | None, out: Path) -> Tr
     phases["model"] = time.perf_counter() - t
     t = time.perf_counter()
     final = tracker.eval(plan.steps, lambda: _evaluate(model, plan, signal, world, config,
-                                                       full=not world.distributed))
+                                                       full=not world.distributed), pictures)
     phases["score"] = time.perf_counter() - t
     tracker.close()
     rss = world.all_gather(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
