@@ -5,12 +5,13 @@ the codecs people would use instead.
     python benchmarks/rate_distortion.py --signals astronaut --steps-scale 0.2   # a quick look
 
 Per signal, distlg's Local-Global recipe (the default) and SIREN-per-partition train at three
-budgets (``--compression``: values per weight), SIREN at the middle one for as long as
+budgets (``--compression``: values per weight), SIREN at the smallest one for as long as
 Local-Global trained there (equal time; it is the slow baseline). Each trained model is
 exported as it is (float32), and with ``distlg export --quantize fp16`` and ``int8``
 (``--scale per-tensor`` and ``per-partition``); each is rendered whole and scored against the
 signal (PSNR on [0, 1] over every value, the render's float values clipped to the range, as
-the trainer scores), and its size is the bytes of every file of its model directory.
+the trainer scores), and its size is the bytes of every file of its model directory (the
+JSON documents among them counted apart too: they are a fixed cost, large beside small models).
 
 Reference rows, each file's bytes against the PSNR of what it decodes to:
 - astronaut (256x256 RGB): JPEG and WebP through Pillow at qualities 10-95;
@@ -18,8 +19,10 @@ Reference rows, each file's bytes against the PSNR of what it decodes to:
   takes it): H.264 through PyAV (libx264, yuv420p, preset medium) at CRF 18-48, the size of
   the .mp4 file;
 - phantom (benchmarks/fidelity.py's 128^3 grey-value head phantom): a slice-wise codec, every
-  z slice a greyscale JPEG (qualities 10-95), the sum of the files; and the raw volume through
-  zstd (level 19, lossless: its size only).
+  z slice a greyscale JPEG (qualities 10-95), the sum of the files; the z slices as the frames
+  of an H.264 video (grey as RGB, yuv420p, so only the luma plane varies; CRF 18-48), the
+  mean of the decoded channels scored; and the raw volume through zstd (level 19, lossless:
+  its size only).
 
 One thread; timings are not compared. Writes results/rate_distortion.md and
 results/rate_distortion.png.
@@ -81,7 +84,7 @@ def distlg_rows(name: str, signal, truth: np.ndarray, spec: dict, steps_scale: f
     steps = max(1, round(spec["steps"] * steps_scale))
     rows, seconds = [], {}
     for method, (arch, variants) in METHODS.items():
-        budgets = spec["budgets"] if arch != "siren" else spec["budgets"][1:2]
+        budgets = spec["budgets"] if arch != "siren" else spec["budgets"][:1]
         for budget in budgets:
             settings = dict(spec["settings"], arch=arch, compression=budget, steps=steps)
             if arch == "siren":
@@ -102,8 +105,9 @@ def distlg_rows(name: str, signal, truth: np.ndarray, spec: dict, steps_scale: f
                     shutil.rmtree(path, ignore_errors=True)
                     export(result.model_dir, path, quantize=quantize, scale=scale)
                 size = ModelDir.open(path).storage()[1]
+                json_bytes = sum(p.stat().st_size for p in Path(path).rglob("zarr.json"))
                 rows.append(dict(signal=name, method=method, variant=variant, budget=budget,
-                                 weights=weights, steps=result.steps_run, bytes=size,
+                                 weights=weights, steps=result.steps_run, bytes=size, json=json_bytes,
                                  psnr=psnr(truth, render(path))))
                 print(f"{name} {method} {variant} at {budget:g} values/weight ({weights:,} "
                       f"weights, {result.steps_run} steps): {rows[-1]['psnr']:.2f} dB in "
@@ -140,8 +144,13 @@ def pillow_rows(name: str, image: np.ndarray, fmt: str, qualities) -> list[dict]
     return rows
 
 
-def h264_rows(name: str, clip: np.ndarray, crfs, fps: int = 25) -> list[dict]:
-    """A clip [T, H, W, 3] through libx264 (yuv420p, preset medium) at each CRF, as .mp4."""
+def h264_rows(name: str, clip: np.ndarray, crfs, fps: int = 25,
+              label: str = "H.264 (libx264)") -> list[dict]:
+    """A clip [T, H, W, 3] through libx264 (yuv420p, preset medium) at each CRF, as .mp4; a
+    grey clip [T, H, W] goes in as RGB and is scored on the mean of the decoded channels."""
+    grey = clip.ndim == 3
+    if grey:
+        clip = np.repeat(clip[..., None], 3, axis=-1)
     import av
 
     rows = []
@@ -159,8 +168,12 @@ def h264_rows(name: str, clip: np.ndarray, crfs, fps: int = 25) -> list[dict]:
         buffer.seek(0)
         with av.open(buffer) as container:
             got = np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
-        rows.append(dict(signal=name, method="H.264 (libx264)", variant=f"CRF {crf}", budget=crf,
-                         bytes=size, psnr=psnr(to_unit(clip), to_unit(got))))
+        truth = to_unit(clip)
+        got = to_unit(got)
+        if grey:
+            truth, got = truth[..., 0], got.mean(axis=-1)
+        rows.append(dict(signal=name, method=label, variant=f"CRF {crf}", budget=crf,
+                         bytes=size, psnr=psnr(truth, got)))
     return rows
 
 
@@ -174,28 +187,33 @@ def reference_rows(name: str, raw: np.ndarray) -> list[dict]:
 
     volume = raw[..., 0]
     lossless = len(numcodecs.Zstd(19).encode(np.ascontiguousarray(volume).tobytes()))
-    return pillow_rows(name, volume, "JPEG", qualities) + [
+    return pillow_rows(name, volume, "JPEG", qualities) + h264_rows(
+        name, volume, (18, 23, 28, 33, 38, 43, 48), label="H.264 over z slices") + [
         dict(signal=name, method="zstd (raw, lossless)", variant="level 19", budget=19,
              bytes=lossless, psnr=math.inf)]
 
 
 # -- report ------------------------------------------------------------------------------------
 def table(rows: list[dict]) -> list[str]:
-    lines = ["| signal | method | variant | budget | weights | steps | bytes on disk | PSNR (dB) |",
+    lines = ["| signal | method | variant | budget | weights | steps | bytes on disk (JSON) | PSNR (dB) |",
              "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         ours = "weights" in r
         variant, budget, weights = ((r["variant"], f"{r['budget']:g} values/weight", f"{r['weights']:,}")
                                     if ours else ("–", r["variant"], "–"))
+        size = f"{r['bytes']:,}" + (f" ({r['json']:,})" if ours else "")
         lines.append(f"| {r['signal']} | {r['method']} | {variant} | {budget} | {weights} | "
-                     f"{r.get('steps', '–')} | {r['bytes']:,} | {r['psnr']:.2f} |")
+                     f"{r.get('steps', '–')} | {size} | {r['psnr']:.2f} |")
     return lines
 
 
 def goal_lines(rows: list[dict]) -> list[str]:
     """int8 (and fp16) against float32 of the same Local-Global model: the goal row."""
-    lines = ["| signal | budget | float32 | fp16 | int8 per-tensor | int8 per-partition |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        "PSNR against float32's, and bytes on disk as a fraction of float32's (in brackets: "
+        "without the JSON documents)", "",
+        "| signal | budget | float32 | fp16 | int8 per-tensor | int8 per-partition |",
+        "|---|---|---|---|---|---|"]
     lg = [r for r in rows if r["method"] == "Local-Global (distlg)"]
     for key in sorted({(r["signal"], r["budget"]) for r in lg}, key=lambda k: (k[0], -k[1])):
         got = {r["variant"]: r for r in lg if (r["signal"], r["budget"]) == key}
@@ -203,27 +221,37 @@ def goal_lines(rows: list[dict]) -> list[str]:
         cells = [f"{base['psnr']:.2f} dB, {base['bytes']:,} B"]
         for variant in ("fp16", "int8 per-tensor", "int8 per-partition"):
             r = got[variant]
-            cells.append(f"{r['psnr'] - base['psnr']:+.2f} dB at {r['bytes'] / base['bytes']:.3f}x")
+            cells.append(f"{r['psnr'] - base['psnr']:+.2f} dB at {r['bytes'] / base['bytes']:.3f}x "
+                         f"({(r['bytes'] - r['json']) / (base['bytes'] - base['json']):.3f}x)")
         lines.append(f"| {key[0]} | {key[1]:g} values/weight | " + " | ".join(cells) + " |")
     return lines
 
 
+REFERENCE_STYLES = ("x-", "+--", "d-.")
+"""Line styles of a panel's reference codecs (black), in the order they appear."""
+
+
 def plot(rows: list[dict], signals: list[str]) -> str:
     plt = _pyplot()
-    fig, axes = plt.subplots(1, len(signals), figsize=(5.5 * len(signals), 4.4), squeeze=False)
+    fig, axes = plt.subplots(1, len(signals), figsize=(5.5 * len(signals), 4.6), squeeze=False)
     styles = {"float32": "o-", "fp16": "s--", "int8 per-tensor": "^-", "int8 per-partition": "v:"}
+    colors = {"Local-Global (distlg)": "tab:blue", "SIREN-per-partition": "tab:orange",
+              "SIREN": "tab:green"}
     for ax, name in zip(axes[0], signals):
         mine = [r for r in rows if r["signal"] == name]
-        for (method, variant) in dict.fromkeys((r["method"], r["variant"] if "weights" in r else "")
-                                              for r in mine):
+        references = 0
+        for method, variant in dict.fromkeys((r["method"], r["variant"] if "weights" in r else "")
+                                             for r in mine):
             pts = sorted((r["bytes"], r["psnr"]) for r in mine if r["method"] == method
                          and (r["variant"] if "weights" in r else "") == variant)
             if math.isinf(pts[0][1]):
                 ax.axvline(pts[0][0], color="grey", lw=1, ls="--", label=method)
-                continue
-            label = f"{method} {variant}".strip()
-            ax.plot(*zip(*pts), styles.get(variant, "x-"), label=label, ms=4,
-                    color=None if variant else "black", alpha=1 if variant else 0.6)
+            elif variant:
+                ax.plot(*zip(*pts), styles[variant], color=colors[method], ms=4,
+                        label=f"{method} {variant}", alpha=1 if variant != "fp16" else 0.7)
+            else:
+                ax.plot(*zip(*pts), REFERENCE_STYLES[references % 3], color="black", ms=4, label=method)
+                references += 1
         ax.set(xscale="log", xlabel="bytes on disk", ylabel="PSNR (dB)", title=name)
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=6.5)
