@@ -14,7 +14,7 @@ from typing import Callable
 import numpy as np
 from tqdm.auto import tqdm
 
-from .base import ModelDir, global_layout
+from .base import ModelDir
 from .files import write_files_model
 from .location import Location
 from .sharded import GLOBAL, LOCAL, PARTITIONS, ROOT, ShardedModel, group_document, root_attributes
@@ -79,13 +79,12 @@ def _shards_subset(src: ShardedModel, out: Location, keep: np.ndarray, progress:
             target.link(local.location, src.shards.key(shard))
         else:
             target.write(src.shards.key(shard), _encode(values, kept))
-    glob = src.read_global()
+    flat = src.read_global_flat()  # checked; numpy only, so export and crop need no torch
     write_small_arrays(out, src, codes)
     if count:
         out.write(f"{LOCAL}/zarr.json", local.location.read("zarr.json"))
     for key in _global_keys(src):
         out.link(src.location, key)
-    flat = global_layout(src.arch).pack({k: v[None] for k, v in glob.items()})[0]
     _write_root(out, src, int((codes != 0).sum()), crc32c(flat.astype("<f4").tobytes()))
 
 

@@ -131,7 +131,9 @@ class ShardedModel(ModelDir):
         return len(files), sum(p.stat().st_size for p in files)
 
     # -- reading ---------------------------------------------------------------------------------
-    def read_global(self, state: str | None = None) -> dict[str, torch.Tensor]:
+    def read_global_flat(self, state: str | None = None) -> np.ndarray:
+        """The global values (or their Adam moment ``state``) as one flat float32 array,
+        checked against the manifest's checksum (no torch needed)."""
         name = GLOBAL if state is None else optim_name(GLOBAL, state)
         values = _read_small(self.location, name, np.float32)
         if values.shape != (self.global_layout.width,):
@@ -142,6 +144,10 @@ class ShardedModel(ModelDir):
         if state is None and expected is not None and crc32c(values.astype("<f4").tobytes()) != expected:
             raise ModelDirError(f"{self.location}/{GLOBAL}: the global tensors do not match the "
                                 "model's checksum (replaced by another model's?)")
+        return values
+
+    def read_global(self, state: str | None = None) -> dict[str, "torch.Tensor"]:
+        values = self.read_global_flat(state)
         return {k: v[0] for k, v in self.global_layout.unpack(values[None]).items()}
 
     def read_local(self, pids: Sequence[int], state: str | None = None) -> dict[str, torch.Tensor]:
