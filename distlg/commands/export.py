@@ -23,8 +23,12 @@ def arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..modeldir.export import export
+    from ..outputs import check_apart, exclusive, refuse_url
     from .info import weights_text
 
-    md = export(args.checkpoint, args.out, progress=args.progress)
+    refuse_url(args.out, "OUT")  # a model directory in object storage is not written yet
+    check_apart(args.out, {"checkpoint": args.checkpoint}, "OUT")
+    with exclusive(args.out, "OUT"):
+        md = export(args.checkpoint, args.out, progress=args.progress)
     print(f"exported {len(md.partition_ids)} partitions to {md.path}; {weights_text(md.params())}")
     return 0

@@ -68,15 +68,18 @@ def run(args: argparse.Namespace) -> int:
     import time
 
     import torch
-    from tqdm.auto import tqdm
 
     from ..data.store import open_signal
     from ..modeldir.format import ModelDir
+    from ..outputs import check_apart, exclusive, refuse_url
+    from ..progress import progress
     from ..rendering.compare import Comparison
     from ..rendering.region import box_text, parse_box, parse_scale
     from ..rendering.render import RegionRender
     from ..rendering.writers import held_per_value, open_writer
 
+    refuse_url(args.out, "--out")
+    check_apart(args.out, {"model": args.model, "signal to compare with": args.compare}, "--out")
     if args.threads:
         torch.set_num_threads(args.threads)
     md = ModelDir.open(args.model)
@@ -86,18 +89,21 @@ def run(args: argparse.Namespace) -> int:
     compare = Comparison(open_signal(args.compare), plan) if args.compare else None
     values = math.prod(plan.shape)
     t0 = time.perf_counter()
-    writer = open_writer(args.out, plan, args.rate, args.level)
-    try:  # from here on an error or an interrupt (SIGINT, SIGTERM) removes the staging folder
-        with tqdm(total=values, unit="value", unit_scale=True, disable=not args.progress) as bar:
-            for slab in plan:
-                writer.write(slab)
-                if compare is not None:
-                    compare.add(slab)
-                bar.update(slab.values.size)
-        writer.close()
-    except BaseException as exc:
-        writer.abort()
-        raise _nothing_written(exc, args.out) from None
+    with exclusive(args.out, "--out"):  # one render to a name at a time
+        writer = None
+        try:  # from here on an error or an interrupt (SIGINT, SIGTERM) removes the staging folder
+            writer = open_writer(args.out, plan, args.rate, args.level)
+            with progress(values, "value", "render", enabled=args.progress, unit_scale=True) as bar:
+                for slab in plan:
+                    writer.write(slab)
+                    if compare is not None:
+                        compare.add(slab)
+                    bar.update(slab.values.size)
+            writer.close()
+        except BaseException as exc:
+            if writer is not None:  # (open_writer cleans up after itself)
+                writer.abort()
+            raise _nothing_written(exc, args.out) from None
     seconds = time.perf_counter() - t0
     print(f"rendered {box_text(region)} at scale {args.scale}: {' x '.join(map(str, plan.shape))} = "
           f"{values:,} values from {len(plan.files) - 1} partition file(s) in {seconds:.2f} s "

@@ -9,10 +9,10 @@ source file) -> ``degrade`` (the downstream tasks' inputs: downsampled, noisy, a
 (``make_sampler`` picks one); ``pack`` writes a store's chunks as per-worker tar
 shards and reads them back for the streaming sampler.
 
-It may import: ``distlg.errors``, ``distlg.geometry``, ``distlg.defaults`` and
-``distlg.staging``; numpy, zarr and the decoders; fsspec, aiohttp, s3fs and botocore (in
-``remote``, once a URL is opened); webdataset and tqdm (in ``pack``); torch in the samplers only (to hand out
-tensors). It never imports torch.distributed or accelerate, nor the model (``distlg.nn``),
-model directories, rendering or training. The store side (signal, store,
+It may import: ``distlg.errors``, ``distlg.geometry``, ``distlg.defaults``,
+``distlg.staging`` and ``distlg.outputs``; numpy, zarr and the decoders; fsspec, aiohttp, s3fs
+and botocore (in ``remote``, once a URL is opened); webdataset and tqdm (in ``pack``); torch in
+the samplers only (to hand out tensors). It never imports torch.distributed or accelerate, nor
+the model (``distlg.nn``), model directories, rendering or training. The store side (signal, store,
 remote, ingest, sources) never imports torch at all.
 """

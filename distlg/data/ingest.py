@@ -46,6 +46,7 @@ import numpy as np
 
 from .. import defaults
 from ..geometry import PartitionGrid
+from ..outputs import check_apart, exclusive, refuse_url
 from . import degrade, remote, store
 from .signal import AXES, default_range
 from .sources.arrays import RAW_SUFFIXES, open_npy, open_raw
@@ -154,12 +155,21 @@ def ingest(source: str | Path, path: str | Path, options: IngestOptions | None =
     """Write the signal of ``source`` into the store at ``path`` (resuming an interrupted one)."""
     t0 = time.perf_counter()
     options = options or IngestOptions()
+    if not remote.is_url(path):  # s3:// is written, http(s):// refused as read-only below
+        refuse_url(path, "STORE")
     path = store.location(path)
     if remote.is_url(path):
         if options.ct_angles or options.sinogram:
             raise IngestError(f"{path}: a CT store (--ct-angles, --sinogram) is written to a "
                               "local path only")
         remote.check_writable(path)
+        return _ingest(source, path, options, t0)
+    check_apart(path, {"source": source}, "STORE")
+    with exclusive(path, "STORE"):  # one ingest into a store at a time
+        return _ingest(source, path, options, t0)
+
+
+def _ingest(source: str | Path, path: str | Path, options: IngestOptions, t0: float) -> IngestResult:
     src = degrade.apply(open_source(source, options), options.downsample, options.noise,
                         options.noise_seed, options.ct_angles, options.sinogram)
     chunking = plan_chunks(src, options)

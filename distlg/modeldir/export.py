@@ -48,9 +48,11 @@ def export(source: str | Path, out: str | Path, progress: bool = False) -> Model
     """Write the weights of checkpoint ``source`` (or a run directory's latest) to the new
     model directory ``out`` (built beside it and moved into place when complete)."""
     src = find_checkpoint(source)
+    if Path(out).resolve() == src.path.resolve():
+        raise ModelDirError(f"{out} is the checkpoint itself; export it to a new directory")
     with staged_directory(out, src.path) as staging:
         entries = []
-        for pid, entry in tqdm(src.entries.items(), unit="partition", disable=not progress):
+        for pid, entry in tqdm(src.entries.items(), unit="partition", disable=None if progress else True):
             tensors = _weights(src.read(entry))
             entries.append({"id": pid, **write_tensors(staging, partition_file(pid), tensors,
                                                        {"partition": str(pid)})})

@@ -68,12 +68,15 @@ def evaluate_sampled(model: INR, grid: PartitionGrid, signal: Signal, subset: Se
 def evaluate(model: INR, grid: PartitionGrid, signal: Signal, pids: Sequence[int] | None = None,
              reduce: Callable[[list[float]], list[float]] | None = None,
              full: bool = False, progress: bool = False,
-             offsets: np.ndarray | None = None) -> Evaluation:
+             offsets: np.ndarray | None = None,
+             gather: Callable[[np.ndarray], np.ndarray] | None = None) -> Evaluation:
     """Score the model's partitions against the signal, each position by its own partition.
 
     ``reduce`` sums [sse, count] over workers (identity by default). With ``full`` (single
     process, small signals) the reconstruction is assembled and SSIM computed too.
-    ``offsets``: score the model's means over them (``render_partitions``).
+    ``offsets``: score the model's means over them (``render_partitions``). ``gather`` sums
+    an array over workers: each fills its own partitions' positions, so the sum is the whole
+    reconstruction (and signal), and every worker can compute the SSIM.
     """
     values = math.prod(signal.shape) * signal.channels
     keep = full and ssim_bytes(values, signal.kind) <= SSIM_MAX_BYTES
@@ -84,7 +87,8 @@ def evaluate(model: INR, grid: PartitionGrid, signal: Signal, pids: Sequence[int
     if progress:
         from tqdm.auto import tqdm
         held = len(pids) if pids is not None else model.num_partitions
-        parts = tqdm(parts, total=held, unit="partition", desc="scoring", leave=False)
+        parts = tqdm(parts, total=held, unit="partition", desc="scoring", leave=False,
+                     disable=None)  # off where stderr is no terminal (a log file)
     for _, box, values in parts:
         truth = signal.normalise(signal.read(box))
         pred = np.clip(values, -1.0, 1.0)
@@ -97,6 +101,8 @@ def evaluate(model: INR, grid: PartitionGrid, signal: Signal, pids: Sequence[int
         sse, count = reduce([sse, float(count)])
     mse = sse / max(count, 1)
     out = Evaluation(mse, psnr(mse, signal.psnr_peak))
+    if keep and gather is not None:
+        recon, truth_all = gather(recon), gather(truth_all)
     if keep:
         out.ssim = ssim(truth_all, recon, signal.kind)
         out.reconstruction = recon
