@@ -53,7 +53,8 @@ def claim(config: Config) -> list[Path]:
     for path in held:
         foreign = _foreign(path)
         if foreign is not None:
-            raise ConfigError(f"{out} holds files distlg did not write ({foreign}); --overwrite "
+            raise ConfigError(f"{out} holds files distlg did not write ({foreign.relative_to(out)}); "
+                              "--overwrite "
                               "deletes only a run's own files: move them, or choose another --out")
     return held
 
