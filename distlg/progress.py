@@ -2,7 +2,7 @@
 
 A bar redraws itself with carriage returns, which a log file (SLURM's, a redirect) keeps as
 one endless line of frames. Where stderr is not a terminal, ``progress`` gives a
-``PlainProgress`` instead: one line every ``PLAIN_EVERY_S`` seconds and one at the end.
+``PlainProgress`` instead: one line every ``PLAIN_EVERY_S`` seconds and one when done.
 """
 
 from __future__ import annotations
@@ -53,9 +53,12 @@ class PlainProgress:
               file=sys.stderr, flush=True)
 
     def close(self) -> None:
+        """The closing line, when the work is done (a failed or interrupted one says so in its
+        own line instead)."""
         if not self.closed:
             self.closed = True
-            self._line()
+            if self.total is None or self.n >= self.total:
+                self._line()
 
 
 def progress(total: float | None, unit: str, desc: str, enabled: bool = True, initial: float = 0,
