@@ -34,7 +34,7 @@ import zarr
 from zarr.codecs import BloscCodec, BloscShuffle, Crc32cCodec
 from zarr.storage import LocalStore
 
-from . import integrity, remote
+from . import bounded, integrity, remote
 from .signal import Signal, SignalInfo, StoreError
 from .sources.builtin import PREFIX, builtin
 
@@ -188,6 +188,8 @@ def open_array(path: str | Path, mode: str = "r") -> zarr.Array | None:
     info = array.attrs.get(KEY)
     if not isinstance(info, dict) or info.get("format") != FORMAT:
         return None
+    if remote.is_url(path):  # no chunk may be larger than the array's chunks can be
+        target.object_limit = bounded.object_limit(array)
     # reading a store that records every chunk as written: a missing chunk is an error
     checked.strict = mode == "r" and bool((info.get("integrity") or {}).get("every_chunk"))
     return array

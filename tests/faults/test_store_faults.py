@@ -8,6 +8,8 @@ shape with a zero was a traceback."""
 
 import json
 import shutil
+import time
+from http.server import SimpleHTTPRequestHandler
 
 import numpy as np
 import pytest
@@ -98,3 +100,50 @@ def test_edited_metadata_is_one_line(good, tmp_path, capsys, edit, words):
     (store / "zarr.json").write_text(json.dumps(meta))
     assert main(TRAIN + ["--signal", str(store), "--out", str(tmp_path / "run")]) == 2
     one_line(capsys.readouterr().err, "metadata was changed", *words)
+
+
+class Endless(SimpleHTTPRequestHandler):
+    """Answers every request with a body that never ends (no Content-Length), or, for chunks
+    when ``announce`` is set, with a Content-Length far beyond any chunk."""
+
+    announce = False
+
+    def log_message(self, *args) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        if self.announce and "/c/" in self.path:
+            self.send_response(200)
+            self.send_header("Content-Length", str(1 << 40))
+            self.end_headers()
+            return
+        if self.announce:  # the metadata is real: only the chunks are hostile
+            return SimpleHTTPRequestHandler.do_GET(self)
+        self.send_response(200)
+        self.end_headers()
+        try:
+            while True:
+                self.wfile.write(b"{" * 65536)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
+
+class Announcing(Endless):
+    announce = True
+
+
+def test_a_server_that_never_stops_answering_is_cut_off(good, tmp_path, capsys):
+    """A zarr.json whose body never ends used to fill the memory until the kernel killed the
+    reader; a chunk announcing a terabyte likewise."""
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with serve(good.parent, Endless) as (_, base):
+        t0 = time.perf_counter()
+        assert main(["info", f"{base}/{good.name}"]) == 2
+        assert time.perf_counter() - t0 < 30
+    one_line(capsys.readouterr().err, "zarr.json", "exceeds")
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200 << 10  # KiB
+    with serve(good.parent, Announcing) as (_, base):
+        assert main(TRAIN + ["--signal", f"{base}/{good.name}", "--out", str(tmp_path / "r")]) == 2
+    one_line(capsys.readouterr().err, "c/", "exceeds")
