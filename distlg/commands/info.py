@@ -22,8 +22,9 @@ HELP = ("describe a model (geometry, partitions present and missing, weights, re
 
 
 def arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", metavar="MODEL", help="model directory (or checkpoint), or a signal "
-                   "store written by `distlg ingest` (a path, or an https:// or s3:// URL)")
+    p.add_argument("model", metavar="MODEL", help="model directory (or checkpoint; of a run "
+                   "directory its final model, else its latest checkpoint), or a signal store "
+                   "written by `distlg ingest` (a path, or an https:// or s3:// URL)")
 
 
 def weights_text(params: dict[str, int]) -> str:
@@ -132,9 +133,23 @@ def is_store(spec: str) -> bool:
     return remote.is_url(spec) or (Path(spec) / "zarr.json").is_file()
 
 
+def _model_of(spec: str) -> Path:
+    """What ``distlg info`` describes of ``spec``: a model directory or checkpoint itself, or
+    of a run directory its final model, else its latest complete checkpoint."""
+    from ..modeldir.runs import latest
+
+    path = Path(spec)
+    if (path / "manifest.json").is_file() or not path.is_dir():
+        return path
+    if (path / "model" / "manifest.json").is_file():
+        return path / "model"
+    return latest(path) or path
+
+
 def run(args: argparse.Namespace) -> int:
     from ..modeldir.format import ModelDir
 
-    lines = describe_store(args.model) if is_store(args.model) else describe(ModelDir.open(args.model))
+    lines = describe_store(args.model) if is_store(args.model) else describe(
+        ModelDir.open(_model_of(args.model)))
     print("\n".join(lines))
     return 0

@@ -3,6 +3,7 @@ error they raise and the checks of sample types and shapes."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
@@ -16,6 +17,11 @@ DTYPES = ("bool", "uint8", "uint16", "uint32", "int8", "int16", "int32", "float1
           "float64")
 """Sample types a source may have: all of them convert to float32 exactly or nearly so (bool is
 stored as uint8, ``mask_as_bytes``)."""
+
+
+MAX_FPS = 1000.0
+MAX_SAMPLE_RATE = float(2**32 - 1)
+"""Rates a store may record: what an .mp4 plays and a WAV header holds (renders write them)."""
 
 
 class IngestError(DistlgError):
@@ -43,6 +49,10 @@ class SourceOptions:
     def __post_init__(self) -> None:
         if self.kind is not None and self.kind not in AXES:
             raise IngestError(f"unknown signal kind {self.kind!r}; choose one of {', '.join(AXES)}")
+        for name, value, most in (("fps", self.fps, MAX_FPS), ("sample-rate", self.sample_rate,
+                                                               MAX_SAMPLE_RATE)):
+            if value is not None and not (math.isfinite(value) and 0 < value <= most):
+                raise IngestError(f"--{name} {value}: give a number above 0 and at most {most:,.0f}")
 
 
 @dataclass
