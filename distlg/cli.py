@@ -13,6 +13,7 @@ SIGINT handler is current: a render removes its staging folder, a training finis
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import importlib
 import json
@@ -96,6 +97,25 @@ def _report_to_launcher(line: str) -> None:
             json.dump({"message": record}, fh)
 
 
+def _settle_zarr(timeout: float = 5.0) -> None:
+    """After an interrupt zarr's reads and writes still run on its event-loop thread (only the
+    main thread stopped waiting for them): cancel them and let them unwind now, so that none is
+    destroyed pending at exit, which asyncio reports in hundreds of lines."""
+    sync = sys.modules.get("zarr.core.sync")
+    loop = sync.loop[0] if sync is not None else None
+    if loop is None or not loop.is_running():
+        return
+
+    async def cancel_the_rest() -> None:
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    with contextlib.suppress(Exception):
+        asyncio.run_coroutine_threadsafe(cancel_the_rest(), loop).result(timeout)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     line = None
@@ -112,6 +132,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt as exc:
         detail = f" ({exc})" if str(exc) else ""
         line, status = f"distlg {args.command}: interrupted{detail}", 130
+        _settle_zarr()
     if line is not None:
         print(line, file=sys.stderr)
         _report_to_launcher(line)

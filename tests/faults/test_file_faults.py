@@ -133,3 +133,21 @@ def test_info_of_a_killed_render_says_so(tmp_path, capsys):
     assert main(["info", str(output.staging / "r.zarr")]) == 0
     line = capsys.readouterr().out.splitlines()[0]
     assert "render that did not finish" in line and "ingest" not in line
+
+
+def test_an_interrupted_ingest_is_one_line_and_resumes(tmp_path):
+    """zarr's writes were left pending on its event loop and died at exit in hundreds of
+    lines of asyncio's noise."""
+    from test_interrupt_faults import _terminated
+
+    from distlg.data.store import open_signal
+
+    clip = np.random.default_rng(0).integers(0, 255, (60, 64, 64, 3), dtype=np.uint8)
+    np.save(tmp_path / "clip.npy", clip)
+    args = ["ingest", str(tmp_path / "clip.npy"), str(tmp_path / "s.zarr"), "--kind", "video",
+            "--chunks", "1", "8", "8", "--no-progress"]
+    done = _terminated(args, str(tmp_path / "s.zarr" / "c" / "3"))
+    assert done.returncode == 130, done.stderr
+    one_line(done.stderr, "interrupted")
+    assert main(args) == 0
+    assert np.array_equal(open_signal(tmp_path / "s.zarr").data[:], clip)
