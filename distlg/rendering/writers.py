@@ -20,10 +20,11 @@ interrupted removes it (``Output.abort``), so nothing appears under the requeste
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import os
 import shutil
-import uuid
 import wave
 from pathlib import Path
 from typing import Protocol
@@ -33,6 +34,7 @@ import numpy as np
 from ..data import store
 from ..data.signal import SignalInfo, audio_centre
 from ..geometry import PartitionGrid
+from ..modeldir.format import ModelDir
 from ..staging import staging_folder
 from .limits import check_options, check_rate, check_space
 from .region import RenderError, RenderGrid, Slab
@@ -50,11 +52,11 @@ class RenderPlan(Protocol):
     info: SignalInfo
     render_grid: RenderGrid
     grid: PartitionGrid
+    md: ModelDir
 
 
 class Writer(Protocol):
     def write(self, slab: Slab) -> None: ...
-
     def close(self) -> None: ...
 
 
@@ -84,11 +86,9 @@ def open_writer(path: str | Path, plan: RenderPlan, rate: float | None = None,
     """The writer for ``path`` (format from its suffix) of ``plan``'s render.
 
     ``rate`` is the frame rate (mp4) or sample rate (wav) of the signal at scale 1 (default: the
-    signal's own, else 25 fps / 44.1 kHz); a scale along time multiplies it, so the duration
-    stays. ``level`` is the iso-value of a mesh, in signal units (finite, inside the signal's
-    value range; refused before anything is written otherwise). The writer writes into a
-    hidden folder beside ``path``: ``close`` moves the output into place, ``abort`` removes it.
-    """
+    signal's own, else 25 fps / 44.1 kHz), multiplied by a scale along time; ``level`` a mesh's
+    iso-value in signal units (both checked by ``limits``). The writer writes into a hidden
+    folder beside ``path``: ``close`` moves the output into place, ``abort`` removes it."""
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in FORMATS:
@@ -186,9 +186,13 @@ class ZarrWriter:
         for key in ("fps", "sample_rate"):
             if key in meta:
                 meta[key] = float(meta[key]) * grid.scale[0]
+        region, scale = [list(r) for r in grid.region], list(grid.scale)
+        # the store's identity (no source file): what was rendered, so that rendering the same
+        # model, region and scale again writes the same bytes
+        what = json.dumps([plan.md.manifest, region, scale], sort_keys=True)
         attrs = {**store.attributes(info), "meta": meta,
-                 "render": {"region": [list(r) for r in grid.region], "scale": list(grid.scale),
-                            "id": uuid.uuid4().hex}}  # the store's identity (no source file)
+                 "render": {"region": region, "scale": scale,
+                            "id": hashlib.sha256(what.encode()).hexdigest()[:32]}}
         self.info = info
         self.array = store.create(path, plan.shape, info.dtype, chunks, info.axes, attrs)
 

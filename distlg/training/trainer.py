@@ -27,7 +27,7 @@ from ..data.pack import open_pack
 from ..data.sampler import make_sampler
 from ..data.signal import Signal, SignalInfo
 from ..data.store import open_signal
-from ..errors import WorkerLost
+from ..errors import DistlgError, WorkerLost
 from ..geometry import shard
 from ..metrics import Evaluation
 from ..nn.model import INR
@@ -160,7 +160,12 @@ def _train(config: Config, world: World, signal: Signal | None, out: Path,
     def save(step: int) -> None:
         model.store_coefficients()
         _check_finite(model, world, step, out)
-        checkpoint.save(out, step, model, optimizer, world, plan.grid, info, config.to_dict())
+        try:
+            checkpoint.save(out, step, model, optimizer, world, plan.grid, info, config.to_dict())
+        except OSError as exc:  # a full disk, a quota: the checkpoints so far stay whole
+            raise DistlgError(f"cannot write the checkpoint of step {step} into "
+                              f"{out / 'checkpoints'} ({exc.strerror or exc}); make room there "
+                              "and run again with --resume") from None
 
     def after(done: int, sse: torch.Tensor) -> None:
         nonlocal step
