@@ -94,6 +94,11 @@ def test_an_output_inside_an_input_or_a_distlg_folder_is_refused(tree, capsys, a
     assert snapshot(tree) == before
 
 
+def test_export_into_its_run_folder_is_fine(tree):
+    """The main job exports RUN to RUN/exported: inside the run, not inside its checkpoint."""
+    assert main(["export", "run", "run/exported", "--no-progress"]) == 0
+
+
 def test_export_onto_its_checkpoint_names_no_option_it_lacks(tree, capsys):
     capsys.readouterr()
     step = "run/checkpoints/step-00000002"
