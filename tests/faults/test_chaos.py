@@ -16,7 +16,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.multiprocess]
 
 @pytest.mark.timeout(3600)
 def test_chaos_ends_where_an_uninterrupted_run_ends(tmp_path):
-    chaos = run_chaos(tmp_path / "chaos", interruptions=10, steps=400, seed=7)
+    chaos = run_chaos(tmp_path / "chaos", interruptions=10, steps=1200, seed=7)
     assert len(chaos.train) == 10
     for event in chaos.train:
         assert event.orphans == 0, event  # no worker outlives its group
