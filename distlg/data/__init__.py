@@ -3,7 +3,9 @@
 ``signal`` (the ``Signal`` and ``SignalInfo`` types) -> ``sources`` (one reader per kind of
 source file) -> ``degrade`` (the downstream tasks' inputs: downsampled, noisy, a sinogram) ->
 ``ingest`` (source into a chunked Zarr store, resumable) -> ``store`` (stores,
-``open_signal``; ``remote`` reads them from http(s):// and s3:// URLs and writes them to s3://)
+``open_signal``; ``integrity``: every chunk written and checksummed, a damaged one named;
+``remote`` reads them from http(s):// and s3:// URLs and writes them to s3://, ``bounded``
+caps each answer)
 -> ``draws`` (counter-based sample positions, ``Batch``, the ``Sampler`` protocol) ->
 ``resident`` (a shard's region in memory) / ``stream`` (streamed chunk by chunk) -> ``sampler``
 (``make_sampler`` picks one); ``pack`` writes a store's chunks as per-worker tar
