@@ -419,6 +419,11 @@ def torch_equal(x, y) -> bool:
     return bool(torch.equal(x, y))
 
 
+def _new_staging(out: Path, left: set[Path]) -> bool:
+    """Whether a render of ``out`` has made its hidden staging folder (one not in ``left``)."""
+    return bool(set(out.parent.glob(f".{out.name}.*.partial")) - left)
+
+
 def run_render(root: Path, n: int, rng: random.Random, log, chaos: Chaos) -> None:
     model = root / "reference" / "model"
     args = ["render", str(model), "--scale", "1,4,4", "--no-progress"]
@@ -428,17 +433,18 @@ def run_render(root: Path, n: int, rng: random.Random, log, chaos: Chaos) -> Non
     out = root / "render" / "r.zarr"
     out.parent.mkdir(exist_ok=True)
     for _ in range(n):
+        left = set(out.parent.glob(".r.zarr.*.partial"))  # by renders killed before
         job = subprocess.Popen([sys.executable, "-m", "distlg", *args, "--out", str(out)], cwd=ROOT,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         t0, writing = time.time(), rng.random() >= 0.2  # a fifth killed while starting up
         extra = rng.uniform(0.0, 3.0) if writing else rng.uniform(0.3, 2.0)
         began = None if writing else t0
         while job.poll() is None and (began is None or time.time() - began < extra):
-            if began is None and list(out.parent.glob(".r.zarr.*.partial")):
+            if began is None and _new_staging(out, left):
                 began = time.time()
             time.sleep(0.02)
         event = Interruption("kill -9 the render", round(time.time() - t0, 1), 0)
-        staged = bool(list(out.parent.glob(".r.zarr.*.partial")))
+        staged = _new_staging(out, left)
         if job.poll() is None:
             job.kill()
             event.note = "killed " + ("while writing (its hidden folder there)" if staged
