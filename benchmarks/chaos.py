@@ -169,8 +169,7 @@ def whole_checkpoints(run: Path) -> tuple[int, list[str]]:
     found, bad = complete_checkpoints(run), []
     for path in found:
         try:
-            md = ModelDir.open(path)
-            md.verify([md.manifest["global"]] + list(md.manifest["partitions"]))
+            ModelDir.open(path).verify()
         except (DistlgError, OSError) as exc:
             bad.append(f"{path.name}: {exc}")
     return len(found), bad
@@ -400,7 +399,7 @@ def run_training(root: Path, server: Server, n: int, steps: int, rng: random.Ran
         if job is not None:  # the last one went on: let it finish
             _wait(job, run)
         for _ in range(3):  # resume, uninterrupted now, until the steps are done
-            if (run / "model" / "manifest.json").is_file() and last_step(run) >= steps:
+            if is_complete(run / "model") and last_step(run) >= steps:
                 break
             status, out = _wait(launch(common + ["--out", str(run), "--resume"]), run)
             log(f"final resume: exit {status}; {' | '.join(worker_lines(out)) or 'finished'}")
@@ -411,6 +410,12 @@ def run_training(root: Path, server: Server, n: int, steps: int, rng: random.Ran
     a, b = tensors(run / "model"), tensors(reference / "model")
     chaos.equal_tensors = (sum(torch_equal(a[k], b[k]) for k in b if k in a), len(b))
     return chaos
+
+
+def is_complete(path: Path) -> bool:
+    from distlg.modeldir.runs import is_complete as complete
+
+    return complete(path)
 
 
 def torch_equal(x, y) -> bool:

@@ -27,7 +27,7 @@ from typing import Iterator, Sequence
 from . import __version__
 from .errors import DistlgError, WorkerLost
 
-COMMANDS = ("ingest", "pack", "train", "export", "crop", "render", "extend", "info")
+COMMANDS = ("ingest", "pack", "train", "export", "crop", "render", "extend", "info", "view")
 """Subcommands, in the order of the data path."""
 
 

@@ -18,6 +18,7 @@ reads or another distlg folder, and one writer at a time.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 from contextlib import contextmanager
@@ -28,8 +29,9 @@ from .errors import DistlgError
 from .staging import hidden_name, sweep_staging
 
 _URL = re.compile(r"\A[A-Za-z][A-Za-z0-9+.-]*://")
-MARKERS = {"zarr.json": "a signal store", "manifest.json": "a model directory"}
-"""Files whose presence makes a folder distlg's (or zarr's) own."""
+MARKERS = ("zarr.json", "manifest.json")
+"""Files whose presence makes a folder a store's or a model directory's own: a signal store is
+a Zarr array, a model directory a Zarr group (format 2) or a folder with a manifest (format 1)."""
 
 
 class OutputError(DistlgError):
@@ -41,12 +43,16 @@ def is_url(path: str | Path) -> bool:
     return bool(_URL.match(str(path)))
 
 
-def refuse_url(path: str | Path, what: str = "output") -> None:
-    """One line, before anything is written, when ``path`` is a URL."""
+def refuse_url(path: str | Path, what: str = "output", writable: tuple[str, ...] = ()) -> None:
+    """One line, before anything is written, when ``path`` is a URL whose scheme is not one of
+    ``writable`` (those the command writes itself, e.g. ``s3``)."""
     if is_url(path):
         scheme = str(path).split("://", 1)[0]
-        raise OutputError(f"{what} {path} is a URL: this command writes to local paths only, "
-                          f"not to {scheme}://; write to a local path and copy it there")
+        if scheme.lower() in writable:
+            return
+        where = " or ".join([*(f"{s}://" for s in writable), "local paths"])
+        raise OutputError(f"{what} {path} is a URL: this command writes to {where}, not to "
+                          f"{scheme}://; write to a local path and copy it there")
 
 
 def _inside(inner: Path, outer: Path) -> bool:
@@ -56,10 +62,22 @@ def _inside(inner: Path, outer: Path) -> bool:
 def _owner(path: Path) -> tuple[Path, str] | None:
     """The nearest folder at or above ``path`` that is a signal store or a model directory."""
     for folder in (path, *path.parents):
-        for marker, kind in MARKERS.items():
+        for marker in MARKERS:
             if (folder / marker).is_file():
-                return folder, kind
+                return folder, _kind(folder / marker)
     return None
+
+
+def _kind(marker: Path) -> str:
+    """What the folder holding ``marker`` is, in words."""
+    if marker.name == "manifest.json":
+        return "a model directory"
+    try:
+        doc = json.loads(marker.read_text())
+    except (OSError, ValueError):
+        doc = {}
+    node = doc.get("node_type") if isinstance(doc, dict) else None
+    return {"array": "a signal store", "group": "a model directory"}.get(node, "a Zarr store")
 
 
 def check_apart(out: str | Path, inputs: Mapping[str, str | Path | None], what: str = "output",
@@ -67,6 +85,8 @@ def check_apart(out: str | Path, inputs: Mapping[str, str | Path | None], what: 
     """Refuse ``out`` inside an input (``inputs``: a name for each input path; URLs, built-in
     signals and None are skipped) or an input inside ``out``, and ``out`` inside a store or a
     model directory (``itself``: or being one)."""
+    if is_url(out):
+        return
     target = Path(out).resolve()
     for name, given in inputs.items():
         if given is None or is_url(given) or str(given).startswith("builtin:"):
@@ -96,13 +116,17 @@ class _Replaced(Exception):
 @contextmanager
 def exclusive(path: str | Path, what: str = "output") -> Iterator[None]:
     """Hold ``path``'s lock while the block runs (refused in one line if another process
-    holds it); staging folders that dead writers of ``path`` left are removed once held.
+    holds it); staging folders that dead writers of ``path`` left are removed once held. A URL
+    (object storage) has no lock: nothing is held there.
 
     The lock file is removed on release, while still locked; a process that opened it just
     before then holds an unlinked file, which ``pin`` notices (the path no longer names it),
     so it refuses as if the lock were held: two holders can never both believe they hold it."""
     from filelock import FileLock, Timeout
 
+    if is_url(path):
+        yield
+        return
     path = Path(path)
     lock_file = lock_path(path)
     held: list[os.stat_result] = []

@@ -105,7 +105,7 @@ class SignalInfo:
         return {"kind": self.kind, "shape": list(self.shape), "axes": list(self.axes),
                 "channels": self.channels, "dtype": self.dtype.name,
                 "value_range": list(self.value_range),
-                "meta": {k: v for k, v in self.meta.items() if isinstance(v, (str, int, float))}}
+                "meta": {k: v for k, v in self.meta.items() if _plain(v)}}
 
     @classmethod
     def from_dict(cls, d: dict) -> "SignalInfo":
@@ -180,6 +180,13 @@ class Signal:
 
     def denormalise(self, x: np.ndarray, dtype=None) -> np.ndarray:
         return self.info.denormalise(x, dtype)
+
+
+def _plain(value: Any) -> bool:
+    """A meta value a manifest keeps: a string, a number, or a list of numbers (a voxel size)."""
+    if isinstance(value, list):
+        return all(isinstance(v, (int, float)) for v in value)
+    return isinstance(value, (str, int, float))
 
 
 def audio_centre(dtype) -> float:

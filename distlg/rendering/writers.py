@@ -189,7 +189,7 @@ class ZarrWriter:
         region, scale = [list(r) for r in grid.region], list(grid.scale)
         # the store's identity (no source file): what was rendered, so that rendering the same
         # model, region and scale again writes the same bytes
-        what = json.dumps([plan.md.manifest, region, scale], sort_keys=True)
+        what = json.dumps([plan.md.manifest.raw, region, scale], sort_keys=True, default=str)
         attrs = {**store.attributes(info), "meta": meta,
                  "render": {"region": region, "scale": scale,
                             "id": hashlib.sha256(what.encode()).hexdigest()[:32]}}

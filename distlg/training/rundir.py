@@ -4,8 +4,8 @@
 returns what ``--overwrite`` will delete; nothing is deleted there. The trainer deletes it
 (``replace``) only once the signal is open, the plan made and every setting checked, so a
 refused command leaves the old run as it was. Only what distlg writes is ever deleted:
-checkpoint folders ``checkpoints/step-NNNNNNNN``, the model folder, ``history.jsonl`` and
-TensorBoard's event files, each recognised by its name and contents; a run directory holding
+checkpoint folders ``checkpoints/step-NNNNNNNN`` and the model folder (each holding only a model
+directory's files), ``history.jsonl`` and TensorBoard's event files; a run directory holding
 anything else there is refused before anything is touched.
 """
 
@@ -22,8 +22,9 @@ from ..outputs import check_apart, refuse_url
 
 RUN_ENTRIES = ("checkpoints", "model", "history.jsonl", "tensorboard")
 """What a run writes into its --out (``--overwrite`` deletes them)."""
-_MODEL_FILE = re.compile(r"\A(manifest\.json|[A-Za-z0-9_.-]+\.safetensors|\..+\.tmp-\d+)\Z")
-"""Files of a model directory or checkpoint, and the temporary names they are written under."""
+_MODEL_FILE = re.compile(r"\A(manifest\.json|zarr\.json|[A-Za-z0-9_.-]+\.safetensors|\..+\.tmp-\d+)\Z")
+"""Files of a model directory or checkpoint (format 1: manifest and safetensors files; format
+2: Zarr documents, and chunks under ``c/``), and the temporary names they are written under."""
 _EVENTS = re.compile(r"\A(events\.out\.tfevents\..+|hparams\.yml)\Z")
 """What TensorBoard's writer (through accelerate) puts under ``tensorboard/``."""
 
@@ -68,10 +69,10 @@ def _foreign(entry: Path) -> Path | None:
         for step in sorted(entry.iterdir()):
             if not (STEP_DIR.match(step.name) and step.is_dir() and not step.is_symlink()):
                 return step
-            if (found := _foreign_files(step, _MODEL_FILE)) is not None:
+            if (found := _foreign_model(step)) is not None:
                 return found
     elif entry.name == "model":
-        return _foreign_files(entry, _MODEL_FILE)
+        return _foreign_model(entry)
     elif entry.name == "tensorboard":
         for path in sorted(entry.rglob("*")):
             if path.is_symlink() or (not path.is_dir() and not _EVENTS.match(path.name)):
@@ -79,9 +80,16 @@ def _foreign(entry: Path) -> Path | None:
     return None
 
 
-def _foreign_files(folder: Path, names: re.Pattern) -> Path | None:
-    for path in sorted(folder.iterdir()):
-        if path.is_symlink() or not path.is_file() or not names.match(path.name):
+def _foreign_model(folder: Path) -> Path | None:
+    """The first file under ``folder`` that a model directory or checkpoint does not hold."""
+    for path in sorted(folder.rglob("*")):
+        if path.is_symlink():
+            return path
+        if path.is_dir() or _MODEL_FILE.match(path.name):
+            continue
+        parts = path.relative_to(folder).parts
+        chunk = "c" in parts[:-1] and all(p.isdigit() for p in parts[parts.index("c") + 1:])
+        if not chunk:
             return path
     return None
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import os
 import resource
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,8 +29,8 @@ from ..data.sampler import make_sampler
 from ..data.signal import Signal, SignalInfo
 from ..data.store import open_signal
 from ..errors import DistlgError, WorkerLost
-from ..geometry import shard
 from ..metrics import Evaluation
+from ..modeldir.shards import owners
 from ..nn.model import INR
 from ..outputs import exclusive
 from . import checkpoint, measured, rundir
@@ -38,7 +39,7 @@ from .evaluation import evaluate, evaluate_sampled, score_subset
 from .optim import make_optimizer, run_steps
 from .plan import Plan, make_plan
 from .steps import training_step
-from .tracking import Tracker, TrainingDiverged, diverged_message
+from .tracking import Tracker, TrainingDiverged, diverged_message, fixed_views
 
 
 @dataclass
@@ -62,6 +63,10 @@ class TrainResult:
     resident sampler."""
     model_dir: Path | None = None
     model: INR | None = None
+    phases: dict = field(default_factory=dict)
+    """Seconds this worker spent in each part of the command: startup (signal, plan, model,
+    sampler), steps, checkpoints, model (the final model directory) and score (the final
+    evaluation)."""
 
 
 def train(config: Config, world: World | None = None, signal: Signal | None = None) -> TrainResult:
@@ -128,10 +133,12 @@ def _check_cuda_options(config: Config) -> None:
 
 def _train(config: Config, world: World, signal: Signal | None, out: Path,
            old_run: list[Path]) -> TrainResult:
+    t0 = time.perf_counter()
+    phases = dict.fromkeys(("startup", "steps", "checkpoints", "model", "score"), 0.0)
     torch.set_num_threads(config.train.threads or world.default_threads())
     signal = signal or open_signal(config.signal.path)
     plan = make_plan(config, signal)
-    pids = shard(plan.grid, world.size)[world.rank]
+    pids = owners(plan.grid, world.size)[1][world.rank]  # whole shards: one writer each
     model = INR(plan.arch, pids, seed=config.train.seed).to(world.device)
     coefficients = _attach_harmonizer(model, config, signal, world.device)
     bucket = GlobalGradBucket(model, world, tensors=None if coefficients is None else
@@ -156,8 +163,11 @@ def _train(config: Config, world: World, signal: Signal | None, out: Path,
         rundir.replace(old_run)
     world.barrier()
     tracker = Tracker(world, config, plan, sampler, bucket, start)
+    phases["startup"] = time.perf_counter() - t0
+    pictures = (lambda: fixed_views(model, plan.grid, signal, world)) if measured.references(signal) else None
 
     def save(step: int) -> None:
+        t = time.perf_counter()
         model.store_coefficients()
         _check_finite(model, world, step, out)
         try:
@@ -166,12 +176,14 @@ def _train(config: Config, world: World, signal: Signal | None, out: Path,
             raise DistlgError(f"cannot write the checkpoint of step {step} into "
                               f"{out / 'checkpoints'} ({exc.strerror or exc}); make room there "
                               "and run again with --resume") from None
+        phases["checkpoints"] += time.perf_counter() - t
 
     def after(done: int, sse: torch.Tensor) -> None:
         nonlocal step
         step = done
         if config.train.eval_every and done % config.train.eval_every == 0 and done < plan.steps:
-            tracker.eval(done, lambda: _evaluate(model, plan, signal, world, config, full=False))
+            tracker.eval(done, lambda: _evaluate(model, plan, signal, world, config, full=False),
+                         pictures)
         tracker.step(done, sse, scale)
         if config.run.checkpoint_every and done % config.run.checkpoint_every == 0:
             save(done)
@@ -181,11 +193,16 @@ def _train(config: Config, world: World, signal: Signal | None, out: Path,
         run_steps(model, optimizer, sampler, plan.lr_at, range(start, plan.steps), scale,
                   _reduce(bucket, coefficients), after, forward_backward)
         seconds = tracker.elapsed()
+        phases["steps"] = seconds - phases["checkpoints"]
         if not (config.run.checkpoint_every and plan.steps % config.run.checkpoint_every == 0):
             save(plan.steps)  # also stores an INCODE model's final coefficients
+        t = time.perf_counter()
         model_dir = checkpoint.write_model(out / "model", model, world, plan.grid, info)
+        phases["model"] = time.perf_counter() - t
+        t = time.perf_counter()
         final = tracker.eval(plan.steps, lambda: _evaluate(model, plan, signal, world, config,
-                                                           full=True))
+                                                           full=True), pictures)
+        phases["score"] = time.perf_counter() - t
     except WorkerLost as exc:  # a peer died in a step, a checkpoint's barrier or the final score
         last = checkpoint.latest(out)
         where = f"the checkpoint of {last.name}" if last else "the start (no checkpoint yet)"
@@ -203,7 +220,8 @@ def _train(config: Config, world: World, signal: Signal | None, out: Path,
     steps_run = plan.steps - start
     return TrainResult(plan, final, steps_run, seconds,
                        steps_run * plan.samples_per_step / max(seconds, 1e-9), bucket.bytes_per_step,
-                       rss, tracker.history, dict(getattr(sampler, "stats", {})), model_dir, model)
+                       rss, tracker.history, dict(getattr(sampler, "stats", {})), model_dir, model,
+                       phases)
 
 
 def _evaluate(model: INR, plan: Plan, signal: Signal, world: World, config: Config,

@@ -78,7 +78,9 @@ def test_overwrite_replaces_a_run_with_tensorboard_logs(tmp_path):
     assert main(["train", *flags, "--out", str(out), "--steps", "2"]) == 0
     assert (out / "tensorboard").is_dir()
     assert main(["train", *flags, "--out", str(out), "--steps", "3", "--overwrite"]) == 0
-    assert json.loads((out / "model" / "manifest.json").read_text())
+    assert ModelDir.open(out / "model").partition_ids == [0, 1, 2, 3]
+    steps = [json.loads(line)["step"] for line in (out / "history.jsonl").read_text().splitlines()]
+    assert max(steps) == 3
 
 
 def test_resume_where_there_is_no_run_says_so(tmp_path, capsys):
@@ -130,7 +132,7 @@ def test_accelerates_bf16_becomes_precision_bf16(tmp_path, capsys, monkeypatch):
     assert _train(tmp_path / "run", "--steps", "2") == 0
     assert "--precision bf16" in capsys.readouterr().out
     manifest = ModelDir.open(tmp_path / "run" / "checkpoints" / "step-00000002").manifest
-    assert manifest["training"]["config"]["train"]["precision"] == "bf16"
+    assert manifest.training["config"]["train"]["precision"] == "bf16"
     for flags, word in ((["--precision", "tf32"], "disagree"), ([], "fp16")):
         monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "fp16" if not flags else "bf16")
         assert _train(tmp_path / "other", "--steps", "2", *flags) == 2
