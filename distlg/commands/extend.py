@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
         raise DistlgError("extend runs in one process: start it as `distlg extend ...`, not under "
                           "accelerate launch or torchrun")
     if args.out is not None:
-        refuse_url(args.out, "OUT")
+        refuse_url(args.out, "OUT", writable=("s3",))
         check_apart(args.out, {"model": args.model, "signal": args.signal}, "OUT")
     settings = ExtendConfig(**given(args, ExtendConfig))
     if settings.threads:
