@@ -150,7 +150,7 @@ class StepsConfig(_Checked):
     batch: every position every step)."""
     samples_per_partition: Optional[int] = _checked(None, lambda v: v >= 1, ">= 1")
     """Samples drawn from each partition per step (overrides --sample-fraction)."""
-    seed: int = _checked(0, lambda v: v >= 0, ">= 0")
+    seed: int = _checked(0, lambda v: 0 <= v < 2**64, "in [0, 2^64)")
     """Seed of the initialisation and of the sampling (non-negative)."""
     memory_budget_gib: float = _checked(4.0, lambda v: v > 0, "> 0")
     """Decoded signal data a worker may hold; beyond it (or with --pack) the sampler streams."""

@@ -25,8 +25,9 @@ HELP = ("describe a model (geometry, partitions present and missing, weights, re
 
 
 def arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", metavar="MODEL", help="model directory (or checkpoint), or a signal "
-                   "store written by `distlg ingest` (a path, or an https:// or s3:// URL)")
+    p.add_argument("model", metavar="MODEL", help="model directory (or checkpoint; of a run "
+                   "directory its final model, else its latest checkpoint), or a signal store "
+                   "written by `distlg ingest` (a path, or an https:// or s3:// URL)")
 
 
 def weights_text(params: dict[str, int]) -> str:
@@ -87,7 +88,7 @@ def _held_volume(grid, present: np.ndarray) -> int:
 
 def describe_store(path: str) -> list[str]:
     """The lines ``distlg info STORE`` prints; an incomplete store is described, not refused."""
-    from ..data import store
+    from ..data import integrity, remote, store
     from ..data.signal import StoreError
 
     array = store.open_array(store.location(path))
@@ -99,6 +100,14 @@ def describe_store(path: str) -> list[str]:
     state = ("complete" if desc.get("complete") else
              f"incomplete: ingest stopped after {done} of {shape[0]} {axes[0]} rows; run the "
              "same `distlg ingest` again to resume it")
+    if "render" in desc and not desc.get("complete"):
+        state = "incomplete: a render that did not finish; render it again"
+    elif desc.get("complete") and (desc.get("integrity") or {}).get("every_chunk") \
+            and not remote.is_url(path):  # every chunk was written: each must be there
+        missing, total = integrity.missing_chunks(path, array)
+        if missing:
+            state = (f"damaged: chunk {missing[0]} is missing ({len(missing)} of {total}); "
+                     "ingest it again")
     values = (f"values {desc['value_range'][0]:g}..{desc['value_range'][1]:g}"
               if "value_range" in desc else "value range not yet known")
     source = desc.get("meta", {}).get("source")

@@ -31,9 +31,10 @@ from typing import Sequence
 
 import numpy as np
 import zarr
-from zarr.codecs import BloscCodec, BloscShuffle
+from zarr.codecs import BloscCodec, BloscShuffle, Crc32cCodec
+from zarr.storage import LocalStore
 
-from . import remote
+from . import bounded, integrity, remote
 from .signal import Signal, SignalInfo, StoreError
 from .sources.builtin import PREFIX, builtin
 
@@ -160,9 +161,13 @@ def create(path: str | Path, shape: Sequence[int], dtype: np.dtype, chunks: Sequ
     return zarr.create_array(store=target, shape=shape, dtype=np.dtype(dtype),
                              chunks=tuple(int(c) for c in chunks) + (shape[-1],),
                              shards=tuple(int(s) for s in shards) + (shape[-1],) if shards else None,
-                             compressors=codec(dtype), fill_value=0, overwrite=True,
-                             dimension_names=tuple(axes) + ("c",),
-                             attributes={KEY: {"format": FORMAT, "version": VERSION, **info}})
+                             compressors=(codec(dtype), Crc32cCodec()), fill_value=0,
+                             overwrite=True, dimension_names=tuple(axes) + ("c",),
+                             config=integrity.CONFIG,
+                             attributes={KEY: {"format": FORMAT, "version": VERSION,
+                                               "integrity": integrity.recorded(
+                                                   dtype, tuple(chunks) + (shape[-1],)),
+                                               **info}})
 
 
 def open_array(path: str | Path, mode: str = "r") -> zarr.Array | None:
@@ -172,9 +177,10 @@ def open_array(path: str | Path, mode: str = "r") -> zarr.Array | None:
     try:
         if remote.is_url(path):
             target = remote.url_store(str(path), writable=mode != "r")
-            array = zarr.open_array(store=target, mode=mode, zarr_format=3)
         else:
-            array = zarr.open_array(store=str(path), mode=mode)
+            target = LocalStore(str(path), read_only=mode == "r")
+        checked = integrity.CheckedStore(target, str(path))
+        array = zarr.open_array(store=checked, mode=mode, zarr_format=3, config=integrity.CONFIG)
     except remote.RemoteError:
         raise
     except Exception:  # missing, not Zarr, damaged metadata: all mean "no store here"
@@ -182,6 +188,10 @@ def open_array(path: str | Path, mode: str = "r") -> zarr.Array | None:
     info = array.attrs.get(KEY)
     if not isinstance(info, dict) or info.get("format") != FORMAT:
         return None
+    if remote.is_url(path):  # no chunk may be larger than the array's chunks can be
+        target.object_limit = bounded.object_limit(array)
+    # reading a store that records every chunk as written: a missing chunk is an error
+    checked.strict = mode == "r" and bool((info.get("integrity") or {}).get("every_chunk"))
     return array
 
 
@@ -229,6 +239,7 @@ def open_store(path: str | Path) -> Signal:
                else "(no Zarr v3 array with distlg attributes); write one with `distlg ingest`")
         raise StoreError(f"{path} is not a distlg signal store {why}")
     desc = info(array)
+    integrity.check_metadata(array, desc.get("integrity"), str(path))
     if desc.get("version") != VERSION:
         raise StoreError(f"{path} has store version {desc.get('version')!r}; this distlg reads "
                          f"version {VERSION}")
@@ -243,7 +254,15 @@ def open_store(path: str | Path) -> Signal:
     meta = {**desc.get("meta", {}), "store": str(path),
             "fingerprint": fingerprint(desc.get("ingest", {}).get("fingerprint")
                                        or desc.get("render"))}
-    return Signal(array, desc["kind"], tuple(desc["value_range"]), meta)
+    return StoreSignal(array, desc["kind"], tuple(desc["value_range"]), meta)
+
+
+class StoreSignal(Signal):
+    """A signal read from a store: a chunk that is missing or does not decode is one line
+    naming it (``integrity``), never zeros or a codec's traceback."""
+
+    def read(self, box) -> np.ndarray:
+        return integrity.read_or_name(self.data, box, str(self.meta.get("store")))
 
 
 def fingerprint(source_identity: object) -> str:

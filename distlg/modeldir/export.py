@@ -35,6 +35,9 @@ def export(source: str | Path, out: str | Path, progress: bool = False,
     """Write the weights of checkpoint ``source`` (or a run directory's latest) to the new
     model directory ``out``, as shards (format 2) or one file per partition (``safetensors``)."""
     src = find_checkpoint(source)
+    here = src.location.path
+    if here is not None and "://" not in str(out) and Path(out).resolve() == here.resolve():
+        raise ModelDirError(f"{out} is the checkpoint itself; export it to a new directory")
     with output(out, src) as location:
         write_subset(src, location, src.present, fmt, progress)
     return ModelDir.open(out)

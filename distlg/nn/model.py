@@ -50,6 +50,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ..errors import DistlgError
 from . import lattice
 from .architecture import ARCHS, COEFFICIENTS, MERGES, Architecture  # noqa: F401 - re-exported
 
@@ -372,9 +373,13 @@ def _name(key: str) -> str:
 
 
 def _checked(tensors: dict[str, Tensor], name: str, shape: tuple[int, ...]) -> Tensor:
+    """``tensors[name]`` if it is there with ``shape``; a one-line ``DistlgError`` for a weight
+    file whose tensors were renamed, reshaped or transposed (its sha256 may still match)."""
     if name not in tensors:
-        raise KeyError(f"tensor {name!r} is missing")
+        raise DistlgError(f"a weight file lacks tensor {name!r} that the architecture needs: a "
+                          "foreign or altered file")
     t = tensors[name]
     if tuple(t.shape) != tuple(shape):
-        raise ValueError(f"tensor {name!r} has shape {tuple(t.shape)}, expected {tuple(shape)}")
+        raise DistlgError(f"a weight file's tensor {name!r} has shape {tuple(t.shape)}, the "
+                          f"architecture needs {tuple(shape)}: a foreign or altered file")
     return t

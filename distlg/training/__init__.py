@@ -6,7 +6,8 @@ gradients) -> ``steps`` (which training step runs: the fused one, the autograd o
 or Triton, CUDA graphs) -> ``optim`` (Adam groups, the schedule, the step loop) ->
 ``measured`` (the tasks whose loss sees the model through measurements: super-resolution, CT)
 -> ``evaluation`` (the trainer's score) -> ``checkpoint`` (every worker writes its own
-partitions, resume on any worker count) -> ``trainer`` (``train``: the run, its log and
+partitions, resume on any worker count) -> ``rundir`` (``--out`` claimed, and an old run
+replaced only where distlg wrote it) -> ``trainer`` (``train``: the run, its log and
 progress) and ``extend`` (new partitions for appended samples, through the same step loop).
 
 It may import: every room below it (``distlg.data``, ``distlg.nn``, ``distlg.kernels``,

@@ -184,12 +184,15 @@ def evaluate_sampled(model: INR, grid: PartitionGrid, signal: Signal, subset: Se
 
 def evaluate(model: INR, grid: PartitionGrid, signal: Signal, pids: Sequence[int] | None = None,
              reduce: Reduce | None = None, full: bool = False, progress: bool = False,
-             offsets: np.ndarray | None = None) -> Evaluation:
+             offsets: np.ndarray | None = None,
+             gather: Callable[[np.ndarray], np.ndarray] | None = None) -> Evaluation:
     """Score the model's partitions (or ``pids``) against the signal, each position by its own
     partition, block by block (``score_tile``).
 
-    ``reduce`` sums [sse, count] over workers (identity by default). With ``full`` (single
-    process, small signals) the reconstruction is assembled and SSIM computed too.
+    ``reduce`` sums [sse, count] over workers (identity by default). With ``full`` (small
+    signals) the reconstruction is assembled and SSIM computed too; ``gather`` sums an array
+    over workers: each fills its own partitions' positions, so the sum is the whole
+    reconstruction (and signal), and every worker can compute the SSIM.
     """
     values = math.prod(signal.shape) * signal.channels
     keep = full and ssim_bytes(values, signal.kind) <= SSIM_MAX_BYTES
@@ -201,7 +204,8 @@ def evaluate(model: INR, grid: PartitionGrid, signal: Signal, pids: Sequence[int
     groups = list(tiles(grid, tile_block(grid, signal.channels, TILE_VALUES), pids))
     if progress:
         from tqdm.auto import tqdm
-        groups = tqdm(groups, unit="block", desc="scoring", leave=False)
+        groups = tqdm(groups, unit="block", desc="scoring", leave=False,
+                      disable=None)  # off where stderr is no terminal (a log file)
     sse = count = 0.0
     for group in groups:
         s, c = score_tile(model, grid, signal, group, offsets, recon)
@@ -210,6 +214,8 @@ def evaluate(model: INR, grid: PartitionGrid, signal: Signal, pids: Sequence[int
         sse, count = reduce([sse, count])
     mse = sse / max(count, 1)
     out = Evaluation(mse, psnr(mse, signal.psnr_peak))
+    if keep and gather is not None:
+        recon = (gather(recon[0]), gather(recon[1]))
     if keep:
         out.ssim = ssim(recon[1], recon[0], signal.kind)
         out.reconstruction = recon[0]

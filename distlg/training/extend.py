@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from ..config import ExtendConfig
 from ..data.sampler import make_sampler
@@ -29,6 +28,7 @@ from ..modeldir.format import ModelDir, check_new_directory
 from ..modeldir.output import in_place, output
 from ..nn import fused
 from ..nn.model import INR
+from ..progress import progress
 from ..resources import usable_device
 from .evaluation import evaluate
 from .optim import make_optimizer, run_steps
@@ -59,7 +59,7 @@ def _train(model: INR, signal: Signal, plan: Plan, settings: ExtendConfig) -> No
     optimizer = make_optimizer(model, plan.lr, train_global=False)
     # an INCODE model's coefficients stay the stored constants: the global file is unchanged
     step = autograd_forward_backward if model.arch.incode else fused.forward_backward
-    bar = tqdm(total=plan.steps, unit="step", disable=not settings.progress)
+    bar = progress(plan.steps, "step", "extend", enabled=settings.progress)
     try:
         run_steps(model, optimizer, sampler, plan.lr_at, range(plan.steps),
                   1.0 / (plan.samples_per_step * signal.channels), after=lambda done, loss: bar.update(),

@@ -21,6 +21,11 @@ SPACE_UNITS = ("angstrom", "nanometer", "micrometer", "millimeter", "centimeter"
 """Units of --voxel-size: OME-NGFF's spatial units."""
 
 
+MAX_FPS = 1000.0
+MAX_SAMPLE_RATE = float(2**32 - 1)
+"""Rates a store may record: what an .mp4 plays and a WAV header holds (renders write them)."""
+
+
 class IngestError(DistlgError):
     """A source that cannot be ingested as given."""
 
@@ -52,6 +57,10 @@ class SourceOptions:
     def __post_init__(self) -> None:
         if self.kind is not None and self.kind not in AXES:
             raise IngestError(f"unknown signal kind {self.kind!r}; choose one of {', '.join(AXES)}")
+        for name, value, most in (("fps", self.fps, MAX_FPS), ("sample-rate", self.sample_rate,
+                                                               MAX_SAMPLE_RATE)):
+            if value is not None and not (math.isfinite(value) and 0 < value <= most):
+                raise IngestError(f"--{name} {value}: give a number above 0 and at most {most:,.0f}")
         if self.voxel_size is not None:
             sizes = [float(v) for v in self.voxel_size]
             if not all(math.isfinite(v) and v > 0 for v in sizes):
