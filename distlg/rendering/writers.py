@@ -20,6 +20,7 @@ interrupted removes it (``Output.abort``), so nothing appears under the requeste
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import shutil
@@ -132,12 +133,12 @@ def _format_writer(path: Path, plan: RenderPlan, rate: float | None,
     if suffix == ".npy":
         return NpyWriter(path, plan.shape, info)
     if suffix == ".mp4":
-        fps = rate or info.meta.get("fps") or DEFAULT_FPS
+        fps = rate or info.fps or DEFAULT_FPS
         return Mp4Writer(path, float(fps) * plan.render_grid.scale[0], info.channels)
     if suffix == ".png":
         return PngWriter(path, plan.shape, info)
     if suffix == ".wav":
-        sr = rate or info.meta.get("sample_rate") or DEFAULT_SAMPLE_RATE
+        sr = rate or info.sample_rate or DEFAULT_SAMPLE_RATE
         return WavWriter(path, float(sr) * plan.render_grid.scale[0], info)
     iso = float(info.normalise(np.float32(np.mean(info.value_range) if level is None else level)))
     return MeshWriter(path, plan.render_grid, iso)
@@ -190,11 +191,9 @@ class ZarrWriter:
         part = [min(n, max(1, round(p * s))) for n, p, s in
                 zip(grid.shape, plan.grid.part_shape, grid.scale)]
         chunks = store.chunk_shape(grid.shape, part, info.channels * info.dtype.itemsize)
-        meta = {k: v for k, v in info.meta.items() if k not in ("store", "fingerprint")}
-        for key in ("fps", "sample_rate"):
-            if key in meta:
-                meta[key] = float(meta[key]) * grid.scale[0]
-        attrs = {**store.attributes(info), "meta": meta,
+        rated = {k: getattr(info, k) * grid.scale[0] for k in ("fps", "sample_rate") if getattr(info, k)}
+        rendered = dataclasses.replace(info, store=None, fingerprint=None, **rated)
+        attrs = {**store.attributes(rendered),
                  "render": {"region": [list(r) for r in grid.region], "scale": list(grid.scale),
                             "id": uuid.uuid4().hex}}  # the store's identity (no source file)
         self.info = info

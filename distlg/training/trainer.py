@@ -72,7 +72,9 @@ def train(config: Config, world: World | None = None, signal: Signal | None = No
     world = world or World.start(config.train.device,
                                  log_dir=str(out) if config.run.tensorboard else None)
     try:
-        return _train(config, world, signal, out)
+        torch.set_num_threads(config.train.threads or world.default_threads())
+        signal = signal or open_signal(config.signal.path)
+        return _train(make_plan(config, signal), world, signal, out)
     finally:
         if own_world:
             world.close()
@@ -125,10 +127,9 @@ def _claim_out(config: Config, rank: int) -> None:
             shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
 
 
-def _train(config: Config, world: World, signal: Signal | None, out: Path) -> TrainResult:
-    torch.set_num_threads(config.train.threads or world.default_threads())
-    signal = signal or open_signal(config.signal.path)
-    plan = make_plan(config, signal)
+def _train(plan: Plan, world: World, signal: Signal, out: Path) -> TrainResult:
+    """The run ``plan`` decided (its ``settings``: every default resolved for ``signal``)."""
+    config = plan.settings
     pids = shard(plan.grid, world.size)[world.rank]
     model = INR(plan.arch, pids, seed=config.train.seed).to(world.device)
     coefficients = _attach_harmonizer(model, config, signal, world.device)
@@ -141,7 +142,7 @@ def _train(config: Config, world: World, signal: Signal | None, out: Path) -> Tr
     if config.signal.pack:
         source = open_pack(config.signal.pack).source(signal, plan.grid, world.size, world.rank)
     sampler = make_sampler(signal, plan.grid, pids, plan.samples_per_partition, config.train.seed,
-                           int(config.train.memory_budget_gib * 2**30), world.device, source=source)
+                           config.train.memory_budget, world.device, source=source)
     scale = 1.0 / (plan.samples_per_step * signal.channels)
     forward_backward = training_step(config.train.precision, config.train.kernel, world.device,
                                      coefficients, config.train.cuda_graph)
@@ -241,7 +242,7 @@ def _attach_harmonizer(model: INR, config: Config, signal: Signal, device: torch
 
     preview = measured.harmonizer_input(signal, incode.PREVIEW_PIXELS)
     preview = (incode.read_preview(signal) if preview is None else preview).to(device)
-    harmonizer = incode.build(model.arch, preview, config.train.seed, signal.meta.get("sample_rate"),
+    harmonizer = incode.build(model.arch, preview, config.train.seed, signal.info.sample_rate,
                               config.model.harmonizer_weights, config.model.harmonizer_bias).to(device)
     model.attach_harmonizer(harmonizer)
     return incode.StepCoefficients(harmonizer)
