@@ -39,8 +39,8 @@ class Plan:
     """Learning rate of a Local-Global model's replicated part, as a fraction of ``lr``."""
     samples_per_partition: int | None
     """None: full batch (every position of every sampling box each step)."""
-    schedule: str = "constant"
-    lr_final: float = 0.05
+    schedule: str = StepsConfig.schedule
+    lr_final: float = StepsConfig.lr_final
     """Final learning rate of the cosine schedule, as a fraction of ``lr``."""
     trained_partitions: tuple[int, ...] | None = None
     """The partitions that train (None: every partition of the grid; extend trains its new
