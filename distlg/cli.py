@@ -23,7 +23,7 @@ from typing import Iterator, Sequence
 
 from .errors import DistlgError, WorkerLost
 
-COMMANDS = ("ingest", "pack", "train", "export", "crop", "render", "extend", "info")
+COMMANDS = ("ingest", "pack", "train", "export", "crop", "render", "extend", "info", "view")
 """Subcommands, in the order of the data path."""
 
 

@@ -344,3 +344,29 @@ def test_missing_credentials_are_one_line(remote_store, monkeypatch, capsys):
         one_line(capsys.readouterr().err, remote_store, "zarr.json", "AWS_ACCESS_KEY_ID")
     finally:
         s3fs.S3FileSystem.clear_instance_cache()
+
+
+def test_models_export_and_crop_to_s3_and_render_from_there(endpoint, local_model, tmp_path, capsys):
+    """A model exported and cropped to s3:// renders, from the bucket, what the local ones
+    render; the root document is the last object written; an s3:// output that holds objects
+    is refused in one line."""
+    run = local_model.parent
+    url = f"s3://{BUCKET}/models/exported"
+    with faults(None) as proxy:
+        assert main(["export", str(run), url, "--no-progress"]) == 0
+        puts = [key for method, key, _ in proxy.log if method == "PUT"]
+    assert puts[-1].endswith("exported/zarr.json")  # the root last: nothing half-written is a model
+    cropped = f"s3://{BUCKET}/models/cropped"
+    assert main(["crop", url, cropped, "--keep", "0:32", "--no-progress"]) == 0
+    assert main(["info", cropped]) == 0
+    assert "partitions  2 of 4 present" in capsys.readouterr().out
+    for source, local in ((url, local_model), (cropped, local_model)):
+        assert main(["render", source, "--region", "0:32,0:64", "--out", str(tmp_path / "s3.npy"),
+                     "--no-progress"]) == 0
+        assert main(["render", str(local), "--region", "0:32,0:64", "--out", str(tmp_path / "l.npy"),
+                     "--no-progress"]) == 0
+        assert np.array_equal(np.load(tmp_path / "s3.npy"), np.load(tmp_path / "l.npy"))
+        (tmp_path / "s3.npy").unlink()
+        (tmp_path / "l.npy").unlink()
+    assert main(["export", str(run), url, "--no-progress"]) == 2
+    one_line(capsys.readouterr().err, "already holds objects")

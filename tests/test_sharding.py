@@ -204,7 +204,7 @@ def test_training_from_a_sharded_store_gives_the_same_weights(tmp_path, video):
         assert cli.main(["train", "--signal", str(tmp_path / f"{name}.zarr"), "--out", str(out),
                          "--steps", "5", "--factors", *FACTORS, "--params", "3000",
                          "--no-progress", "--no-tensorboard"]) == 0
-        model, _ = ModelDir.open(out / "model").load()
+        model = ModelDir.open(out / "model").load()
         weights[name] = dict(model.named_tensors())
     assert weights["plain"].keys() == weights["sharded"].keys()
     for key, tensor in weights["plain"].items():

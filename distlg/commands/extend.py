@@ -5,7 +5,7 @@ SIGNAL is the whole signal: the model's samples followed by the new ones along t
 The partition grid is continued along the first axis with partitions of the same size; only
 the new partitions' local sub-networks train, from fresh initialisations, against the model's
 global branch, which stays frozen. The result is one model covering both parts, in a new
-directory OUT (the old files hard-linked) or --in-place; the old part renders exactly as
+directory OUT (the old shards or files hard-linked) or --in-place; the old part renders exactly as
 before. The model's last partition along the first axis must not be padded.
 
 Runs in one process (not under accelerate launch), with the trainer's step loop and its
@@ -28,7 +28,8 @@ def arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("out", metavar="OUT", nargs="?",
                    help="new directory for the extended model (must not exist, or be empty)")
     p.add_argument("--in-place", action="store_true",
-                   help="add the new partitions to MODEL itself (new files, then the manifest)")
+                   help="add the new partitions to MODEL itself (the new version is built "
+                   "beside it, then swapped in)")
     p.add_argument("--signal", required=True, metavar="STORE",
                    help="the whole signal, old and new samples (a Zarr store written by "
                    "`distlg ingest`: a path, or an https:// or s3:// URL)")

@@ -1,6 +1,7 @@
 """Describe a model directory or checkpoint: what signal it encodes, its partition grid and
 architecture, which partitions it holds and which are missing (cropped), its weights by part
-and the region it still covers. Reads the manifest only.
+and the region it still covers. Reads the root document and the partitions' checksums only
+(format 1: the manifest).
 
 Given a signal store instead (a folder with zarr.json, or a URL: https://, s3://), describe the
 signal it holds, its chunking and whether its ingest finished. Reads zarr.json only (and, for a
@@ -13,6 +14,8 @@ import argparse
 import math
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+import numpy as np
 
 if TYPE_CHECKING:
     from ..modeldir.format import ModelDir
@@ -38,34 +41,48 @@ def _sizes(values) -> str:
 
 
 def describe(md: ModelDir) -> list[str]:
-    """The lines ``distlg info`` prints."""
+    """The lines ``distlg info`` prints (the root document, and the checksums for the region)."""
     from ..modeldir.format import id_ranges
     from ..rendering.region import bounding_box, box_text
 
     s, g, a = md.signal, md.grid, md.arch
-    present, missing = md.partition_ids, md.missing
+    present = md.present
+    held = int(present.sum())
     source = s.source
+    layout = "one file per partition" if md.version == 1 else \
+        f"shards of {_sizes(md.shards.block)} partitions"
     lines = [
-        f"model       {md.path} ({md.manifest['format']} version {md.manifest['version']}"
-        + (f", checkpoint of step {md.manifest['training'].get('step')})" if md.is_checkpoint else ")"),
+        f"model       {md.path} (distlg-model version {md.version}, {layout}"
+        + (f"; checkpoint of step {md.training.get('step')})" if md.is_checkpoint else ")"),
         f"signal      {s.kind} {' x '.join(f'{n}={d}' for n, d in zip(s.axes, s.shape))}, "
         f"{s.channels} channel(s), {s.dtype.name}, values {s.value_range[0]:g}..{s.value_range[1]:g}"
         + (f" ({source})" if source else ""),
-        f"grid        {_sizes(g.factors)} = {g.num_partitions} partitions of {_sizes(g.part_shape)}; "
+        f"grid        {_sizes(g.factors)} = {g.num_partitions:,} partitions of {_sizes(g.part_shape)}; "
         f"halo {_sizes(g.overlaps)}; padding {_sizes(g.padding)}; coordinate extent {_sizes(g.extent)}",
         f"network     {a.arch}, {a.hidden_layers} hidden layers, local width {a.local_width}, "
         f"global width {a.global_width}, w0 {a.w0:g}, merge {a.merge}",
-        f"partitions  {len(present)} of {g.num_partitions} present"
-        + (f"; missing {id_ranges(missing)}" if missing else ""),
+        f"partitions  {held:,} of {g.num_partitions:,} present"
+        + (f"; missing {id_ranges(np.flatnonzero(~present).tolist())}" if held < g.num_partitions else ""),
         f"weights     {weights_text(md.params())}; {a.local_params():,} per partition",
     ]
-    box = bounding_box(g, present)
+    objects, size = md.storage()
+    weight_bytes = 4 * md.params()["total"]
+    lines.append(f"stored      {size:,} bytes" + (f" in {objects:,} files" if objects >= 0 else "")
+                 + f" ({size / max(weight_bytes, 1):.2f}x the weights' {weight_bytes:,} bytes)")
+    box = bounding_box(g, np.flatnonzero(present))
     if box is not None:
-        full = math.prod(b - a for a, b in box) == sum(
-            math.prod(b - a for a, b in g.valid_box(p)) for p in present)
+        full = math.prod(b - a for a, b in box) == _held_volume(g, present)
         lines.append(f"region      {box_text(box)}"
                      + (" (complete)" if full else " (bounding box; partitions inside it are missing)"))
     return lines
+
+
+def _held_volume(grid, present: np.ndarray) -> int:
+    """Samples the present partitions cover (their boxes clipped to the signal)."""
+    index = np.stack(np.unravel_index(np.flatnonzero(present), grid.factors), -1)
+    part, shape = np.asarray(grid.part_shape), np.asarray(grid.shape)
+    sizes = np.minimum((index + 1) * part, shape) - index * part
+    return int(np.prod(sizes, axis=1, dtype=np.int64).sum())
 
 
 def describe_store(path: str) -> list[str]:
@@ -118,16 +135,39 @@ def _task_lines(facts: dict) -> list[str]:
     return lines
 
 
-def is_store(spec: str) -> bool:
-    """Whether ``spec`` names a signal store rather than a model directory."""
-    from ..data import remote
+def _model_of(spec: str) -> str:
+    """``spec``, or for a run directory its model (``RUN/model``), else its latest checkpoint."""
+    from ..modeldir.runs import is_complete, latest
 
-    return remote.is_url(spec) or (Path(spec) / "zarr.json").is_file()
+    path = Path(spec)
+    if "://" in spec or is_complete(path) or not path.is_dir():
+        return spec
+    if is_complete(path / "model"):
+        return str(path / "model")
+    found = latest(path)
+    return str(found) if found is not None else spec
+
+
+def is_store(spec: str) -> bool:
+    """Whether ``spec`` names a signal store (a Zarr array) rather than a model directory (a
+    Zarr group, or a folder with manifest.json)."""
+    import json
+
+    from ..modeldir.location import Location
+
+    try:
+        doc = json.loads(Location(spec).read("zarr.json") or b"null")
+    except (ValueError, UnicodeDecodeError):
+        return False
+    return isinstance(doc, dict) and doc.get("node_type") == "array"
 
 
 def run(args: argparse.Namespace) -> int:
     from ..modeldir.format import ModelDir
 
-    lines = describe_store(args.model) if is_store(args.model) else describe(ModelDir.open(args.model))
+    if is_store(args.model):
+        lines = describe_store(args.model)
+    else:
+        lines = describe(ModelDir.open(_model_of(args.model)))
     print("\n".join(lines))
     return 0

@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     from ..config import Config, ConfigError
     from ..data.pack import write_pack
     from ..data.store import open_store
-    from ..geometry import shard
+    from ..modeldir.shards import owners
     from ..training.plan import make_grid
 
     options = PackOptions(**given(args, PackOptions))
@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     signal = open_store(args.store)
     grid = make_grid(config, signal)
     t0 = time.perf_counter()
-    manifest = write_pack(signal, grid, shard(grid, options.workers), args.out,
+    manifest = write_pack(signal, grid, owners(grid, options.workers)[1], args.out,
                           int(options.shard_mb * 1e6), options.progress)
     files = [f for s in manifest["shards"] for f in s["files"]]
     size = sum(f["bytes"] for f in files)

@@ -34,4 +34,5 @@ def run(args: argparse.Namespace) -> int:
           f"{r.final.describe()}; {total:,} parameters; model in {r.model_dir}")
     print("peak RSS per worker: " + ", ".join(f"{m:.0f} MiB" for m in r.peak_rss_mib)
           + f"; all-reduce {r.allreduce_bytes:,} B/step")
+    print("time: " + ", ".join(f"{name} {s:.1f} s" for name, s in r.phases.items()))
     return 0

@@ -162,6 +162,7 @@ def ingest(source: str | Path, path: str | Path, options: IngestOptions | None =
         remote.check_writable(path)
     src = degrade.apply(open_source(source, options), options.downsample, options.noise,
                         options.noise_seed, options.ct_angles, options.sinogram)
+    options.spacing(src.kind)  # a --voxel-size of the wrong length: refused before the store is touched
     chunking = plan_chunks(src, options)
     array, status, build = _prepare(path, src, chunking, options)
     if status != "up to date":
@@ -269,7 +270,8 @@ def _prepare(path: str | Path, src: Source, chunking: dict, options: IngestOptio
     elif store.exists(path):
         store.remove(path)
     info = {"kind": src.kind, "axes": list(AXES[src.kind]), "complete": False,
-            "meta": {**src.meta, "source": Path(src.path).name, "source_bytes": src.nbytes},
+            "meta": {**src.meta, **options.spacing(src.kind, options.downsample or 1),
+                     "source": Path(src.path).name, "source_bytes": src.nbytes},
             "chunking": chunking,
             "ingest": {"fingerprint": fingerprint, "done": 0, "low": None, "high": None}}
     if not url:

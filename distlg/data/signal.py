@@ -66,7 +66,8 @@ class Measurement:
 
 
 _FACTS = {"fps": float, "sample_rate": float, "source": str, "source_bytes": int,
-          "downsample": int, "original_shape": tuple, "noise": str, "noise_seed": int}
+          "downsample": int, "original_shape": tuple, "noise": str, "noise_seed": int,
+          "voxel_size": tuple, "voxel_unit": str}
 """The typed facts a store's ``meta`` attribute holds (key = field name), and their types."""
 
 
@@ -101,6 +102,10 @@ class SignalInfo:
     noise: str | None = field(default=None, compare=False)
     """The noise ingest --noise added, KIND:LEVEL (denoising); None for clean samples."""
     noise_seed: int | None = field(default=None, compare=False)
+    voxel_size: tuple[float, ...] | None = field(default=None, compare=False)
+    """Physical size of one sample along each space axis (ingest --voxel-size), in
+    ``voxel_unit``; None where none was given."""
+    voxel_unit: str | None = field(default=None, compare=False)
     measurement: Measurement | None = field(default=None, compare=False)
     """A CT store's sinogram (ingest --ct-angles, --sinogram); None for other stores."""
     ingest_factors: tuple[int, ...] | None = field(default=None, compare=False)
@@ -129,6 +134,8 @@ class SignalInfo:
         for name in ("original_shape", "ingest_factors"):
             if getattr(self, name) is not None:
                 object.__setattr__(self, name, tuple(int(v) for v in getattr(self, name)))
+        if self.voxel_size is not None:
+            object.__setattr__(self, "voxel_size", tuple(float(v) for v in self.voxel_size))
 
     @property
     def axes(self) -> tuple[str, ...]:
@@ -177,8 +184,9 @@ class SignalInfo:
         out = {name: getattr(self, name) for name in _FACTS if getattr(self, name) is not None}
         if self.downsample == 1:
             out.pop("downsample")
-        if self.original_shape is not None:
-            out["original_shape"] = list(self.original_shape)
+        for name in ("original_shape", "voxel_size"):
+            if getattr(self, name) is not None:
+                out[name] = list(getattr(self, name))
         if self.measurement is not None:
             out["measurement"] = self.measurement.to_dict()
         for name in ("store", "fingerprint"):
@@ -206,7 +214,7 @@ class SignalInfo:
         return {"kind": self.kind, "shape": list(self.shape), "axes": list(self.axes),
                 "channels": self.channels, "dtype": self.dtype.name,
                 "value_range": list(self.value_range),
-                "meta": {k: v for k, v in self.meta().items() if isinstance(v, (str, int, float))}}
+                "meta": {k: v for k, v in self.meta().items() if _plain(v)}}
 
     @classmethod
     def from_dict(cls, d: dict) -> "SignalInfo":
@@ -281,6 +289,13 @@ class Signal:
 
     def denormalise(self, x: np.ndarray, dtype=None) -> np.ndarray:
         return self.info.denormalise(x, dtype)
+
+
+def _plain(value: Any) -> bool:
+    """A meta value a manifest keeps: a string, a number, or a list of numbers (a voxel size)."""
+    if isinstance(value, list):
+        return all(isinstance(v, (int, float)) for v in value)
+    return isinstance(value, (str, int, float))
 
 
 def audio_centre(dtype) -> float:

@@ -91,13 +91,17 @@ def shard_chunks(grid: PartitionGrid, pids: Sequence[int], chunks: Sequence[int]
     what a window of the streaming sampler may read, in the order it reads them (a window skips
     the chunks none of its samples fall in)."""
     chunk_grid = tuple(-(-int(d) // int(c)) for d, c in zip(grid.shape, chunks))
-    ids: set[int] = set()
-    for pid in pids:
-        box = shard_region(grid, [pid])
-        ranges = [range(a // int(c), -(-b // int(c))) for (a, b), c in zip(box, chunks)]
-        index = np.stack(np.meshgrid(*ranges, indexing="ij"), axis=-1).reshape(-1, grid.ndim)
-        ids.update(np.ravel_multi_index(tuple(index.T), chunk_grid).tolist())
-    return sorted(ids)
+    size = np.asarray(chunks, dtype=np.int64)
+    starts = grid.sample_starts(pids)                                   # [P, ndim], all boxes
+    stops = np.minimum(starts + np.asarray(grid.sample_shape), np.asarray(grid.shape))
+    first, last = starts // size, (stops - 1) // size                   # chunk index ranges
+    span = int((last - first).max(initial=0)) + 1
+    ids = []
+    for step in np.ndindex(*(span,) * grid.ndim):  # every chunk a box touches, all boxes at once
+        index = first + np.asarray(step)
+        inside = (index <= last).all(axis=1)
+        ids.append(np.ravel_multi_index(tuple(index[inside].T), chunk_grid))
+    return np.unique(np.concatenate(ids)).tolist() if ids else []
 
 
 def plan_window(memory_budget: int, shard_bytes: int, shard_chunks: int, samples_per_step: int,

@@ -40,9 +40,10 @@ coefficients as arguments, and the fused step (``distlg.nn.fused``) runs it thro
 and backpropagates by hand.
 
 Initialisation is SIREN's: first layers U(-1/in, 1/in), later layers U(-sqrt(6/in)/w0, ..),
-biases U(-1/sqrt(in), 1/sqrt(in)). Partition p's local weights are drawn from a generator seeded
-by (seed, p) alone and the global weights from (seed, "global"), so they do not depend on which
-other partitions a module holds. Nothing here knows about distribution.
+biases U(-1/sqrt(in), 1/sqrt(in)). Partition p's local weights are a counter-based hash of
+(seed, p, tensor, element) (``counter_uniform``: every held partition at once, no loop over
+partitions) and the global weights come from a generator seeded by (seed, "global"), so they do
+not depend on which other partitions a module holds. Nothing here knows about distribution.
 """
 
 from __future__ import annotations
@@ -89,6 +90,53 @@ def _init_bound(name: str, shape: tuple[int, ...], arch: Architecture) -> float:
     return math.sqrt(6.0 / fan_in) / arch.w0
 
 
+_M1, _M2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+INIT_BLOCK = 1 << 15
+"""Partitions initialised per pass of ``init_local`` (bounds its temporary memory)."""
+
+
+def _mix(x: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser, elementwise on uint64 (wrapping arithmetic), in place."""
+    x ^= x >> np.uint64(30)
+    x *= _M1
+    x ^= x >> np.uint64(27)
+    x *= _M2
+    x ^= x >> np.uint64(31)
+    return x
+
+
+def counter_uniform(seed: int, stream: int, pids: np.ndarray, count: int) -> np.ndarray:
+    """Uniform [0, 1) numbers (float32, 24 random bits) [len(pids), count], a function of
+    (seed, stream, partition id, element) alone: a counter-based hash, so a partition's numbers
+    do not depend on which others are drawn with it, and all of them are drawn at once."""
+    with np.errstate(over="ignore"):
+        key = _mix(np.asarray([seed & 0xFFFFFFFFFFFFFFFF], dtype=np.uint64) * _GOLDEN + np.uint64(stream))
+        rows = _mix(np.asarray(pids, dtype=np.int64).astype(np.uint64) + _GOLDEN) ^ key
+        x = _mix(rows[:, None] + (np.arange(1, count + 1, dtype=np.uint64) * _GOLDEN)[None, :])
+    u = (x >> np.uint64(40)).astype(np.float32)
+    u *= np.float32(2.0 ** -24)
+    return u
+
+
+def init_local(arch: Architecture, pids: Sequence[int], seed: int) -> dict[str, Tensor]:
+    """SIREN-initialised local tensors of ``pids``, stacked [len(pids), *shape]: partition p's
+    draw from (seed, p) alone, ``INIT_BLOCK`` partitions at a time."""
+    pids = np.asarray(pids, dtype=np.int64)
+    shapes = arch.local_shapes()
+    out = {name: torch.empty((len(pids),) + shape) for name, shape in shapes.items()}
+    for stream, (name, shape) in enumerate(shapes.items()):
+        bound, count = _init_bound(name, shape, arch), math.prod(shape)
+        flat = out[name].numpy().reshape(len(pids), count)
+        for start in range(0, len(pids), INIT_BLOCK):
+            block = pids[start:start + INIT_BLOCK]
+            u = counter_uniform(seed, stream, block, count)
+            u *= np.float32(2 * bound)
+            u -= np.float32(bound)  # U(-bound, bound)
+            flat[start:start + len(block)] = u
+    return out
+
+
 def init_tensors(shapes: dict[str, tuple[int, ...]], arch: Architecture,
                  generator: torch.Generator) -> dict[str, Tensor]:
     """SIREN-initialised tensors for ``shapes``, drawn in a fixed order from ``generator``."""
@@ -111,23 +159,21 @@ class INR(nn.Module):
                  init: bool = True):
         super().__init__()
         self.arch = arch
-        ids = [int(p) for p in partitions]
-        if len(set(ids)) != len(ids):
+        ids = np.asarray(partitions, dtype=np.int64).ravel()
+        if len(np.unique(ids)) != len(ids):
             raise ValueError("partition ids must be unique")
-        self.register_buffer("partitions", torch.tensor(ids, dtype=torch.long), persistent=False)
-        self._slots = {p: i for i, p in enumerate(ids)}
+        self.register_buffer("partitions", torch.from_numpy(ids.copy()), persistent=False)
+        self._slots = dict(zip(ids.tolist(), range(len(ids))))
         self.register_buffer("coord_scale", torch.tensor(arch.coord_scale, dtype=torch.float32),
                              persistent=False)
         self.params = nn.ParameterDict()
         glob = init_tensors(arch.global_shapes(), arch, _generator(seed, -1)) if init else {}
         for name, shape in arch.global_shapes().items():
             self.params[_key(name)] = nn.Parameter(glob.get(name, torch.zeros(shape)))
-        local_shapes = arch.local_shapes()
-        stacked = {name: torch.zeros((len(ids),) + shape) for name, shape in local_shapes.items()}
         if init:
-            for slot, pid in enumerate(ids):
-                for name, t in init_tensors(local_shapes, arch, _generator(seed, pid)).items():
-                    stacked[name][slot] = t
+            stacked = init_local(arch, ids, seed)
+        else:
+            stacked = {name: torch.zeros((len(ids),) + s) for name, s in arch.local_shapes().items()}
         for name, t in stacked.items():
             self.params[_key(name)] = nn.Parameter(t)
         for name, shape in arch.constant_shapes().items():
@@ -189,7 +235,7 @@ class INR(nn.Module):
         if pids is None:
             return None
         pids = [int(p) for p in (pids.tolist() if isinstance(pids, Tensor) else pids)]
-        if pids == self.partition_ids:
+        if len(pids) == self.num_partitions and pids == self.partition_ids:
             return None
         return torch.tensor([self.slot(p) for p in pids], dtype=torch.long)
 

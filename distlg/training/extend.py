@@ -25,7 +25,8 @@ from ..data.sampler import make_sampler
 from ..data.signal import Signal
 from ..geometry import PartitionGrid
 from ..modeldir.append import ExtendError, check_signal, extended_grid, write_extended
-from ..modeldir.format import ModelDir, check_new_directory, staged_directory
+from ..modeldir.format import ModelDir, check_new_directory
+from ..modeldir.output import in_place, output
 from ..nn import fused
 from ..nn.model import INR
 from ..resources import usable_device
@@ -83,8 +84,7 @@ def extend(model: str | Path | ModelDir, signal: Signal, out: str | Path | None 
     if md.is_checkpoint:
         raise ExtendError(f"{md.path} is a checkpoint; export it (distlg export) and extend that")
     check_signal(md, signal)
-    if out is not None:  # the files it will copy, checked before anything is written
-        md.verify([md.manifest["global"]] + list(md.manifest["partitions"]))
+    md.verify()  # what it will link, checked before anything is written
     grid = extended_grid(md.grid, signal.shape)
     new = list(range(md.grid.num_partitions, grid.num_partitions))
     resolved = settings.resolved(signal.kind, math.prod(grid.part_shape), 1)
@@ -97,13 +97,10 @@ def extend(model: str | Path | ModelDir, signal: Signal, out: str | Path | None 
     t0 = time.perf_counter()
     _train(inr, signal, plan, settings)
     seconds = time.perf_counter() - t0
-    if out is None:
-        path = md.path
-        write_extended(md, path, inr, grid, signal, new, copy=False)
-    else:
-        with staged_directory(out, md.path) as staging:
-            write_extended(md, staging, inr, grid, signal, new, copy=True)
-        path = Path(out)
+    inr = inr.cpu()
+    with (in_place(md) if out is None else output(out, md)) as location:
+        write_extended(md, location, inr, grid, signal, new)
+    path = md.path if out is None else out
     score = evaluate(inr, grid, signal, new).psnr
     return ExtendResult(path, grid, new, plan.steps, seconds, score, md.params(),
                         ModelDir.open(path).params())

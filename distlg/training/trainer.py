@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import resource
 import shutil
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,8 +29,8 @@ from ..data.sampler import make_sampler
 from ..data.signal import Signal, SignalInfo
 from ..data.store import open_signal
 from ..errors import WorkerLost
-from ..geometry import shard
 from ..metrics import Evaluation
+from ..modeldir.shards import owners
 from ..nn.model import INR
 from . import checkpoint, measured
 from .distributed import GlobalGradBucket, World
@@ -37,7 +38,7 @@ from .evaluation import evaluate, evaluate_sampled, score_subset
 from .optim import make_optimizer, run_steps
 from .plan import Plan, make_plan
 from .steps import training_step
-from .tracking import Tracker, TrainingDiverged, diverged_message
+from .tracking import Tracker, TrainingDiverged, diverged_message, fixed_views
 
 
 @dataclass
@@ -61,6 +62,10 @@ class TrainResult:
     resident sampler."""
     model_dir: Path | None = None
     model: INR | None = None
+    phases: dict = field(default_factory=dict)
+    """Seconds this worker spent in each part of the command: startup (signal, plan, model,
+    sampler), steps, checkpoints, model (the final model directory) and score (the final
+    evaluation)."""
 
 
 def train(config: Config, world: World | None = None, signal: Signal | None = None) -> TrainResult:
@@ -72,9 +77,7 @@ def train(config: Config, world: World | None = None, signal: Signal | None = No
     world = world or World.start(config.train.device,
                                  log_dir=str(out) if config.run.tensorboard else None)
     try:
-        torch.set_num_threads(config.train.threads or world.default_threads())
-        signal = signal or open_signal(config.signal.path)
-        return _train(make_plan(config, signal), world, signal, out)
+        return _train(config, world, signal, out)
     finally:
         if own_world:
             world.close()
@@ -127,10 +130,14 @@ def _claim_out(config: Config, rank: int) -> None:
             shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
 
 
-def _train(plan: Plan, world: World, signal: Signal, out: Path) -> TrainResult:
-    """The run ``plan`` decided (its ``settings``: every default resolved for ``signal``)."""
-    config = plan.settings
-    pids = shard(plan.grid, world.size)[world.rank]
+def _train(config: Config, world: World, signal: Signal | None, out: Path) -> TrainResult:
+    t0 = time.perf_counter()
+    phases = dict.fromkeys(("startup", "steps", "checkpoints", "model", "score"), 0.0)
+    torch.set_num_threads(config.train.threads or world.default_threads())
+    signal = signal or open_signal(config.signal.path)
+    plan = make_plan(config, signal)
+    config = plan.settings  # every default resolved for the signal: what the run reads
+    pids = owners(plan.grid, world.size)[1][world.rank]  # whole shards: one writer each
     model = INR(plan.arch, pids, seed=config.train.seed).to(world.device)
     coefficients = _attach_harmonizer(model, config, signal, world.device)
     bucket = GlobalGradBucket(model, world, tensors=None if coefficients is None else
@@ -152,17 +159,22 @@ def _train(plan: Plan, world: World, signal: Signal, out: Path) -> TrainResult:
         sampler, forward_backward, scale = measured.prepare(signal, plan, pids, world, config.train,
                                                            sampler, scale, coefficients)
     tracker = Tracker(world, config, plan, sampler, bucket, start)
+    phases["startup"] = time.perf_counter() - t0
+    pictures = (lambda: fixed_views(model, plan.grid, signal, world)) if measured.references(signal) else None
 
     def save(step: int) -> None:
+        t = time.perf_counter()
         model.store_coefficients()
         _check_finite(model, world, step, out)
         checkpoint.save(out, step, model, optimizer, world, plan.grid, info, config.to_dict())
+        phases["checkpoints"] += time.perf_counter() - t
 
     def after(done: int, sse: torch.Tensor) -> None:
         nonlocal step
         step = done
         if config.train.eval_every and done % config.train.eval_every == 0 and done < plan.steps:
-            tracker.eval(done, lambda: _evaluate(model, plan, signal, world, config, full=False))
+            tracker.eval(done, lambda: _evaluate(model, plan, signal, world, config, full=False),
+                         pictures)
         tracker.step(done, sse, scale)
         if config.run.checkpoint_every and done % config.run.checkpoint_every == 0:
             save(done)
@@ -184,17 +196,23 @@ def _train(plan: Plan, world: World, signal: Signal, out: Path) -> TrainResult:
     finally:
         sampler.close()
     seconds = tracker.elapsed()
+    phases["steps"] = seconds - phases["checkpoints"]
     if not (config.run.checkpoint_every and plan.steps % config.run.checkpoint_every == 0):
         save(plan.steps)  # also stores an INCODE model's final coefficients
+    t = time.perf_counter()
     model_dir = checkpoint.write_model(out / "model", model, world, plan.grid, info)
+    phases["model"] = time.perf_counter() - t
+    t = time.perf_counter()
     final = tracker.eval(plan.steps, lambda: _evaluate(model, plan, signal, world, config,
-                                                       full=not world.distributed))
+                                                       full=not world.distributed), pictures)
+    phases["score"] = time.perf_counter() - t
     tracker.close()
     rss = world.all_gather(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     steps_run = plan.steps - start
     return TrainResult(plan, final, steps_run, seconds,
                        steps_run * plan.samples_per_step / max(seconds, 1e-9), bucket.bytes_per_step,
-                       rss, tracker.history, dict(getattr(sampler, "stats", {})), model_dir, model)
+                       rss, tracker.history, dict(getattr(sampler, "stats", {})), model_dir, model,
+                       phases)
 
 
 def _evaluate(model: INR, plan: Plan, signal: Signal, world: World, config: Config,

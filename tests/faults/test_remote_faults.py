@@ -55,7 +55,7 @@ def start(root: Path, port: int = 0, handler=Dying) -> ThreadingHTTPServer:
 
 
 def weights(path: Path) -> dict[str, torch.Tensor]:
-    model, _ = ModelDir.open(path).load()
+    model = ModelDir.open(path).load()
     return model.state_dict()
 
 

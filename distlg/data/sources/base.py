@@ -3,6 +3,7 @@ error they raise and the checks of sample types and shapes."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
@@ -17,6 +18,8 @@ DTYPES = ("bool", "uint8", "uint16", "uint32", "int8", "int16", "int32", "float1
           "float64")
 """Sample types a source may have: all of them convert to float32 exactly or nearly so (bool is
 stored as uint8, ``mask_as_bytes``)."""
+SPACE_UNITS = ("angstrom", "nanometer", "micrometer", "millimeter", "centimeter", "meter")
+"""Units of --voxel-size: OME-NGFF's spatial units."""
 
 
 class IngestError(DistlgError):
@@ -40,10 +43,32 @@ class SourceOptions:
     record their own)."""
     sample_rate: float | None = None
     """Sample rate to record for arrays read as audio (WAV files record their own)."""
+    voxel_size: Sequence[float] | None = field(default=None, metadata={"metavar": "SIZE"})
+    """Physical size of one sample along each space axis (z y x for a volume, y x for an image
+    or a video's frames), in --voxel-unit: recorded for OME-Zarr renders (napari,
+    neuroglancer), which then show the signal at its true proportions."""
+    voxel_unit: str = field(default="micrometer", metadata={"choices": SPACE_UNITS})
+    """Unit of --voxel-size."""
 
     def __post_init__(self) -> None:
         if self.kind is not None and self.kind not in KINDS:
             raise IngestError(f"unknown signal kind {self.kind!r}; choose one of {', '.join(KINDS)}")
+        if self.voxel_size is not None:
+            sizes = [float(v) for v in self.voxel_size]
+            if not all(math.isfinite(v) and v > 0 for v in sizes):
+                raise IngestError(f"--voxel-size needs positive sizes, got {sizes}")
+            self.voxel_size = sizes
+
+    def spacing(self, kind: str, factor: int = 1) -> dict:
+        """The store's record of --voxel-size (one size per space axis of ``kind``; times
+        ``factor`` for a store downsampled by it), or none."""
+        if self.voxel_size is None:
+            return {}
+        space = [a for a in AXES[kind] if a != "t"]
+        if len(self.voxel_size) != len(space):
+            raise IngestError(f"--voxel-size needs {len(space)} sizes ({' '.join(space)}) for a "
+                              f"{kind}, got {len(self.voxel_size)}")
+        return {"voxel_size": [v * factor for v in self.voxel_size], "voxel_unit": self.voxel_unit}
 
 
 @dataclass
