@@ -119,8 +119,8 @@ def assert_equal_models(a: Path, b: Path) -> None:
 
 def test_a_url_reads_what_the_local_store_holds(root, url):
     local, served = open_signal(root / "image.zarr"), open_signal(f"{url}/image.zarr")
-    assert served.info == local.info and served.meta["fingerprint"] == local.meta["fingerprint"]
-    assert served.meta["store"] == f"{url}/image.zarr"
+    assert served.info == local.info and served.info.fingerprint == local.info.fingerprint
+    assert served.info.store == f"{url}/image.zarr"
     assert zarr.config.get("async.concurrency") == remote.CONCURRENCY
     for box in (((0, 32), (0, 32)), ((3, 21), (5, 30))):
         assert np.array_equal(served.read(box), local.read(box))

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import argparse
 
-from ..config import ExtendConfig, add_fields, given
+from ..config import ExtendConfig
+from ..flags import add_fields, given
 
 HELP = "encode samples appended to a signal by new partitions (one process)"
 

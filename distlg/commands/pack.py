@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass
-from typing import Literal
 
-from ..config import PartitionConfig, add_fields, given
+from ..config import PartitionConfig
+from ..defaults import Arch
+from ..flags import add_fields, given
 
 HELP = "write a store's chunks as per-worker tar shards that `distlg train --pack` streams"
 
@@ -29,8 +30,7 @@ class PackOptions:
     """Workers of the training runs that will read the pack (each gets its own shards)."""
     shard_mb: float = 256.0
     """Size of each tar shard in MB (a worker's chunks span as many shards as they need)."""
-    arch: Literal["local-global", "per-partition", "siren", "local-global-incode",
-                  "per-partition-incode", "incode"] = "local-global"
+    arch: Arch = "local-global"
     """Model family of the training runs (one SIREN or INCODE network has one partition and no
     halo)."""
     progress: bool = True

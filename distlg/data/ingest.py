@@ -72,7 +72,7 @@ class IngestOptions(SourceOptions):
     factors: Sequence[int] | None = None
     """Partitions per axis that training will use (one value, or one per axis); chunks are cut
     along their boundaries."""
-    partition_size: Sequence[int] | None = field(default=None, metadata={"by_kind": "partition_size"})
+    partition_size: Sequence[int] | None = field(default=None, metadata={"table": "partition_size"})
     """Target partition size per axis when --factors is not given (training's default)."""
     chunks: Sequence[int] | None = None
     """Chunk shape per signal axis, overriding the partition-aligned choice."""
@@ -211,9 +211,9 @@ def _discard(path: str | Path) -> None:
 def plan_chunks(src: Source, options: IngestOptions) -> dict:
     """The partition grid ingest assumes and the chunk shape aligned with it."""
     dims = src.shape[:-1]
-    size = _per_axis(options.partition_size, len(dims), "--partition-size") \
-        or defaults.partition_size(src.kind, dims)
-    factors = _per_axis(options.factors, len(dims), "--factors") or defaults.factors(dims, size)
+    factors, size = defaults.grid_factors(
+        src.kind, dims, _per_axis(options.factors, len(dims), "--factors"),
+        _per_axis(options.partition_size, len(dims), "--partition-size"))
     grid = PartitionGrid(dims, factors)
     value_bytes = src.shape[-1] * src.dtype.itemsize
     chunks = _per_axis(options.chunks, len(dims), "--chunks") or store.chunk_shape(

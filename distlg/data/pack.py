@@ -60,7 +60,7 @@ def _sizes(values: Sequence[int]) -> str:
 def describe(signal: Signal, grid: PartitionGrid, chunks: Sequence[int], workers: int) -> dict:
     """What pack.json says of the signal and the grid a pack is made for."""
     return {"format": FORMAT, "version": VERSION,
-            "signal": {"store": signal.meta.get("store"), "fingerprint": signal.meta.get("fingerprint"),
+            "signal": {"store": signal.info.store, "fingerprint": signal.info.fingerprint,
                        "kind": signal.kind, "shape": list(signal.shape), "channels": signal.channels,
                        "dtype": np.dtype(signal.data.dtype).str,
                        "value_range": [float(v) for v in signal.info.value_range]},

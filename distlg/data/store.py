@@ -8,8 +8,10 @@ key ``distlg``, say what the signal is and whether ingest finished:
     format, version    "distlg-signal", 1
     kind, axes         e.g. "video", ["t", "y", "x"] (channels are always the last array axis)
     value_range        raw values that map to -1 and +1
-    meta               fps or sample_rate, and the source's name and size in bytes
-    chunking           the partition size and factors ingest assumed, the chunk shape, and
+    meta               fps or sample_rate, and the source's name and size in bytes; what a
+                       downstream task's ingest did (downsample, noise, measurement)
+    chunking           the partition size and factors ingest assumed (training takes these
+                       factors when it is given no grid), the chunk shape, and
                        the shard shape where chunks are packed into shards (``--shard``)
     ingest             the source's fingerprint and progress (rows done, value statistics)
     complete           written last: a store without it is an interrupted ingest
@@ -251,10 +253,10 @@ def open_store(path: str | Path) -> Signal:
         raise StoreError(f"{path} is incomplete (ingest stopped after {done} of {array.shape[0]} "
                          f"{desc.get('axes', ['rows'])[0]} rows); run the same `distlg ingest` "
                          "again to resume it")
-    meta = {**desc.get("meta", {}), "store": str(path),
-            "fingerprint": fingerprint(desc.get("ingest", {}).get("fingerprint")
-                                       or desc.get("render"))}
-    return StoreSignal(array, desc["kind"], tuple(desc["value_range"]), meta)
+    facts = {**SignalInfo.facts(desc.get("meta", {})), "store": str(path),
+             "fingerprint": fingerprint(desc.get("ingest", {}).get("fingerprint") or desc.get("render")),
+             "ingest_factors": desc.get("chunking", {}).get("factors")}
+    return StoreSignal(array, desc["kind"], tuple(desc["value_range"]), **facts)
 
 
 class StoreSignal(Signal):
@@ -262,7 +264,7 @@ class StoreSignal(Signal):
     naming it (``integrity``), never zeros or a codec's traceback."""
 
     def read(self, box) -> np.ndarray:
-        return integrity.read_or_name(self.data, box, str(self.meta.get("store")))
+        return integrity.read_or_name(self.data, box, str(self.info.store))
 
 
 def fingerprint(source_identity: object) -> str:
@@ -285,7 +287,7 @@ def attributes(info: SignalInfo) -> dict:
     """What a store's attributes say about the signal ``info`` describes (shape, channels and
     dtype are the array's own)."""
     return {"kind": info.kind, "axes": list(info.axes), "value_range": list(info.value_range),
-            "meta": dict(info.meta)}
+            "meta": info.meta()}
 
 
 def stored_bytes(path: str | Path) -> int:

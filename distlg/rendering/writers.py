@@ -20,6 +20,7 @@ interrupted removes it (``Output.abort``), so nothing appears under the requeste
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -122,13 +123,13 @@ def _format_writer(path: Path, plan: RenderPlan, rate: float | None,
     if suffix == ".npy":
         return NpyWriter(path, plan.shape, info)
     if suffix == ".mp4":
-        fps = float(rate or info.meta.get("fps") or DEFAULT_FPS) * plan.render_grid.scale[0]
+        fps = float(rate or info.fps or DEFAULT_FPS) * plan.render_grid.scale[0]
         check_rate(fps, suffix, "the frame rate")
         return Mp4Writer(path, fps, info.channels)
     if suffix == ".png":
         return PngWriter(path, plan.shape, info)
     if suffix == ".wav":
-        sr = float(rate or info.meta.get("sample_rate") or DEFAULT_SAMPLE_RATE) * plan.render_grid.scale[0]
+        sr = float(rate or info.sample_rate or DEFAULT_SAMPLE_RATE) * plan.render_grid.scale[0]
         check_rate(sr, suffix, "the sample rate")
         return WavWriter(path, sr, info)
     iso = float(info.normalise(np.float32(np.mean(info.value_range) if level is None else level)))
@@ -182,15 +183,13 @@ class ZarrWriter:
         part = [min(n, max(1, round(p * s))) for n, p, s in
                 zip(grid.shape, plan.grid.part_shape, grid.scale)]
         chunks = store.chunk_shape(grid.shape, part, info.channels * info.dtype.itemsize)
-        meta = {k: v for k, v in info.meta.items() if k not in ("store", "fingerprint")}
-        for key in ("fps", "sample_rate"):
-            if key in meta:
-                meta[key] = float(meta[key]) * grid.scale[0]
+        rated = {k: getattr(info, k) * grid.scale[0] for k in ("fps", "sample_rate") if getattr(info, k)}
+        rendered = dataclasses.replace(info, store=None, fingerprint=None, **rated)
         region, scale = [list(r) for r in grid.region], list(grid.scale)
         # the store's identity (no source file): what was rendered, so that rendering the same
         # model, region and scale again writes the same bytes
         what = json.dumps([plan.md.manifest.raw, region, scale], sort_keys=True, default=str)
-        attrs = {**store.attributes(info), "meta": meta,
+        attrs = {**store.attributes(rendered),
                  "render": {"region": region, "scale": scale,
                             "id": hashlib.sha256(what.encode()).hexdigest()[:32]}}
         self.info = info

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from ..data.signal import Signal
+from ..defaults import SCORINGS
 from ..geometry import PartitionGrid, block_shape
 from ..metrics import SSIM_MAX_BYTES, Evaluation, psnr, ssim, ssim_bytes
 from ..nn import fused
@@ -125,7 +126,7 @@ def score_subset(grid: PartitionGrid, channels: int, mode: str = "auto") -> list
     """The partitions a score evaluates: None for all of them (``mode`` full, or auto on a
     signal of at most ``SAMPLED_ABOVE`` values), else whole blocks drawn at random (seed 0, the
     same for any worker count) holding about ``SAMPLED_VALUES`` values."""
-    if mode not in ("auto", "full", "sample"):
+    if mode not in SCORINGS:
         raise ValueError(f"unknown evaluation mode {mode!r}")
     total = math.prod(grid.shape) * channels
     if mode == "full" or (mode == "auto" and total <= SAMPLED_ABOVE):

@@ -55,7 +55,7 @@ def _train(model: INR, signal: Signal, plan: Plan, settings: ExtendConfig) -> No
     """Train the local sub-networks of ``model`` (the new partitions) with the global tensors
     frozen, by the trainer's step loop."""
     sampler = make_sampler(signal, plan.grid, model.partition_ids, plan.samples_per_partition,
-                           settings.seed, int(settings.memory_budget_gib * 2**30), settings.device)
+                           settings.seed, settings.memory_budget, settings.device)
     optimizer = make_optimizer(model, plan.lr, train_global=False)
     # an INCODE model's coefficients stay the stored constants: the global file is unchanged
     step = autograd_forward_backward if model.arch.incode else fused.forward_backward
@@ -87,7 +87,8 @@ def extend(model: str | Path | ModelDir, signal: Signal, out: str | Path | None 
     md.verify()  # what it will link, checked before anything is written
     grid = extended_grid(md.grid, signal.shape)
     new = list(range(md.grid.num_partitions, grid.num_partitions))
-    plan = steps_plan(settings, signal.kind, grid, md.arch, math.prod(grid.part_shape), 1, new)
+    resolved = settings.resolved(signal.kind, math.prod(grid.part_shape), 1)
+    plan = steps_plan(resolved, grid, md.arch, new)
     if out is not None:
         check_new_directory(out, md.path)  # refused before training
     inr = INR(md.arch, new, seed=settings.seed)

@@ -138,6 +138,7 @@ def _train(config: Config, world: World, signal: Signal | None, out: Path,
     torch.set_num_threads(config.train.threads or world.default_threads())
     signal = signal or open_signal(config.signal.path)
     plan = make_plan(config, signal)
+    config = plan.settings  # every default resolved for the signal: what the run reads
     pids = owners(plan.grid, world.size)[1][world.rank]  # whole shards: one writer each
     model = INR(plan.arch, pids, seed=config.train.seed).to(world.device)
     coefficients = _attach_harmonizer(model, config, signal, world.device)
@@ -150,7 +151,7 @@ def _train(config: Config, world: World, signal: Signal | None, out: Path,
     if config.signal.pack:
         source = open_pack(config.signal.pack).source(signal, plan.grid, world.size, world.rank)
     sampler = make_sampler(signal, plan.grid, pids, plan.samples_per_partition, config.train.seed,
-                           int(config.train.memory_budget_gib * 2**30), world.device, source=source)
+                           config.train.memory_budget, world.device, source=source)
     scale = 1.0 / (plan.samples_per_step * signal.channels)
     forward_backward = training_step(config.train.precision, config.train.kernel, world.device,
                                      coefficients, config.train.cuda_graph)
@@ -279,7 +280,7 @@ def _attach_harmonizer(model: INR, config: Config, signal: Signal, device: torch
 
     preview = measured.harmonizer_input(signal, incode.PREVIEW_PIXELS)
     preview = (incode.read_preview(signal) if preview is None else preview).to(device)
-    harmonizer = incode.build(model.arch, preview, config.train.seed, signal.meta.get("sample_rate"),
+    harmonizer = incode.build(model.arch, preview, config.train.seed, signal.info.sample_rate,
                               config.model.harmonizer_weights, config.model.harmonizer_bias).to(device)
     model.attach_harmonizer(harmonizer)
     return incode.StepCoefficients(harmonizer)

@@ -169,7 +169,7 @@ def test_two_ingests_into_one_new_store_one_refused_the_other_whole(tmp_path):
     from distlg.data.store import open_store
 
     signal = open_store(tmp_path / "s.zarr")
-    source = signal.meta["source"].split(":")[1].split("@")[0]
+    source = signal.info.source.split(":")[1].split("@")[0]
     expected = builtin(f"{source}@256x256").data
     assert (signal.data[:] == expected).all()
 

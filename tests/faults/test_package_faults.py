@@ -7,7 +7,7 @@ from pathlib import Path
 
 from distlg import __version__
 from distlg.cli import main
-from distlg.config import load
+from distlg.flags import load
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -10,6 +10,7 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
+from ...defaults import KINDS
 from ...errors import DistlgError
 from ..signal import AXES
 
@@ -34,7 +35,7 @@ class IngestError(DistlgError):
 class SourceOptions:
     """How to read a source where the file does not say."""
 
-    kind: str | None = field(default=None, metadata={"choices": tuple(AXES)})
+    kind: str | None = field(default=None, metadata={"choices": KINDS})
     """Read the source as this kind: a folder of frames or a TIFF stack as a volume (z, y, x)
     instead of a video; an array as any kind whose axes match. Default: from the source."""
     shape: Sequence[int] | None = None
@@ -55,8 +56,8 @@ class SourceOptions:
     """Unit of --voxel-size."""
 
     def __post_init__(self) -> None:
-        if self.kind is not None and self.kind not in AXES:
-            raise IngestError(f"unknown signal kind {self.kind!r}; choose one of {', '.join(AXES)}")
+        if self.kind is not None and self.kind not in KINDS:
+            raise IngestError(f"unknown signal kind {self.kind!r}; choose one of {', '.join(KINDS)}")
         for name, value, most in (("fps", self.fps, MAX_FPS), ("sample-rate", self.sample_rate,
                                                                MAX_SAMPLE_RATE)):
             if value is not None and not (math.isfinite(value) and 0 < value <= most):
