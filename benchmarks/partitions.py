@@ -132,6 +132,7 @@ def measure(work: Path, side: int, code: Path | None, extra: bool) -> dict:
         shutil.rmtree(work / name, ignore_errors=True)
     r["render"], r["render_rss"], _ = run(["render", str(model), "--region", "0:64,0:64,0:64",
                                            "--out", str(work / "r.npy"), "--no-progress"], code)
+    (work / "r.npy").unlink()
     shutil.rmtree(work / "ex", ignore_errors=True)
     if extra:
         r["resume_2"] = launch(["train", "--signal", str(store), "--steps", "4", "--out", str(out),

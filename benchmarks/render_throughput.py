@@ -62,7 +62,7 @@ def build_model(path: Path) -> None:
 
     grid = PartitionGrid(SHAPE, FACTORS, OVERLAPS)
     arch = fit_widths("local-global", PARAMS, grid.num_partitions, 3, 3)
-    info = SignalInfo("video", SHAPE, 3, np.dtype("uint8"), (0.0, 255.0), {"fps": 25})
+    info = SignalInfo("video", SHAPE, 3, np.dtype("uint8"), (0.0, 255.0), fps=25)
     write_model(path, INR(arch, range(grid.num_partitions)), World(), grid, info)
 
 

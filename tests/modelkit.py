@@ -44,7 +44,8 @@ def random_model(path: Path, shape: tuple[int, ...], factors: tuple[int, ...], k
     arch = Architecture("local-global", len(shape), channels, hidden_layers=2, local_width=8,
                         global_width=12)
     model = INR(arch, range(grid.num_partitions), seed=seed)
-    info = SignalInfo(kind, shape, channels, np.dtype(dtype), value_range, dict(meta or {}))
+    info = SignalInfo(kind, shape, channels, np.dtype(dtype), value_range,
+                      **SignalInfo.facts(meta or {}))
     if fmt == "safetensors":
         path.mkdir(parents=True)
         write_files_model(path, grid, arch, info, model.global_state(),

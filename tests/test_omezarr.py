@@ -193,9 +193,11 @@ def test_ingest_records_the_voxel_size_and_the_model_carries_it(tmp_path, capsys
     assert not (tmp_path / "bad.zarr").exists()
     assert main(["ingest", str(tmp_path / "vol.npy"), str(tmp_path / "vol.zarr"), "--voxel-size",
                  "2", "0.5", "0.5", "--voxel-unit", "nanometer", "--no-progress"]) == 0
-    meta = open_signal(tmp_path / "vol.zarr").meta
-    assert meta["voxel_size"] == [2.0, 0.5, 0.5] and meta["voxel_unit"] == "nanometer"
+    stored = open_signal(tmp_path / "vol.zarr").info
+    assert stored.voxel_size == (2.0, 0.5, 0.5) and stored.voxel_unit == "nanometer"
     from distlg.data.signal import SignalInfo
 
-    info = SignalInfo("volume", (8, 8, 8), 1, np.dtype("uint8"), (0, 255), meta)
-    assert SignalInfo.from_dict(info.to_dict()).meta["voxel_size"] == [2.0, 0.5, 0.5]
+    info = SignalInfo("volume", (8, 8, 8), 1, np.dtype("uint8"), (0, 255),
+                      voxel_size=stored.voxel_size, voxel_unit=stored.voxel_unit)
+    assert SignalInfo.from_dict(info.to_dict()).voxel_size == (2.0, 0.5, 0.5)
+    assert info.to_dict()["meta"]["voxel_size"] == [2.0, 0.5, 0.5]  # on disk as before

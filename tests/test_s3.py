@@ -176,7 +176,7 @@ def test_ingest_to_s3_writes_the_local_store_with_the_marker_last(endpoint, loca
     if shard:
         assert main(["ingest", SOURCE, str(plain), *CHUNKING, *shard, "--no-progress"]) == 0
     served, here = open_signal(url), open_signal(plain)
-    assert served.info == here.info and served.meta["fingerprint"] == here.meta["fingerprint"]
+    assert served.info == here.info and served.info.fingerprint == here.info.fingerprint
     assert np.array_equal(np.asarray(served.data[...]), np.asarray(here.data[...]))
     assert store.stored_bytes(url) == store.stored_bytes(plain)
     # again: up to date, nothing written
@@ -214,7 +214,7 @@ def test_an_existing_remote_store_is_replaced_only_with_overwrite(endpoint, caps
     assert open_signal(url).info.channels == 3
     assert main(["ingest", "builtin:camera@64x64", url, *CHUNKING, "--no-progress", "--overwrite"]) == 0
     camera = open_signal(url)
-    assert camera.info.channels == 1 and camera.meta["source"] == "builtin:camera@64x64"
+    assert camera.info.channels == 1 and camera.info.source == "builtin:camera@64x64"
 
 
 def test_objects_that_are_not_a_store_are_not_replaced(endpoint, capsys):
@@ -237,7 +237,7 @@ def test_https_is_read_only_for_ingest(capsys, tmp_path):
 # -- reading ---------------------------------------------------------------------------------------
 def test_s3_reads_what_the_local_store_holds(remote_store, local):
     served, here = open_signal(remote_store), open_signal(local)
-    assert served.meta["store"] == remote_store
+    assert served.info.store == remote_store
     for box in (((0, 64), (0, 64)), ((3, 41), (5, 60))):
         assert np.array_equal(served.read(box), here.read(box))
     assert_same_stream(here, served, PartitionGrid((64, 64), (2, 2)), [0, 3], 50, steps=3)

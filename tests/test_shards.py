@@ -243,13 +243,17 @@ def test_info_reads_a_small_root_document(shards_model, capsys):
     assert "32 of 32 present" in out and "stored" in out
 
 
-def test_info_loads_no_torch(shards_model):
+def test_info_export_and_crop_load_no_torch(shards_model, tmp_path):
+    """They move checked bytes (numpy and zarr), never tensors: no second of importing torch."""
     import subprocess
     import sys
 
+    model, out = str(shards_model), str(tmp_path)
     probe = ("import contextlib, io, sys\nfrom distlg.cli import main\n"
              "with contextlib.redirect_stdout(io.StringIO()):\n"
-             f"    assert main(['info', {str(shards_model)!r}]) == 0\n"
+             f"    assert main(['info', {model!r}]) == 0\n"
+             f"    assert main(['export', {model!r}, {out + '/e'!r}, '--no-progress']) == 0\n"
+             f"    assert main(['crop', {model!r}, {out + '/c'!r}, '--keep', '0:4', '--no-progress']) == 0\n"
              "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "False", out.stderr

@@ -18,6 +18,7 @@ or a missing axis means the whole axis; or name axes: t=0:50.
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 HELP = "keep a region of a model, dropping the other partitions"
 
@@ -46,6 +47,7 @@ def run(args: argparse.Namespace) -> int:
     from ..errors import DistlgError
     from ..modeldir.crop import crop, select
     from ..modeldir.format import ModelDir
+    from ..outputs import check_apart, exclusive, refuse_url
     from ..rendering.region import bounding_box, box_text, parse_along, parse_box, parse_ids
     from .info import weights_text
 
@@ -53,6 +55,12 @@ def run(args: argparse.Namespace) -> int:
         raise DistlgError("give either OUT or --in-place")
     if not (args.keep or args.drop or args.drop_partitions or args.drop_along):
         raise DistlgError("nothing to crop: give --keep, --drop, --drop-partitions or --drop-along")
+    if args.out is not None:
+        refuse_url(args.out, "OUT", writable=("s3",))
+        if "://" not in str(args.out) and Path(args.out).resolve() == Path(args.model).resolve():
+            raise DistlgError(f"OUT {args.out} is the model itself; use --in-place to crop it "
+                              "where it is")
+        check_apart(args.out, {"model": args.model}, "OUT")
     md = ModelDir.open(args.model)
     shape, axes = md.grid.shape, md.signal.axes
     kept = select(md, keep=[parse_box(b, shape, axes) for b in args.keep],
@@ -60,7 +68,8 @@ def run(args: argparse.Namespace) -> int:
                   drop_ids=[i for text in args.drop_partitions
                             for i in parse_ids(text, md.grid.num_partitions)],
                   drop_along=[parse_along(text, axes, md.grid.factors) for text in args.drop_along])
-    report = crop(md, kept, args.out, progress=args.progress)
+    with exclusive(args.out or args.model, "OUT" if args.out else "MODEL"):
+        report = crop(md, kept, args.out, progress=args.progress)
     before, after = report.before, report.after
     print(f"kept {len(report.kept):,} of {len(report.kept) + len(report.dropped):,} partitions "
           f"(region {box_text(bounding_box(md.grid, report.kept))}) in {report.path}")

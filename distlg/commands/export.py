@@ -43,11 +43,16 @@ def arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..modeldir.export import export
+    from ..modeldir.export import export, find_checkpoint
+    from ..outputs import check_apart, exclusive, refuse_url
     from .info import stored_text, weights_text
 
-    md = export(args.checkpoint, args.out, progress=args.progress, fmt=args.format,
-                quantize=args.quantize, scale=args.scale)
+    refuse_url(args.out, "OUT", writable=("s3",))
+    source = find_checkpoint(args.checkpoint).path  # a run's latest: RUN/exported is fine
+    check_apart(args.out, {"checkpoint": source}, "OUT")
+    with exclusive(args.out, "OUT"):
+        md = export(source, args.out, progress=args.progress, fmt=args.format,
+                    quantize=args.quantize, scale=args.scale)
     print(f"exported {len(md.partition_ids)} partitions to {md.path}; {weights_text(md.params())}"
           + (f"; {stored_text(md)}" if getattr(md, "quantization", None) else ""))
     return 0

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import argparse
 
-from ..config import ExtendConfig, add_fields, given
+from ..config import ExtendConfig
+from ..flags import add_fields, given
 
 HELP = "encode samples appended to a signal by new partitions (one process)"
 
@@ -36,19 +37,29 @@ def arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import os
+
     import torch
 
     from ..data.store import open_signal
     from ..errors import DistlgError
+    from ..outputs import check_apart, exclusive, refuse_url
     from ..training.extend import extend
     from .info import weights_text
 
     if (args.out is None) == (not args.in_place):
         raise DistlgError("give either OUT or --in-place")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise DistlgError("extend runs in one process: start it as `distlg extend ...`, not under "
+                          "accelerate launch or torchrun")
+    if args.out is not None:
+        refuse_url(args.out, "OUT", writable=("s3",))
+        check_apart(args.out, {"model": args.model, "signal": args.signal}, "OUT")
     settings = ExtendConfig(**given(args, ExtendConfig))
     if settings.threads:
         torch.set_num_threads(settings.threads)
-    r = extend(args.model, open_signal(args.signal), args.out, settings)
+    with exclusive(args.out or args.model, "OUT" if args.out else "MODEL"):
+        r = extend(args.model, open_signal(args.signal), args.out, settings)
     print(f"added partitions {r.new_partitions[0]}-{r.new_partitions[-1]} ({len(r.new_partitions)}), "
           f"trained {r.steps} steps in {r.seconds:.1f} s; PSNR of the new region "
           f"{r.psnr:.2f} dB; model in {r.path}")

@@ -25,8 +25,9 @@ HELP = ("describe a model (geometry, partitions present and missing, weights, re
 
 
 def arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", metavar="MODEL", help="model directory (or checkpoint), or a signal "
-                   "store written by `distlg ingest` (a path, or an https:// or s3:// URL)")
+    p.add_argument("model", metavar="MODEL", help="model directory (or checkpoint; of a run "
+                   "directory its final model, else its latest checkpoint), or a signal store "
+                   "written by `distlg ingest` (a path, or an https:// or s3:// URL)")
 
 
 def weights_text(params: dict[str, int]) -> str:
@@ -68,7 +69,7 @@ def describe(md: ModelDir) -> list[str]:
     s, g, a = md.signal, md.grid, md.arch
     present = md.present
     held = int(present.sum())
-    source = s.meta.get("source")
+    source = s.source
     layout = "one file per partition" if md.version == 1 else \
         f"shards of {_sizes(md.shards.block)} partitions"
     lines = [
@@ -107,8 +108,8 @@ def _held_volume(grid, present: np.ndarray) -> int:
 
 def describe_store(path: str) -> list[str]:
     """The lines ``distlg info STORE`` prints; an incomplete store is described, not refused."""
-    from ..data import store
-    from ..data.signal import StoreError
+    from ..data import integrity, remote, store
+    from ..data.signal import SignalInfo, StoreError
 
     array = store.open_array(store.location(path))
     if array is None:
@@ -119,6 +120,14 @@ def describe_store(path: str) -> list[str]:
     state = ("complete" if desc.get("complete") else
              f"incomplete: ingest stopped after {done} of {shape[0]} {axes[0]} rows; run the "
              "same `distlg ingest` again to resume it")
+    if "render" in desc and not desc.get("complete"):
+        state = "incomplete: a render that did not finish; render it again"
+    elif desc.get("complete") and (desc.get("integrity") or {}).get("every_chunk") \
+            and not remote.is_url(path):  # every chunk was written: each must be there
+        missing, total = integrity.missing_chunks(path, array)
+        if missing:
+            state = (f"damaged: chunk {missing[0]} is missing ({len(missing)} of {total}); "
+                     "ingest it again")
     values = (f"values {desc['value_range'][0]:g}..{desc['value_range'][1]:g}"
               if "value_range" in desc else "value range not yet known")
     source = desc.get("meta", {}).get("source")
@@ -134,23 +143,24 @@ def describe_store(path: str) -> list[str]:
                                     f"{_sizes(chunking['part_shape'])}"
                                     if chunking.get("factors") and chunking.get("part_shape") else ""),
         f"stored      {raw:,} bytes in {stored:,} ({raw / max(stored, 1):.1f}x)",
-        *_task_lines(desc.get("meta", {})),
+        *_task_lines(SignalInfo.facts(desc.get("meta", {}))),
     ]
 
 
-def _task_lines(meta: dict) -> list[str]:
-    """What ingest did for a downstream task (``distlg.data.degrade``), if anything."""
-    m, lines = meta.get("measurement"), []
+def _task_lines(facts: dict) -> list[str]:
+    """What ingest did for a downstream task (``distlg.data.degrade``), if anything; ``facts``
+    as ``SignalInfo.facts`` reads them."""
+    m, lines = facts.get("measurement"), []
     if m:
-        kind = "the image is its reference" if m.get("reference", True) else (
+        kind = "the image is its reference" if m.reference else (
             "measured: the image is its back-projection, no reference")
-        lines.append(f"task        CT: sinogram {_sizes(m['shape'])} at {len(m['angles'])} "
+        lines.append(f"task        CT: sinogram {_sizes(m.shape)} at {len(m.angles)} "
                      f"angles; {kind}")
-    if int(meta.get("downsample", 1)) > 1:
-        lines.append(f"task        super-resolution: {meta['downsample']}x block means of "
-                     f"{_sizes(meta.get('original_shape', []))}")
-    if meta.get("noise"):
-        lines.append(f"task        denoising: {meta['noise']} noise, seed {meta.get('noise_seed')}")
+    if facts.get("downsample", 1) > 1:
+        lines.append(f"task        super-resolution: {facts['downsample']}x block means of "
+                     f"{_sizes(facts.get('original_shape', []))}")
+    if facts.get("noise"):
+        lines.append(f"task        denoising: {facts['noise']} noise, seed {facts.get('noise_seed')}")
     return lines
 
 

@@ -77,19 +77,24 @@ def _positive(text: str) -> int:
 def run(args: argparse.Namespace) -> int:
     import math
     import time
+    from pathlib import Path
 
     import torch
-    from tqdm.auto import tqdm
 
     from ..data.store import open_signal
     from ..errors import DistlgError
     from ..modeldir.format import ModelDir
+    from ..outputs import check_apart, exclusive, refuse_url
+    from ..progress import progress
     from ..rendering import omezarr
     from ..rendering.compare import Comparison
+    from ..rendering.limits import check_options, check_space
     from ..rendering.region import box_text, parse_box, parse_scale
     from ..rendering.render import RegionRender
     from ..rendering.writers import held_per_value, open_writer
 
+    refuse_url(args.out, "--out")
+    check_apart(args.out, {"model": args.model, "signal to compare with": args.compare}, "--out")
     if args.threads:
         torch.set_num_threads(args.threads)
     md = ModelDir.open(args.model)
@@ -102,27 +107,32 @@ def run(args: argparse.Namespace) -> int:
     plans = [plan]
     if ome:  # one render per pyramid level, each at its own scale
         omezarr.check_ome(plan.info, args.ome_version, args.levels)
+        check_options(Path(args.out), plan.info, plan.render_grid.scale[0], args.rate, args.level)
+        check_space(Path(args.out), plan.shape, plan.info)
         levels = args.levels or omezarr.auto_levels(plan.render_grid.shape, plan.info)
         plans = [plan] + [RegionRender(md, region, s, args.fill, args.device) for s in
                           omezarr.level_scales(plan.render_grid.scale, plan.info, levels)[1:]]
     compare = Comparison(open_signal(args.compare), plan) if args.compare else None
     values = math.prod(plan.shape)
     t0 = time.perf_counter()
-    writer = (omezarr.open_ome_writer(args.out, plans, args.ome_version) if ome
-              else open_writer(args.out, plan, args.rate, args.level))
-    try:  # from here on an error or an interrupt (SIGINT, SIGTERM) removes the staging folder
-        total = sum(math.prod(p.shape) for p in plans)
-        with tqdm(total=total, unit="value", unit_scale=True, disable=not args.progress) as bar:
-            for level, part in enumerate(plans):
-                for slab in part:
-                    writer.write(slab)
-                    if compare is not None and level == 0:
-                        compare.add(slab)
-                    bar.update(slab.values.size)
-        writer.close()
-    except BaseException as exc:
-        writer.abort()
-        raise _nothing_written(exc, args.out) from None
+    with exclusive(args.out, "--out"):  # one render to a name at a time
+        writer = None
+        try:  # from here on an error or an interrupt (SIGINT, SIGTERM) removes the staging folder
+            writer = (omezarr.open_ome_writer(args.out, plans, args.ome_version) if ome
+                      else open_writer(args.out, plan, args.rate, args.level))
+            total = sum(math.prod(p.shape) for p in plans)
+            with progress(total, "value", "render", enabled=args.progress, unit_scale=True) as bar:
+                for level, part in enumerate(plans):
+                    for slab in part:
+                        writer.write(slab)
+                        if compare is not None and level == 0:
+                            compare.add(slab)
+                        bar.update(slab.values.size)
+            writer.close()
+        except BaseException as exc:
+            if writer is not None:  # (the writers clean up after themselves when they fail)
+                writer.abort()
+            raise _nothing_written(exc, args.out) from None
     seconds = time.perf_counter() - t0
     print(f"rendered {box_text(region)} at scale {args.scale}: {' x '.join(map(str, plan.shape))} = "
           f"{values:,} values from {len(plan.reads)} partition(s) in {seconds:.2f} s "

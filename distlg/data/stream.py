@@ -46,6 +46,7 @@ from typing import Generator, Protocol, Sequence
 import numpy as np
 import torch
 
+from ..defaults import MEMORY_BUDGET
 from ..geometry import Box, PartitionGrid
 from . import remote
 from .draws import Batch, SamplerError, check_seed, random_positions, shard_region, to_device
@@ -168,7 +169,7 @@ def is_remote(signal: Signal, source: ChunkSource | None = None) -> bool:
     """Whether the chunks come over a network: from a store or a pack named by a URL."""
     if source is not None:
         return bool(getattr(source, "remote", False))
-    return remote.is_url(signal.meta.get("store", ""))
+    return remote.is_url(signal.info.store or "")
 
 
 def read_ahead(signal: Signal, memory_budget: int, chunk_bytes: int) -> int:
@@ -187,7 +188,7 @@ class StreamingSampler:
     mode = "streaming"
 
     def __init__(self, signal: Signal, grid: PartitionGrid, pids: Sequence[int], n: int,
-                 seed: int = 0, memory_budget: int = 4 << 30, device: str | torch.device = "cpu",
+                 seed: int = 0, memory_budget: int = MEMORY_BUDGET, device: str | torch.device = "cpu",
                  window: int | None = None, source: ChunkSource | None = None):
         if tuple(grid.shape) != signal.shape:
             raise ValueError(f"grid shape {grid.shape} does not match signal shape {signal.shape}")

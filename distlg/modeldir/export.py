@@ -41,6 +41,9 @@ def export(source: str | Path, out: str | Path, progress: bool = False,
     if quantize is not None and fmt != "shards":
         raise QuantizeError("--quantize writes format 2 (shards); leave out --format safetensors")
     src = find_checkpoint(source)
+    here = src.location.path
+    if here is not None and "://" not in str(out) and Path(out).resolve() == here.resolve():
+        raise ModelDirError(f"{out} is the checkpoint itself; export it to a new directory")
     if quantize is not None and getattr(src, "quantization", None) is not None:
         raise QuantizeError(f"{src.path} is quantized already ({src.quantization.name}); export "
                             "its checkpoint instead, or leave out --quantize to copy it")

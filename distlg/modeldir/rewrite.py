@@ -92,7 +92,7 @@ def _shards_subset(src: ShardedModel, out: Location, keep: np.ndarray, progress:
             target.link(local, shard)
         else:
             target.write(shard, data.keep(kept))
-    src.read_global()   # checked before it is linked
+    src.read_global_flat()  # checked before it is linked; numpy only, so crop needs no torch
     write_checksums(out, src, codes)
     if count:
         target.copy_metadata(local)
@@ -121,7 +121,8 @@ def _quantized_subset(src: ModelDir, out: Location, keep: np.ndarray, asked: Qua
     local, glob = local_layout(src.arch), global_layout(src.arch)
     shards = src.shards if isinstance(src, ShardedModel) else ShardGrid.for_grid(src.grid.factors)
     groups = _groups(shards, keep) if local.width else []
-    flat = glob.pack_one(src.read_global())[None]
+    flat = (src.read_global_flat() if isinstance(src, ShardedModel)
+            else glob.pack_one(src.read_global()))[None]
     quant = Quantization(asked.dtype, asked.scale, level=asked.level)
     if quant.dtype == "int8":
         glob_scales = tuple(quant.codes(glob, constants).scales(flat)[0].tolist())
@@ -184,7 +185,7 @@ def global_crc(src: ShardedModel) -> int:
     known = src.manifest.raw.get("global", {}).get("crc32c")
     if known is not None:
         return int(known)
-    flat = global_layout(src.arch).pack_one(src.read_global())
+    flat = src.read_global_flat()
     return crc32c(flat.astype("<f4").tobytes())
 
 

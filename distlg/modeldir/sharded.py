@@ -144,7 +144,9 @@ class ShardedModel(ModelDir):
         return len(files), sum(p.stat().st_size for p in files)
 
     # -- reading ---------------------------------------------------------------------------------
-    def read_global(self, state: str | None = None) -> dict[str, torch.Tensor]:
+    def read_global_flat(self, state: str | None = None) -> np.ndarray:
+        """The global values (or their Adam moment ``state``) as one flat float32 array,
+        checked against the manifest's checksum (no torch needed)."""
         name = GLOBAL if state is None else optim_name(GLOBAL, state)
         q = self.quantization if state is None else None
         codes = q.codes(self.global_layout, tuple(self.arch.constant_shapes())) if q else None
@@ -160,6 +162,10 @@ class ShardedModel(ModelDir):
                                 "model's checksum (replaced by another model's?)")
         if codes is not None:
             values = codes.decode(values[None], q.global_scales)[0]
+        return values
+
+    def read_global(self, state: str | None = None) -> dict[str, "torch.Tensor"]:
+        values = self.read_global_flat(state)
         return {k: v[0] for k, v in self.global_layout.unpack(values[None]).items()}
 
     def read_local(self, pids: Sequence[int], state: str | None = None) -> dict[str, torch.Tensor]:

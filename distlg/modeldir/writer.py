@@ -11,10 +11,9 @@ whole shards (``geometry.shard`` with the shard block): a shard has one writer.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
-import torch
 
 from ..geometry import PartitionGrid
 from ..nn.architecture import Architecture
@@ -36,6 +35,9 @@ from .sharded import (
 )
 from .shards import ShardedArray, ShardGrid, crc32c
 
+if TYPE_CHECKING:  # imported where tensors are packed: export and crop run without torch
+    import torch
+
 
 class ShardWriter:
     """Writes one version-2 model directory (or checkpoint) at ``location``."""
@@ -49,12 +51,14 @@ class ShardWriter:
     def _array(self, name: str) -> ShardedArray:
         return ShardedArray(self.location.child(name), self.shards, self.layout.width)
 
-    def write(self, pids: Sequence[int], stacks: dict[str, torch.Tensor],
-              moments: dict[str, dict[str, torch.Tensor]] | None = None,
+    def write(self, pids: Sequence[int], stacks: dict[str, "torch.Tensor"],
+              moments: dict[str, dict[str, "torch.Tensor"]] | None = None,
               sync_to_disk: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """Write the shards holding ``pids`` (sorted) from ``stacks`` [len(pids), *shape] per
         local tensor (rows in ``pids``' order) and, in a checkpoint, ``moments[state]`` alike.
         Returns (pids, crc32c of each one's chunk)."""
+        import torch
+
         pids = np.asarray(pids, dtype=np.int64)
         if len(pids) and (np.diff(pids) <= 0).any():
             raise ValueError("partition ids must be sorted and unique")
@@ -76,11 +80,13 @@ class ShardWriter:
                     crcs[rows.numpy()] = written
         return pids, crcs
 
-    def finish(self, pids: np.ndarray, crcs: np.ndarray, global_tensors: dict[str, torch.Tensor],
-               global_moments: dict[str, dict[str, torch.Tensor]] | None = None,
-               training: dict | None = None, harmonizer: dict[str, torch.Tensor] | None = None) -> None:
+    def finish(self, pids: np.ndarray, crcs: np.ndarray, global_tensors: dict[str, "torch.Tensor"],
+               global_moments: dict[str, dict[str, "torch.Tensor"]] | None = None,
+               training: dict | None = None, harmonizer: dict[str, "torch.Tensor"] | None = None) -> None:
         """Write what is not a shard, the root document last. ``pids``/``crcs``: every
         partition written (by any worker) and its checksum."""
+        import torch
+
         codes = np.zeros(self.grid.num_partitions, dtype=np.uint64)
         codes[np.asarray(pids, dtype=np.int64)] = PRESENT_BIT | np.asarray(crcs, dtype=np.uint64)
         write_small(self.location, PARTITIONS, codes.reshape(self.grid.factors),
@@ -106,9 +112,11 @@ class ShardWriter:
         self.location.write(ROOT, group_document({"distlg": attrs}), sync_to_disk=True)
 
 
-def write_harmonizer(location: Location, tensors: dict[str, torch.Tensor]) -> dict:
+def write_harmonizer(location: Location, tensors: dict[str, "torch.Tensor"]) -> dict:
     """An INCODE checkpoint's harmonizer (weights, and ``optim.<state>.<name>`` moments) as
     flat arrays; returns its manifest section (the layout)."""
+    import torch
+
     weights = {k: v for k, v in tensors.items() if not k.startswith("optim.")}
     layout = Layout({k: tuple(v.shape) for k, v in weights.items()})
     write_small(location, f"optim/{HARMONIZER}", layout.pack_one(weights))

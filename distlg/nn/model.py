@@ -17,7 +17,7 @@ stacked, ``[P, in, out]``, so every local layer is one batched matmul. ``arch`` 
 - ``siren``: the global branch alone with a linear output layer (one MLP for the signal).
 
 With ``merge="bias"`` the global branch runs on a coarse lattice of points per partition
-(``distlg.lattice``) instead of at every sample, and its projections enter the local layers as
+(``distlg.nn.lattice``) instead of at every sample, and its projections enter the local layers as
 a position-dependent bias:
 
     l_d = sin(w0 (l_{d-1} Wl_d[p] + bl_d[p] + Z_d(x)))     y = l_L Wo[p] + bo[p] + Z_out(x)
@@ -34,6 +34,11 @@ with the (a, b, c, d) of the layer's set (``Architecture.coefficient_sets``): ro
 ``coefficients`` argument while training (the harmonizer's output, differentiable), else of the
 stored buffer ``incode.coefficients``. a = b = c = d = 0 is SIREN's activation.
 
+``INR.forward`` is the one forward pass of every model (``distlg.nn.layers.forward_layers``):
+the training steps run it with a matmul policy (float32, bfloat16, Triton kernels) and INCODE
+coefficients as arguments, and the fused step (``distlg.nn.fused``) runs it through a tape
+and backpropagates by hand.
+
 Initialisation is SIREN's: first layers U(-1/in, 1/in), later layers U(-sqrt(6/in)/w0, ..),
 biases U(-1/sqrt(in), 1/sqrt(in)). Partition p's local weights are a counter-based hash of
 (seed, p, tensor, element) (``counter_uniform``: every held partition at once, no loop over
@@ -44,33 +49,16 @@ not depend on which other partitions a module holds. Nothing here knows about di
 from __future__ import annotations
 
 import math
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ..errors import DistlgError
 from . import lattice
 from .architecture import ARCHS, COEFFICIENTS, MERGES, Architecture  # noqa: F401 - re-exported
-
-
-def incode_sine(z: Tensor, coefficients: Tensor, w0: float) -> Tensor:
-    """INCODE's activation exp(a) sin(exp(b) w0 z + c) + d; ``coefficients`` = (a, b, c, d)."""
-    a, b, c, d = coefficients.unbind(-1)
-    return torch.exp(a) * torch.sin(torch.exp(b) * (w0 * z) + c) + d
-
-
-class Activation:
-    """The sine of one forward pass: SIREN's sin(w0 z), or INCODE's with per-set coefficients."""
-
-    def __init__(self, arch: Architecture, coefficients: Tensor | None):
-        self.w0, self.sets = arch.w0, arch.coefficient_sets
-        self.coefficients = coefficients
-
-    def __call__(self, z: Tensor, layers: str) -> Tensor:
-        if not self.sets:
-            return torch.sin(self.w0 * z)
-        return incode_sine(z, self.coefficients[self.sets.index(layers)], self.w0)
+from .layers import FP32, Activation, Matmuls, forward_layers, incode_sine  # noqa: F401 - re-exported
 
 
 # -- initialisation ------------------------------------------------------------------------------
@@ -279,57 +267,51 @@ class INR(nn.Module):
         for n, shape in self.arch.constant_shapes().items():
             self.constant(n).copy_(_checked(tensors, n, shape))
 
-    # -- reference forward (autograd) -------------------------------------------------------------
+    # -- the forward pass ---------------------------------------------------------------------------
     def activation(self, coefficients: Tensor | None = None) -> Activation:
         """The sine of a forward pass: INCODE's takes ``coefficients`` or the stored ones."""
         if coefficients is None and self.arch.incode:
             coefficients = self.constant(COEFFICIENTS)
         return Activation(self.arch, coefficients)
 
+    def weights(self, rows: slice | Tensor | None = None) -> Callable[[str], Tensor]:
+        """A pass's tensors by name: the shared ones whole, the local stacks at ``rows`` (a
+        slice of the held partitions, or their slots on the model's device; None: all)."""
+        def get(name: str) -> Tensor:
+            t = self[name]
+            if rows is None or not name.startswith("local."):
+                return t
+            return t[rows] if isinstance(rows, slice) else t.index_select(0, rows)
+        return get
+
     def forward(self, coords: Tensor, pids: Sequence[int] | Tensor | None = None,
-                coefficients: Tensor | None = None) -> Tensor:
+                coefficients: Tensor | None = None, matmuls: Matmuls = FP32) -> Tensor:
         """Values at ``coords`` [P', n, in] grouped by partition; ``pids`` [P'] names the
         partition of each group (default: every held partition, in order). Returns [P', n, out].
-        ``coefficients`` [sets, 4]: an INCODE model's activation coefficients (default: stored).
 
-        This is the plain autograd formulation; ``distlg.nn.fused`` computes the same thing faster.
-        """
-        a = self.arch
+        ``coefficients`` [sets, 4]: an INCODE model's activation coefficients (default: the
+        stored ones; the harmonizer's output while training). ``matmuls``: the policy that
+        computes the products (``distlg.nn.layers``: FP32, BF16, or Triton's in
+        ``distlg.kernels``). Differentiable; ``distlg.nn.fused`` runs this same pass through
+        its tape and backpropagates by hand."""
         act = self.activation(coefficients)
         slots = self.slots(pids)
-        x = coords * self.coord_scale
-        groups, n = x.shape[0], x.shape[1]
+        slots = None if slots is None else slots.to(self.coord_scale.device)
+        lattice_bias = self.lattice_bias(coords, slots, act) if self.arch.on_lattice else None
+        return forward_layers(self.arch, self.weights(slots), coords * self.coord_scale, matmuls,
+                              act, lattice_bias)
 
-        def local(name: str) -> Tensor:
-            t = self[name]
-            return t if slots is None else t.index_select(0, slots)
-
-        if a.on_lattice:
-            ids = self.partitions if slots is None else self.partitions.index_select(0, slots)
-            z = torch.bmm(lattice.interp_weights(a, coords, ids), self.lattice_features(ids, act))
-            h, width = x, a.local_width
-            for d in range(a.depths):
-                pre = torch.bmm(h, local(f"local.{d}.weight")) + local(f"local.{d}.bias").unsqueeze(1)
-                h = act(pre + z[..., d * width:(d + 1) * width], "local")
-            out = torch.bmm(h, local("local.out.weight")) + local("local.out.bias").unsqueeze(1)
-            return out + z[..., a.depths * width:]
-
-        g = x.reshape(groups * n, a.in_dims)
-        h = x
-        for d in range(a.depths):
-            if a.has_global:
-                g = act(g @ self[f"global.{d}.weight"] + self[f"global.{d}.bias"], "global")
-            if a.has_local:
-                l = act(torch.bmm(h, local(f"local.{d}.weight"))
-                        + local(f"local.{d}.bias").unsqueeze(1), "local")
-                h = self._merge(l, g, d, groups, n, act) if a.merge_count else l
-        if not a.has_local:
-            return (g @ self["out.weight"] + self["out.bias"]).reshape(groups, n, a.out_dims)
-        return torch.bmm(h, local("local.out.weight")) + local("local.out.bias").unsqueeze(1)
+    def lattice_bias(self, coords: Tensor, slots: Tensor | None, act: Activation | None = None
+                     ) -> Tensor:
+        """The lattice merge's global features interpolated to ``coords`` [P', n, in] (raw)
+        of the partitions at ``slots`` (None: all held): [P', n, C]."""
+        ids = self.partitions if slots is None else self.partitions.index_select(0, slots)
+        return torch.bmm(lattice.interp_weights(self.arch, coords, ids),
+                         self.lattice_features(ids, act))
 
     def lattice_features(self, pids: Tensor, act: Activation | None = None) -> Tensor:
         """The global branch's projections at the lattice corners of ``pids``: [P, K, C] with
-        C = depths x local width + outputs (``distlg.lattice``), differentiable. Corners that
+        C = depths x local width + outputs (``distlg.nn.lattice``), differentiable. Corners that
         neighbouring partitions share are evaluated once. ``act``: the pass's activation."""
         a = self.arch
         act = act or self.activation()
@@ -337,9 +319,9 @@ class INR(nn.Module):
         g = points * self.coord_scale
         feats = []
         for d in range(a.depths):
-            g = act(g @ self[f"global.{d}.weight"] + self[f"global.{d}.bias"], "global")
+            g = FP32.sine(f"global.{d}", g, self.__getitem__, act)
             feats.append(g @ self[f"merge.{d}.weight"])
-        feats.append(g @ self["global.out.weight"] + self["global.out.bias"])
+        feats.append(FP32.linear("global.out", g, self.__getitem__))
         per_corner = torch.cat(feats, dim=1).index_select(0, inverse)
         return per_corner.view(len(pids), -1, per_corner.shape[1])
 
@@ -352,16 +334,6 @@ class INR(nn.Module):
         points, inverse = lattice.unique_points(self.arch, pids.cpu())
         return points.to(self.coord_scale.device), inverse.to(self.coord_scale.device)
 
-    def _merge(self, l: Tensor, g: Tensor, d: int, groups: int, n: int,
-               act: Activation) -> Tensor:
-        a = self.arch
-        m = 0 if a.merge == "shared" else d
-        w, b = self[f"merge.{m}.weight"], self[f"merge.{m}.bias"]
-        if a.merge == "add":
-            return l + act(g @ w + b, "merge").reshape(groups, n, -1)
-        lg = torch.cat([l.reshape(groups * n, -1), g], dim=1)
-        return act(lg @ w + b, "merge").reshape(groups, n, -1)
-
 
 def _key(name: str) -> str:
     return name.replace(".", "__")
@@ -372,9 +344,13 @@ def _name(key: str) -> str:
 
 
 def _checked(tensors: dict[str, Tensor], name: str, shape: tuple[int, ...]) -> Tensor:
+    """``tensors[name]`` if it is there with ``shape``; a one-line ``DistlgError`` for a weight
+    file whose tensors were renamed, reshaped or transposed (its sha256 may still match)."""
     if name not in tensors:
-        raise KeyError(f"tensor {name!r} is missing")
+        raise DistlgError(f"a weight file lacks tensor {name!r} that the architecture needs: a "
+                          "foreign or altered file")
     t = tensors[name]
     if tuple(t.shape) != tuple(shape):
-        raise ValueError(f"tensor {name!r} has shape {tuple(t.shape)}, expected {tuple(shape)}")
+        raise DistlgError(f"a weight file's tensor {name!r} has shape {tuple(t.shape)}, the "
+                          f"architecture needs {tuple(shape)}: a foreign or altered file")
     return t

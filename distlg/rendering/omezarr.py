@@ -86,11 +86,11 @@ def check_ome(info: SignalInfo, version: str, levels: int | None) -> None:
 
 def _ome_axes(info: SignalInfo) -> list[dict]:
     """OME's axes, in its order: t (video), c, then the space axes."""
-    meta, out = info.meta, []
-    unit = meta.get("voxel_unit") if meta.get("voxel_size") else None
+    out: list[dict] = []
+    unit = info.voxel_unit if info.voxel_size else None
     for name in info.axes:
         if name == "t":
-            out.append({"name": "t", "type": "time", **({"unit": "second"} if meta.get("fps") else {})})
+            out.append({"name": "t", "type": "time", **({"unit": "second"} if info.fps else {})})
     out.append({"name": "c", "type": "channel"})
     for name in info.axes:
         if name != "t":
@@ -106,13 +106,12 @@ def _to_ome(axis: int, info: SignalInfo) -> int:
 def _unit_sizes(info: SignalInfo) -> list[float]:
     """Physical size of one signal sample per axis: 1/fps seconds for time, the voxel size
     (given at ingest) for space, else 1."""
-    meta = info.meta
-    voxel = list(meta.get("voxel_size") or [])
+    voxel = list(info.voxel_size or [])
     space = space_axes(info)
     sizes = []
     for a, name in enumerate(info.axes):
         if name == "t":
-            sizes.append(1.0 / float(meta["fps"]) if meta.get("fps") else 1.0)
+            sizes.append(1.0 / info.fps if info.fps else 1.0)
         else:
             sizes.append(float(voxel[space.index(a)]) if len(voxel) == len(space) else 1.0)
     return sizes

@@ -176,14 +176,14 @@ def restore(path: str | Path, model: INR, optimizer: torch.optim.Optimizer,
 
 def _identity(info: SignalInfo) -> str | None:
     """What names the signal's content: a store's source fingerprint or a built-in's name."""
-    return info.meta.get("fingerprint") or info.meta.get("source")
+    return info.fingerprint or info.source
 
 
 def _check_same_signal(path: str | Path, trained: SignalInfo, now: SignalInfo) -> None:
     was, this = _identity(trained), _identity(now)
     if trained != now or (was is not None and this is not None and was != this):
-        source = trained.meta.get("store") or trained.meta.get("source") or "another signal"
+        source = trained.store or trained.source or "another signal"
         raise ModelDirError(f"{path} was trained on another signal ({source}, fingerprint {was}; "
-                            f"this one is {now.meta.get('store') or now.meta.get('source')}, "
+                            f"this one is {now.store or now.source}, "
                             f"fingerprint {this}); resume with the signal it was trained on, or "
                             "start a new run (--overwrite)")

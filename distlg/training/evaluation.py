@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from ..data.signal import Signal
+from ..defaults import SCORINGS
 from ..geometry import PartitionGrid, block_shape
 from ..metrics import SSIM_MAX_BYTES, Evaluation, psnr, ssim, ssim_bytes
 from ..nn import fused
@@ -125,7 +126,7 @@ def score_subset(grid: PartitionGrid, channels: int, mode: str = "auto") -> list
     """The partitions a score evaluates: None for all of them (``mode`` full, or auto on a
     signal of at most ``SAMPLED_ABOVE`` values), else whole blocks drawn at random (seed 0, the
     same for any worker count) holding about ``SAMPLED_VALUES`` values."""
-    if mode not in ("auto", "full", "sample"):
+    if mode not in SCORINGS:
         raise ValueError(f"unknown evaluation mode {mode!r}")
     total = math.prod(grid.shape) * channels
     if mode == "full" or (mode == "auto" and total <= SAMPLED_ABOVE):
@@ -184,12 +185,15 @@ def evaluate_sampled(model: INR, grid: PartitionGrid, signal: Signal, subset: Se
 
 def evaluate(model: INR, grid: PartitionGrid, signal: Signal, pids: Sequence[int] | None = None,
              reduce: Reduce | None = None, full: bool = False, progress: bool = False,
-             offsets: np.ndarray | None = None) -> Evaluation:
+             offsets: np.ndarray | None = None,
+             gather: Callable[[np.ndarray], np.ndarray] | None = None) -> Evaluation:
     """Score the model's partitions (or ``pids``) against the signal, each position by its own
     partition, block by block (``score_tile``).
 
-    ``reduce`` sums [sse, count] over workers (identity by default). With ``full`` (single
-    process, small signals) the reconstruction is assembled and SSIM computed too.
+    ``reduce`` sums [sse, count] over workers (identity by default). With ``full`` (small
+    signals) the reconstruction is assembled and SSIM computed too; ``gather`` sums an array
+    over workers: each fills its own partitions' positions, so the sum is the whole
+    reconstruction (and signal), and every worker can compute the SSIM.
     """
     values = math.prod(signal.shape) * signal.channels
     keep = full and ssim_bytes(values, signal.kind) <= SSIM_MAX_BYTES
@@ -201,7 +205,8 @@ def evaluate(model: INR, grid: PartitionGrid, signal: Signal, pids: Sequence[int
     groups = list(tiles(grid, tile_block(grid, signal.channels, TILE_VALUES), pids))
     if progress:
         from tqdm.auto import tqdm
-        groups = tqdm(groups, unit="block", desc="scoring", leave=False)
+        groups = tqdm(groups, unit="block", desc="scoring", leave=False,
+                      disable=None)  # off where stderr is no terminal (a log file)
     sse = count = 0.0
     for group in groups:
         s, c = score_tile(model, grid, signal, group, offsets, recon)
@@ -210,6 +215,8 @@ def evaluate(model: INR, grid: PartitionGrid, signal: Signal, pids: Sequence[int
         sse, count = reduce([sse, count])
     mse = sse / max(count, 1)
     out = Evaluation(mse, psnr(mse, signal.psnr_peak))
+    if keep and gather is not None:
+        recon = (gather(recon[0]), gather(recon[1]))
     if keep:
         out.ssim = ssim(recon[1], recon[0], signal.kind)
         out.reconstruction = recon[0]

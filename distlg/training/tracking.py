@@ -19,6 +19,7 @@ from ..errors import DistlgError
 from ..geometry import PartitionGrid
 from ..metrics import Evaluation
 from ..nn.model import INR
+from ..progress import progress
 from ..rendering.sampled import render_positions, take
 from ..rendering.writers import to_8bit
 from .checkpoint import latest
@@ -41,12 +42,21 @@ THIN_LOCAL_WIDTH = 4
 """Local sub-networks narrower than this fit poorly (width 1 on a 64x48 image at 5 x 7
 partitions: 9.0 dB where the default 2 x 2 grid reached 13.5): the run says so."""
 
+def _record_step(line: str) -> int | None:
+    """The step of one history line; None for a line a killed run left half-written."""
+    try:
+        step = json.loads(line)["step"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    return step if isinstance(step, int) else None
+
+
 def _open_history(path: Path, start: int):
-    """The run's JSON-lines log, keeping only records up to ``start`` when resuming."""
+    """The run's JSON-lines log, keeping only whole records up to ``start`` when resuming."""
     kept = []
     if start and path.is_file():
-        kept = [line for line in path.read_text().splitlines()
-                if line.strip() and json.loads(line)["step"] <= start]
+        lines = path.read_text(errors="replace").splitlines()
+        kept = [line for line in lines if (step := _record_step(line)) is not None and step <= start]
     fh = open(path, "w")
     fh.writelines(line + "\n" for line in kept)
     return fh
@@ -91,8 +101,7 @@ class Tracker:
                     for s, sec in config.to_dict().items() for k, v in sec.items()}
             world.accelerator.init_trackers("tensorboard", config=flat)
         if config.run.progress:
-            from tqdm.auto import tqdm
-            self.bar = tqdm(total=plan.steps, initial=start, unit="step", dynamic_ncols=True)
+            self.bar = progress(plan.steps, "step", "train", initial=start, dynamic_ncols=True)
         self.t0 = time.perf_counter()
 
     def elapsed(self) -> float:

@@ -125,9 +125,9 @@ class ModelViews:
                 "shape": list(grid.shape), "channels": info.channels, "dtype": info.dtype.name,
                 "factors": list(grid.factors), "part_shape": list(grid.part_shape),
                 "missing": self.md.missing, "partitions": grid.num_partitions,
-                "params": self.md.params(), "fps": info.meta.get("fps"),
-                "sample_rate": info.meta.get("sample_rate"), "compare": self.truth is not None,
-                "compare_name": self.truth.meta.get("store", "") if self.truth is not None else "",
+                "params": self.md.params(), "fps": info.fps,
+                "sample_rate": info.sample_rate, "compare": self.truth is not None,
+                "compare_name": (self.truth.info.store or "") if self.truth is not None else "",
                 "planes": [p.name for p in PLANES[info.kind]], "tile": TILE, "levels": list(LEVELS)}
 
     @staticmethod
@@ -238,7 +238,7 @@ class ModelViews:
 
     def clip(self, start: int, stop: int) -> bytes:
         """WAV of samples ``start:stop`` (at most ``PLAY_SECONDS``), cropped parts silent."""
-        rate = float(self.info.meta.get("sample_rate") or DEFAULT_SAMPLE_RATE)
+        rate = float(self.info.sample_rate or DEFAULT_SAMPLE_RATE)
         stop = min(stop, start + int(PLAY_SECONDS * rate))
         _, values = self.render(self._span(start, stop), (1.0,))
         raw = self.info.denormalise(values)

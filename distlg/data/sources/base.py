@@ -10,6 +10,7 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
+from ...defaults import KINDS
 from ...errors import DistlgError
 from ..signal import AXES
 
@@ -21,6 +22,11 @@ SPACE_UNITS = ("angstrom", "nanometer", "micrometer", "millimeter", "centimeter"
 """Units of --voxel-size: OME-NGFF's spatial units."""
 
 
+MAX_FPS = 1000.0
+MAX_SAMPLE_RATE = float(2**32 - 1)
+"""Rates a store may record: what an .mp4 plays and a WAV header holds (renders write them)."""
+
+
 class IngestError(DistlgError):
     """A source that cannot be ingested as given."""
 
@@ -29,7 +35,7 @@ class IngestError(DistlgError):
 class SourceOptions:
     """How to read a source where the file does not say."""
 
-    kind: str | None = field(default=None, metadata={"choices": tuple(AXES)})
+    kind: str | None = field(default=None, metadata={"choices": KINDS})
     """Read the source as this kind: a folder of frames or a TIFF stack as a volume (z, y, x)
     instead of a video; an array as any kind whose axes match. Default: from the source."""
     shape: Sequence[int] | None = None
@@ -50,8 +56,12 @@ class SourceOptions:
     """Unit of --voxel-size."""
 
     def __post_init__(self) -> None:
-        if self.kind is not None and self.kind not in AXES:
-            raise IngestError(f"unknown signal kind {self.kind!r}; choose one of {', '.join(AXES)}")
+        if self.kind is not None and self.kind not in KINDS:
+            raise IngestError(f"unknown signal kind {self.kind!r}; choose one of {', '.join(KINDS)}")
+        for name, value, most in (("fps", self.fps, MAX_FPS), ("sample-rate", self.sample_rate,
+                                                               MAX_SAMPLE_RATE)):
+            if value is not None and not (math.isfinite(value) and 0 < value <= most):
+                raise IngestError(f"--{name} {value}: give a number above 0 and at most {most:,.0f}")
         if self.voxel_size is not None:
             sizes = [float(v) for v in self.voxel_size]
             if not all(math.isfinite(v) and v > 0 for v in sizes):
