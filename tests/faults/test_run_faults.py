@@ -62,14 +62,17 @@ def test_overwrite_deletes_only_what_distlg_wrote(tmp_path, capsys):
     before = snapshot(out)
     assert _train(out, "--steps", "2") == 2
     one_line(capsys.readouterr().err, "holds a run already")
+    assert snapshot(out) == before
     assert _train(out, "--steps", "2", "--overwrite") == 2
     one_line(capsys.readouterr().err, "files distlg did not write (checkpoints/x)")
+    assert snapshot(out) == before  # the advised --overwrite used to delete both
     (out / "checkpoints" / "x" / "e9.ckpt").rename(out / "e9.ckpt")  # the checkpoints, moved
     (out / "checkpoints" / "x").rmdir()
+    before = snapshot(out)
     assert _train(out, "--steps", "2", "--overwrite") == 2
     one_line(capsys.readouterr().err, "files distlg did not write (model/net.py)")
-    before = snapshot(out)
     assert snapshot(out) == before
+    assert (out / "model" / "net.py").read_text() == "import torch\n"
 
 
 def test_overwrite_replaces_a_run_with_tensorboard_logs(tmp_path):
@@ -140,14 +143,31 @@ def test_accelerates_bf16_becomes_precision_bf16(tmp_path, capsys, monkeypatch):
         assert not (tmp_path / "other").exists()
 
 
-def test_the_launcher_passes_mixed_precision_through(tmp_path):
-    """``accelerate launch --mixed_precision bf16`` (what a config file's key becomes too)."""
-    proc = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--cpu",
-                           "--num_processes", "1", "--mixed_precision", "bf16", "-m", "distlg",
-                           "train", *TINY, "--steps", "2", "--out", str(tmp_path / "run")],
-                          capture_output=True, text=True, timeout=180)
+ACCELERATE_CONFIG = """compute_environment: LOCAL_MACHINE
+distributed_type: 'NO'
+mixed_precision: bf16
+num_machines: 1
+num_processes: 1
+use_cpu: true
+"""
+
+
+@pytest.mark.parametrize("given", ["flag", "config file"])
+def test_the_launcher_passes_mixed_precision_through(tmp_path, given):
+    """``accelerate launch --mixed_precision bf16``, or ``mixed_precision: bf16`` in the
+    launcher's config file: both used to train in fp32 without a word."""
+    if given == "flag":
+        launcher = ["--cpu", "--num_processes", "1", "--mixed_precision", "bf16"]
+    else:
+        (tmp_path / "accelerate.yaml").write_text(ACCELERATE_CONFIG)
+        launcher = ["--config_file", str(tmp_path / "accelerate.yaml")]
+    proc = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", *launcher,
+                           "-m", "distlg", "train", *TINY, "--steps", "2", "--out",
+                           str(tmp_path / "run")], capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "--precision bf16" in proc.stdout
+    manifest = ModelDir.open(tmp_path / "run" / "checkpoints" / "step-00000002").manifest
+    assert manifest.training["config"]["train"]["precision"] == "bf16"
 
 
 def _launch(tmp_path, *args: str) -> subprocess.CompletedProcess:
