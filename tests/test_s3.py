@@ -298,6 +298,11 @@ def test_extend_from_s3_gives_what_extend_from_the_local_store_gives(endpoint, t
                      "--samples-per-partition", "16", "--no-progress"]) == 0
     assert_equal_models(tmp_path / "a", tmp_path / "b")
     assert ModelDir.open(tmp_path / "a").partition_ids == list(range(8))
+    out = f"s3://{BUCKET}/models/extended"  # extend also writes its model to the bucket
+    assert main(["extend", str(model), out, "--signal", str(tmp_path / "clip.zarr"), "--steps",
+                 "3", "--samples-per-partition", "16", "--no-progress"]) == 0
+    assert not list(Path.cwd().glob("s3:*"))  # not a local folder named after the URL
+    assert_equal_models(out, tmp_path / "b")
 
 
 # -- failures --------------------------------------------------------------------------------------
