@@ -147,3 +147,13 @@ def test_a_server_that_never_stops_answering_is_cut_off(good, tmp_path, capsys):
     with serve(good.parent, Announcing) as (_, base):
         assert main(TRAIN + ["--signal", f"{base}/{good.name}", "--out", str(tmp_path / "r")]) == 2
     one_line(capsys.readouterr().err, "c/", "exceeds")
+
+
+def test_a_model_served_without_end_is_cut_off(tmp_path, capsys):
+    """The same bound holds for a model directory read over HTTP (its root zarr.json)."""
+    with serve(tmp_path, Endless) as (_, base):
+        for argv in (["info", f"{base}/m"],
+                     ["render", f"{base}/m", "--out", str(tmp_path / "r.npy"), "--no-progress"]):
+            assert main(argv) == 2
+            one_line(capsys.readouterr().err, f"{base}/m", "zarr.json", "exceeds")
+    assert not (tmp_path / "r.npy").exists()
