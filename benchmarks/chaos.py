@@ -213,8 +213,7 @@ def fill(path: Path) -> Path:
 def tensors(model: Path) -> dict:
     from distlg.modeldir.format import ModelDir
 
-    loaded, _ = ModelDir.open(model).load()
-    return dict(loaded.named_tensors())
+    return dict(ModelDir.open(model).load().named_tensors())
 
 
 def digest_tree(root: Path) -> dict[str, str]:
