@@ -43,7 +43,7 @@ other partitions a module holds. Nothing here knows about distribution.
 from __future__ import annotations
 
 import math
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -281,19 +281,21 @@ class INR(nn.Module):
             return (g @ self["out.weight"] + self["out.bias"]).reshape(groups, n, a.out_dims)
         return torch.bmm(h, local("local.out.weight")) + local("local.out.bias").unsqueeze(1)
 
-    def lattice_features(self, pids: Tensor, act: Activation | None = None) -> Tensor:
+    def lattice_features(self, pids: Tensor, act: Activation | None = None,
+                         tensors: Mapping[str, Tensor] | None = None) -> Tensor:
         """The global branch's projections at the lattice corners of ``pids``: [P, K, C] with
         C = depths x local width + outputs (``distlg.lattice``), differentiable. Corners that
-        neighbouring partitions share are evaluated once. ``act``: the pass's activation."""
-        a = self.arch
+        neighbouring partitions share are evaluated once. ``act``: the pass's activation;
+        ``tensors``: the shared tensors by name (default: the model's), e.g. float64 copies."""
+        a, t = self.arch, tensors if tensors is not None else self
         act = act or self.activation()
         points, inverse = self._lattice_points(pids)
-        g = points * self.coord_scale
+        g = points.to(t["global.0.weight"].dtype) * self.coord_scale
         feats = []
         for d in range(a.depths):
-            g = act(g @ self[f"global.{d}.weight"] + self[f"global.{d}.bias"], "global")
-            feats.append(g @ self[f"merge.{d}.weight"])
-        feats.append(g @ self["global.out.weight"] + self["global.out.bias"])
+            g = act(g @ t[f"global.{d}.weight"] + t[f"global.{d}.bias"], "global")
+            feats.append(g @ t[f"merge.{d}.weight"])
+        feats.append(g @ t["global.out.weight"] + t["global.out.bias"])
         per_corner = torch.cat(feats, dim=1).index_select(0, inverse)
         return per_corner.view(len(pids), -1, per_corner.shape[1])
 

@@ -21,14 +21,14 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Mapping
 
 import torch
 from torch import Tensor
 
 from ..errors import DistlgError
 from ..nn import fused, lattice
-from ..nn.model import INR, Activation
+from ..nn.model import INR, Activation, Architecture
 
 PRECISIONS = ("fp32", "tf32", "bf16")
 KERNELS = ("torch", "triton")
@@ -118,51 +118,55 @@ def _sine(act: Activation, layers: str, x: Tensor, w: Tensor, b: Tensor, low: bo
 
 
 def autograd_forward(model: INR, x: Tensor, precision: str = "fp32", kernel: str = "torch",
-                     coefficients: Tensor | None = None) -> Tensor:
+                     coefficients: Tensor | None = None,
+                     tensors: Mapping[str, Tensor] | None = None) -> Tensor:
     """``INR.forward`` for scaled coordinates ``x`` [P, n, in] over every held partition, with
-    bf16 matmuls and/or Triton local layers (``coefficients``: an INCODE model's)."""
+    bf16 matmuls and/or Triton local layers (``coefficients``: an INCODE model's).
+    ``tensors``: the model's tensors by name (default: its own), e.g. float64 copies
+    (``distlg.training.exact``)."""
     a, low = model.arch, precision == "bf16"
     act = model.activation(coefficients)
+    t = model if tensors is None else tensors
     groups, n, _ = x.shape
-    g, h = x.reshape(groups * n, a.in_dims), x
     if a.on_lattice:
-        return _lattice_forward(model, x, precision, kernel, act)
+        return _lattice_forward(model, x, precision, kernel, act, tensors)
+    g, h = x.reshape(groups * n, a.in_dims), x
     for d in range(a.depths):
         if a.has_global:
-            g = _sine(act, "global", g, model[f"global.{d}.weight"], model[f"global.{d}.bias"], low)
+            g = _sine(act, "global", g, t[f"global.{d}.weight"], t[f"global.{d}.bias"], low)
         if a.has_local:
-            wl, bl = model[f"local.{d}.weight"], model[f"local.{d}.bias"]
+            wl, bl = t[f"local.{d}.weight"], t[f"local.{d}.bias"]
             if act.sets:
                 l = act(_grouped(h, wl, bl, 1.0, False, precision, kernel), "local")
             else:
                 l = _grouped(h, wl, bl, act.w0, True, precision, kernel)
-            h = _merge(model, d, l, g, low, act) if a.merge_count else l
+            h = _merge(a, t, d, l, g, low, act) if a.merge_count else l
     if not a.has_local:
-        return _linear(g, model["out.weight"], model["out.bias"], 1.0, low).view(groups, n, -1)
-    return _grouped(h, model["local.out.weight"], model["local.out.bias"], 1.0, False,
-                    precision, kernel)
+        return _linear(g, t["out.weight"], t["out.bias"], 1.0, low).view(groups, n, -1)
+    return _grouped(h, t["local.out.weight"], t["local.out.bias"], 1.0, False, precision, kernel)
 
 
-def _lattice_forward(model: INR, x: Tensor, precision: str, kernel: str,
-                     act: Activation) -> Tensor:
+def _lattice_forward(model: INR, x: Tensor, precision: str, kernel: str, act: Activation,
+                     tensors: Mapping[str, Tensor] | None) -> Tensor:
     """The lattice merge ("bias"): interpolated global features added inside each local layer."""
     a, width = model.arch, model.arch.local_width
+    t = model if tensors is None else tensors
     ids = model.partitions
     weights = lattice.interp_weights(a, x / model.coord_scale, ids)
-    zg = torch.bmm(weights, model.lattice_features(ids, act))
+    zg = torch.bmm(weights, model.lattice_features(ids, act, tensors))
     h = x
     for d in range(a.depths):
-        pre = _grouped(h, model[f"local.{d}.weight"], model[f"local.{d}.bias"], 1.0, False,
+        pre = _grouped(h, t[f"local.{d}.weight"], t[f"local.{d}.bias"], 1.0, False,
                        precision, kernel)
         h = act(pre + zg[..., d * width:(d + 1) * width], "local")
-    out = _grouped(h, model["local.out.weight"], model["local.out.bias"], 1.0, False, precision, kernel)
+    out = _grouped(h, t["local.out.weight"], t["local.out.bias"], 1.0, False, precision, kernel)
     return out + zg[..., a.depths * width:]
 
 
-def _merge(model: INR, d: int, l: Tensor, g: Tensor, low: bool, act: Activation) -> Tensor:
-    a = model.arch
+def _merge(a: Architecture, t: Mapping[str, Tensor], d: int, l: Tensor, g: Tensor, low: bool,
+           act: Activation) -> Tensor:
     m = 0 if a.merge == "shared" else d
-    w, b = model[f"merge.{m}.weight"], model[f"merge.{m}.bias"]
+    w, b = t[f"merge.{m}.weight"], t[f"merge.{m}.bias"]
     groups, n, width = l.shape
     if a.merge == "add":
         return l + _sine(act, "merge", g, w, b, low).view(groups, n, width)
