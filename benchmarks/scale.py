@@ -1,16 +1,17 @@
 """Training cost per sample against signal size: Local-Global (distlg recipe and the paper's),
 SIREN-per-partition and SIREN, with the widths ``distlg train`` picks at a fixed compression.
 
-    python benchmarks/scale.py                 # ~10 minutes on 2 cores; results/scale.md + .png
-    python benchmarks/scale.py --threads 1 --sizes 3   # quicker
+    python benchmarks/scale.py                 # a few minutes; results/scale.md + .png
+    python benchmarks/scale.py --sizes 3       # quicker
 
 Video-shaped signals (RGB) from 1.5 x 10^5 to 4.1 x 10^8 values, the default
 video partitioning (50x32x32 samples), 64 values per weight, 32 samples per partition per step
 (the issue's measurement; at least 16,384 samples per step on the smallest signals, so that a
 step's fixed costs do not dominate). No data is read: the batch is drawn from the partitions' sampling
 boxes and the values are random, since the cost of a step does not depend on them. Each
-method's fused forward + backward (``distlg.nn.fused.forward_backward``) is timed in this process,
-methods interleaved over rounds; the median is reported as microseconds per training sample.
+method's fused forward + backward (``distlg.nn.fused.forward_backward``) is timed in this process
+(CPU time: the machine is shared), methods interleaved over rounds; the median is reported as
+microseconds per training sample.
 SIREN runs on a fixed 4,096-sample batch (its cost per sample does not depend on the batch).
 """
 
@@ -76,9 +77,11 @@ def setup(signal: Signal, settings: dict, batches: int):
 
 
 def time_step(model, coords, values) -> float:
-    t0 = time.perf_counter()
+    """CPU seconds of one training step (the process's CPU time, not the wall clock: on a
+    machine other jobs share, it is what the step takes on a core of its own)."""
+    t0 = time.process_time()
     fused.forward_backward(model, coords, values, 1.0 / values.numel())
-    return time.perf_counter() - t0
+    return time.process_time() - t0
 
 
 def measure(shape, rounds: int) -> dict[str, dict]:
@@ -119,7 +122,8 @@ def plot(table: dict, values: list[int]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (default 1; with more, CPU time sums every thread's)")
     parser.add_argument("--sizes", type=int, default=len(SIZES), help="how many of the sizes to run")
     parser.add_argument("--rounds", type=int, default=3, help="timed rounds per method (median)")
     args = parser.parse_args()

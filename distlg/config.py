@@ -140,7 +140,8 @@ class StepsConfig(_Checked):
     """Optimisation steps."""
     lr: Optional[float] = _checked(None, lambda v: v > 0, "> 0", by_kind="lr")
     """Adam learning rate (the paper's)."""
-    schedule: Literal["constant", "cosine"] = "constant"
+    schedule: Optional[Literal["constant", "cosine"]] = field(default=None,
+                                                             metadata={"by_kind": "schedule"})
     """Learning-rate schedule: constant (the paper's) or cosine decay to --lr-final x lr."""
     lr_final: float = _checked(0.05, lambda v: 0 <= v <= 1, "in [0, 1]")
     """Final learning rate of the cosine schedule, as a fraction of --lr."""

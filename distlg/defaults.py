@@ -21,6 +21,8 @@ class KindDefaults:
     """Optimisation steps."""
     lr: float
     """Adam learning rate."""
+    schedule: str
+    """Learning-rate schedule: constant, or cosine decay to ``--lr-final`` x lr."""
     global_lr: float
     """Learning rate of Local-Global's replicated part relative to the local sub-networks. At the
     image rate (5e-4, full batch) the shared branch, whose every step moves the whole image,
@@ -40,10 +42,10 @@ class KindDefaults:
 
 
 BY_KIND = {
-    "image": KindDefaults(2000, 5e-4, 0.3, 4.0, None, (32, 32), None),
-    "video": KindDefaults(1500, 1e-4, 1.0, 64.0, 0.02, (50, 32, 32), (1, 2, 2)),
-    "audio": KindDefaults(1000, 1e-4, 1.0, 1.5, None, None, None),
-    "volume": KindDefaults(1500, 1e-4, 1.0, 64.0, 0.02, (32, 32, 32), None),
+    "image": KindDefaults(2000, 5e-4, "constant", 0.3, 4.0, None, (32, 32), None),
+    "video": KindDefaults(1500, 1e-4, "constant", 1.0, 64.0, 0.02, (50, 32, 32), (1, 2, 2)),
+    "audio": KindDefaults(1000, 1e-4, "constant", 1.0, 1.5, None, None, None),
+    "volume": KindDefaults(1500, 1e-4, "constant", 1.0, 64.0, 0.02, (32, 32, 32), None),
 }
 
 
@@ -93,6 +95,8 @@ _NONE_TEXT = {"sample_fraction": "full batch", "partition_size": "1/32 of the cl
 def _text(name: str, value) -> str:
     if value is None:
         return _NONE_TEXT[name]
+    if isinstance(value, str):
+        return value
     return " ".join(f"{v:g}" for v in value) if isinstance(value, tuple) else f"{value:g}"
 
 

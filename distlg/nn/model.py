@@ -260,7 +260,8 @@ class INR(nn.Module):
 
         if a.on_lattice:
             ids = self.partitions if slots is None else self.partitions.index_select(0, slots)
-            z = torch.bmm(lattice.interp_weights(a, coords, ids), self.lattice_features(ids, act))
+            z = lattice.interpolate(self.lattice_features(ids, act),
+                                    lattice.interpolation(a, coords, ids))
             h, width = x, a.local_width
             for d in range(a.depths):
                 pre = torch.bmm(h, local(f"local.{d}.weight")) + local(f"local.{d}.bias").unsqueeze(1)

@@ -157,5 +157,6 @@ def steps_plan(t: StepsConfig, kind: str, grid: PartitionGrid, arch: Architectur
     fraction = t.sample_fraction if t.sample_fraction is not None else d.sample_fraction
     if n is None and fraction is not None:
         n = max(1, round(fraction * values / parts))
-    return Plan(grid, arch, steps, lr, global_lr, n, t.schedule, t.lr_final,
+    schedule = t.schedule if t.schedule is not None else d.schedule
+    return Plan(grid, arch, steps, lr, global_lr, n, schedule, t.lr_final,
                 None if partitions is None else tuple(partitions))

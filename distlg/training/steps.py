@@ -152,8 +152,8 @@ def _lattice_forward(model: INR, x: Tensor, precision: str, kernel: str, act: Ac
     a, width = model.arch, model.arch.local_width
     t = model if tensors is None else tensors
     ids = model.partitions
-    weights = lattice.interp_weights(a, x / model.coord_scale, ids)
-    zg = torch.bmm(weights, model.lattice_features(ids, act, tensors))
+    zg = lattice.interpolate(model.lattice_features(ids, act, tensors),
+                             lattice.interpolation(a, x / model.coord_scale, ids))
     h = x
     for d in range(a.depths):
         pre = _grouped(h, t[f"local.{d}.weight"], t[f"local.{d}.bias"], 1.0, False,
