@@ -14,13 +14,14 @@ goal: within 0.5 dB on every signal of the kind). Writes results/NAME.md.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import run_config, write_results  # noqa: E402
+from common import RESULTS, provenance, run_config, write_results  # noqa: E402
 from fidelity import SCRATCH, signal_settings  # noqa: E402
 
 LRS = (1e-4, 3e-4, 1e-3, 3e-3)
@@ -84,23 +85,62 @@ def _finite(value: float) -> float:
     return value if math.isfinite(value) else -math.inf
 
 
+def save(rows: list[dict], path: Path) -> None:
+    """The sweep's runs and where they come from as JSON (``--render`` reads them)."""
+    rows = [{**row, "runs": [[lr, s, v] for (lr, s), v in row["runs"].items()]} for row in rows]
+    path.write_text(json.dumps({"provenance": provenance(), "rows": rows}, indent=1) + "\n")
+
+
+def load(path: Path) -> list[dict]:
+    """Rows saved by ``save``, their defaults as ``distlg/defaults.py`` has them now: a run of
+    the sweep's setting that equals them (the same run), else the saved run with no settings."""
+    from distlg import defaults
+
+    rows = []
+    for row in json.loads(path.read_text())["rows"]:
+        runs = {(lr, s): v for lr, s, v in row["runs"]}
+        d = defaults.for_kind(row["kind"])
+        setting = (d.lr, d.schedule)
+        if setting in runs:
+            row["default"] = runs[setting]
+        elif tuple(row["default_setting"]) != setting:
+            raise SystemExit(f"{path}: the defaults ({d.lr:g}, {d.schedule}) are not a setting of "
+                             "the sweep and not those it ran with; run it again")
+        rows.append({**row, "runs": runs, "default_setting": setting})
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--signals", nargs="+", required=True, help="signals of benchmarks/fidelity.py")
+    parser.add_argument("--signals", nargs="+", default=[], help="signals of benchmarks/fidelity.py")
     parser.add_argument("--lrs", type=float, nargs="+", default=list(LRS))
     parser.add_argument("--schedules", nargs="+", default=list(SCHEDULES), choices=SCHEDULES)
     parser.add_argument("--steps-scale", type=float, default=1.0,
                         help="multiply each signal's steps by this (default 1: fidelity.py's)")
-    parser.add_argument("--name", default="sweep", help="results file: results/NAME.md")
+    parser.add_argument("--name", default="sweep", help="results file: results/NAME.md (+ .json)")
+    parser.add_argument("--render", action="store_true",
+                        help="write results/NAME.md again from results/NAME.json, with the "
+                             "defaults distlg has now (no training)")
     args = parser.parse_args()
     started = time.perf_counter()
-    rows = []
-    for name in args.signals:
-        rows += sweep_signal(name, args.lrs, args.schedules, args.steps_scale)
+    runs = RESULTS / f"{args.name}.json"
+    if args.render:
+        rows = load(runs)
+        notes = NOTES_RENDERED + "\n\n" + json.loads(runs.read_text())["provenance"]
+    else:
+        rows = []
+        for name in args.signals:
+            rows += sweep_signal(name, args.lrs, args.schedules, args.steps_scale)
+        save(rows, runs)
+        notes = f"Run time {(time.perf_counter() - started) / 60:.1f} minutes."
     write_results(args.name, "Defaults that train: learning rate x schedule",
-                  table(rows, args.lrs, args.schedules),
-                  f"Run time {(time.perf_counter() - started) / 60:.1f} minutes.")
+                  table(rows, args.lrs, args.schedules), notes)
+
+
+NOTES_RENDERED = ("Rendered with --render from the runs in the .json beside this file; the "
+                  "defaults column is the sweep's run of the setting the kind's defaults now "
+                  "have. The runs were made by:")
 
 
 if __name__ == "__main__":
