@@ -214,7 +214,7 @@ def main() -> None:
         store = store_for(clip)
         sig = open_store(str(store))
         truths[clip] = sig.normalise(sig.read(((0, sig.shape[0]), (0, 1))))[:, 0]
-        rates[clip] = float(sig.meta.get("sample_rate", 44100))
+        rates[clip] = float(sig.info.sample_rate or 44100)
         lengths[clip] = sig.shape[0]
         results[clip] = []
         for arch, label in METHODS:

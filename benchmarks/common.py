@@ -1,15 +1,21 @@
-"""What every benchmark shares: writing its results with the command, commit and date."""
+"""What every benchmark shares: writing its results with the command, commit, date, machine
+and load; an older revision's package imported beside today's, to time both in one run."""
 
 from __future__ import annotations
 
 import datetime
+import importlib
 import os
 import platform
 import subprocess
 import sys
+import tarfile
+import tempfile
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
+LOAD_AT_START = os.getloadavg()[0]
+"""The machine's 1-minute load average when the benchmark started (other jobs included)."""
 
 
 def provenance() -> str:
@@ -28,7 +34,9 @@ def provenance() -> str:
     command = "python " + " ".join([os.path.relpath(sys.argv[0], root), *sys.argv[1:]])
     return (f"- command: `{command}`\n- commit: {commit}\n"
             f"- date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC}\n"
-            f"- machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}\n")
+            f"- machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}\n"
+            f"- load: 1-minute load average {LOAD_AT_START:.1f} at the start, "
+            f"{os.getloadavg()[0]:.1f} at the end (other jobs included)\n")
 
 
 def write_results(name: str, title: str, lines: list[str], notes: str = "") -> Path:
@@ -41,6 +49,38 @@ def write_results(name: str, title: str, lines: list[str], notes: str = "") -> P
     path.write_text(body)
     print(f"wrote {path}")
     return path
+
+
+def package_at(rev: str):
+    """The ``distlg`` package as it was at git revision ``rev``, imported as ``distlg_<rev>``
+    from a temporary copy (its imports are relative, so it runs beside today's)."""
+    root = Path(__file__).resolve().parents[1]
+    name = "distlg_" + rev.replace("^", "p").replace("~", "t")
+    if name in sys.modules:
+        return sys.modules[name]
+    where = Path(tempfile.mkdtemp(prefix="distlg-bench-"))
+    archive = subprocess.run(["git", "archive", "--format=tar", rev, "distlg"], cwd=root,
+                             capture_output=True, check=True).stdout
+    archive_path = where / "src.tar"
+    archive_path.write_bytes(archive)
+    with tarfile.open(archive_path) as tar:
+        tar.extractall(where, filter="data")
+    (where / "distlg").rename(where / name)
+    sys.path.insert(0, str(where))
+    return importlib.import_module(name)
+
+
+def old_model_modules(rev: str):
+    """(model module, fused module) of the package at ``rev``, in either layout it had:
+    ``nn/model.py`` and ``nn/fused.py``, or both at the top level."""
+    old = package_at(rev)
+    for prefix in (".nn", ""):
+        try:
+            return (importlib.import_module(f"{old.__name__}{prefix}.model"),
+                    importlib.import_module(f"{old.__name__}{prefix}.fused"))
+        except ModuleNotFoundError:
+            continue
+    raise ModuleNotFoundError(f"no model and fused modules in distlg at {rev}")
 
 
 def run_config(signal=None, **settings):

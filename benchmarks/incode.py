@@ -135,9 +135,9 @@ class Tasks:
         from distlg.data.store import open_signal
 
         signal = open_signal(self.ct)
-        desc = signal.meta["measurement"]
-        sino = zarr.open_array(store=str(self.ct / desc["array"]), mode="r")[:]
-        image = iradon(sino, theta=np.asarray(desc["angles"]), circle=False,
+        desc = signal.info.measurement
+        sino = zarr.open_array(store=str(self.ct / desc.array), mode="r")[:]
+        image = iradon(sino, theta=np.asarray(desc.angles), circle=False,
                        output_size=self.size, filter_name="ramp")
         return signal.normalise(np.clip(image, *signal.value_range))[..., None]
 

@@ -3,6 +3,7 @@ SIREN-per-partition and SIREN, with the widths ``distlg train`` picks at a fixed
 
     python benchmarks/scale.py                 # a few minutes; results/scale.md + .png
     python benchmarks/scale.py --sizes 3       # quicker
+    python benchmarks/scale.py --against REV   # also each method's step at git REV
 
 Video-shaped signals (RGB) from 1.5 x 10^5 to 4.1 x 10^8 values, the default
 video partitioning (50x32x32 samples), 64 values per weight, 32 samples per partition per step
@@ -10,9 +11,12 @@ video partitioning (50x32x32 samples), 64 values per weight, 32 samples per part
 step's fixed costs do not dominate). No data is read: the batch is drawn from the partitions' sampling
 boxes and the values are random, since the cost of a step does not depend on them. Each
 method's fused forward + backward (``distlg.nn.fused.forward_backward``) is timed in this process
-(CPU time: the machine is shared), methods interleaved over rounds; the median is reported as
-microseconds per training sample.
+(CPU time unless --clock wall: the machine is shared), methods interleaved over rounds; the
+median is reported as microseconds per training sample.
 SIREN runs on a fixed 4,096-sample batch (its cost per sample does not depend on the batch).
+``--against REV`` also times every method's fused step as it was at git revision REV (that
+revision's package imported beside today's, the same architecture and batches), in the same
+rounds, and reports today's time against it.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, _pyplot, write_results  # noqa: E402
+from common import RESULTS, _pyplot, old_model_modules, write_results  # noqa: E402
 
 from distlg.config import Config  # noqa: E402
 from distlg.data.draws import random_positions  # noqa: E402
@@ -76,31 +80,51 @@ def setup(signal: Signal, settings: dict, batches: int):
     return plan, model, out
 
 
-def time_step(model, coords, values) -> float:
-    """CPU seconds of one training step (the process's CPU time, not the wall clock: on a
-    machine other jobs share, it is what the step takes on a core of its own)."""
-    t0 = time.process_time()
-    fused.forward_backward(model, coords, values, 1.0 / values.numel())
-    return time.process_time() - t0
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+"""How a step is timed: CPU time of this process (the default: what the step computes, not
+how long other jobs on a shared machine kept it waiting; with one thread, what the step takes
+on a core of its own), or wall time."""
+CLOCK = CLOCKS["cpu"]
 
 
-def measure(shape, rounds: int) -> dict[str, dict]:
+def time_step(model, coords, values, step=fused.forward_backward) -> float:
+    t0 = CLOCK()
+    step(model, coords, values, 1.0 / values.numel())
+    return CLOCK() - t0
+
+
+def old_run(rev: str, plan, model):
+    """``model`` as the package at ``rev`` builds it (same architecture, same weights), and
+    that revision's fused step."""
+    model_old, fused_old = old_model_modules(rev)
+    old = model_old.INR(model_old.Architecture.from_dict(plan.arch.to_dict()), model.partition_ids)
+    old.load_state_dict(model.state_dict())
+    return old, fused_old.forward_backward
+
+
+def measure(shape, rounds: int, against: str | None = None) -> dict[str, dict]:
     signal = fake_video(shape)
     runs = {name: setup(signal, s, rounds + 1) for name, s in METHODS.items()}
-    times: dict[str, list[float]] = {name: [] for name in runs}
-    for _, model, batches in runs.values():
-        time_step(model, *batches[0])  # warm-up
+    steps = {(name, "now"): (model, fused.forward_backward) for name, (_, model, _) in runs.items()}
+    if against:
+        steps |= {(name, "then"): old_run(against, plan, model)
+                  for name, (plan, model, _) in runs.items()}
+    times: dict[tuple, list[float]] = {key: [] for key in steps}
+    for (name, _), (model, step) in steps.items():
+        time_step(model, *runs[name][2][0], step)  # warm-up
     for r in range(rounds):
-        for name, (_, model, batches) in runs.items():
-            coords, values = batches[r + 1]
+        for (name, when), (model, step) in steps.items():
+            coords, values = runs[name][2][r + 1]
             samples = coords.shape[0] * coords.shape[1]
-            times[name].append(time_step(model, coords, values) / samples * 1e6)
+            times[name, when].append(time_step(model, coords, values, step) / samples * 1e6)
     out = {}
     for name, (plan, *_rest) in runs.items():
         a = plan.arch
-        out[name] = dict(us=statistics.median(times[name]), local=a.local_width, glob=a.global_width,
-                         params=a.total_params(plan.grid.num_partitions),
+        out[name] = dict(us=statistics.median(times[name, "now"]), local=a.local_width,
+                         glob=a.global_width, params=a.total_params(plan.grid.num_partitions),
                          partitions=plan.grid.num_partitions, lattice=a.lattice)
+        if against:
+            out[name]["then"] = statistics.median(times[name, "then"])
     return out
 
 
@@ -126,31 +150,45 @@ def main() -> None:
                         help="torch threads (default 1; with more, CPU time sums every thread's)")
     parser.add_argument("--sizes", type=int, default=len(SIZES), help="how many of the sizes to run")
     parser.add_argument("--rounds", type=int, default=3, help="timed rounds per method (median)")
+    parser.add_argument("--clock", choices=sorted(CLOCKS), default="cpu",
+                        help="time steps in this process's CPU time (default) or in wall time")
+    parser.add_argument("--against", metavar="REV", default=None,
+                        help="also time each method's fused step as it was at this git revision")
     args = parser.parse_args()
+    global CLOCK
+    CLOCK = CLOCKS[args.clock]
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
     table, values = {}, []
     for shape in SIZES[:args.sizes]:
         v = int(np.prod(shape)) * 3
         values.append(v)
-        table[v] = measure(shape, args.rounds)
+        table[v] = measure(shape, args.rounds, args.against)
         row = ", ".join(f"{k}: {r['us']:.2f}" for k, r in table[v].items())
         print(f"{shape} ({v:.2e} values): {row} µs/sample", flush=True)
+    then = f" | µs / sample at {args.against} | now / then" if args.against else ""
     lines = ["| values | partitions | method | widths local / global | lattice | weights | µs / sample | "
-             "vs per-partition |", "|---|---|---|---|---|---|---|---|"]
+             f"vs per-partition{then} |", "|---|---|---|---|---|---|---|---|" + "---|---|" * bool(then)]
     for v in values:
         pp = table[v]["SIREN-per-partition"]["us"]
         for name, r in table[v].items():
             lines.append(f"| {v:.2e} | {r['partitions']:,} | {name} | {r['local'] or '-'} / "
                          f"{r['glob'] or '-'} | {'x'.join(map(str, r['lattice'])) or '-'} | "
-                         f"{r['params']:,} | {r['us']:.2f} | {r['us'] / pp:.2f}x |")
+                         f"{r['params']:,} | {r['us']:.2f} | {r['us'] / pp:.2f}x |"
+                         + (f" {r['then']:.2f} | {r['us'] / r['then']:.3f} |" if then else ""))
     lg = [table[v]["Local-Global (distlg)"]["us"] for v in values]
     ratios = [table[v]["Local-Global (distlg)"]["us"] / table[v]["SIREN-per-partition"]["us"] for v in values]
     notes = (f"Local-Global (distlg) cost per sample: {min(lg):.2f}-{max(lg):.2f} µs "
              f"(spread {max(lg) / min(lg) - 1:.0%} across sizes); vs per-partition at equal "
              f"weights {min(ratios):.2f}x-{max(ratios):.2f}x.\n\n"
              f"![cost per sample]({plot(table, values)})\n\n"
-             f"{args.threads} thread(s); run time {(time.perf_counter() - started) / 60:.1f} minutes.")
+             f"{args.threads} thread(s), {args.clock} time; run time "
+             f"{(time.perf_counter() - started) / 60:.1f} minutes.")
+    if args.against:
+        now_then = [r["us"] / r["then"] for v in values for r in table[v].values()]
+        notes += (f"\n\nAgainst {args.against} (its fused step, the same architectures and batches, "
+                  f"in the same rounds): now / then {min(now_then):.3f}-{max(now_then):.3f}, "
+                  f"geometric mean {statistics.geometric_mean(now_then):.3f}.")
     write_results("scale", "Cost per training sample against signal size", lines, notes)
 
 

@@ -23,19 +23,16 @@ on a GPU, at the row's precision) is measured in the same run.
   replayed as a CUDA graph (``--cuda-graph``).
 - SIREN: one MLP with the same number of parameters (width 1030), distlg's fused step.
 - ``--against REV``: also distlg's fused step as it was at git revision REV (its ``distlg``
-  package extracted aside and imported under another name), in the same process and rounds.
+  package extracted aside and imported under another name), in the same process and rounds,
+  for the paper's architecture and (where REV has it) distlg's recipe.
 - ``--compile``: also distlg's autograd formulation under ``torch.compile``.
 """
 
 from __future__ import annotations
 
-import importlib
 import math
 import statistics
-import subprocess
 import sys
-import tarfile
-import tempfile
 import time
 from pathlib import Path
 
@@ -44,7 +41,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import write_results  # noqa: E402
+from common import old_model_modules, write_results  # noqa: E402
 
 from distlg.config import Config  # noqa: E402
 from distlg.data.signal import Signal  # noqa: E402
@@ -162,44 +159,38 @@ def _time(fn, device: torch.device = CPU) -> float:
     return time.perf_counter() - t0
 
 
-def package_at(rev: str):
-    """The ``distlg`` package as it was at git revision ``rev``, imported as ``distlg_<rev>``
-    from a temporary copy (its imports are relative, so it runs beside today's)."""
-    root = Path(__file__).resolve().parents[1]
-    name = "distlg_" + rev.replace("^", "p").replace("~", "t")
-    where = Path(tempfile.mkdtemp(prefix="distlg-speed-"))
-    archive = subprocess.run(["git", "archive", "--format=tar", rev, "distlg"], cwd=root,
-                             capture_output=True, check=True).stdout
-    archive_path = where / "src.tar"
-    archive_path.write_bytes(archive)
-    with tarfile.open(archive_path) as tar:
-        tar.extractall(where, filter="data")
-    (where / "distlg").rename(where / name)
-    sys.path.insert(0, str(where))
-    return importlib.import_module(name)
-
-
 def old_methods(rev: str, device: torch.device, x, y) -> dict:
-    """distlg's fused step at ``rev`` (the module layout of then: ``fused`` beside ``model``)."""
-    old = package_at(rev)
-    fused_old = importlib.import_module(old.__name__ + ".fused")
-    model_old = importlib.import_module(old.__name__ + ".model")
-    arch = model_old.Architecture("local-global", D, O, LAYERS, HL, HG)
-    model = model_old.INR(arch, range(P)).to(device)
-    return {f"distlg at {rev}": (model, lambda m, o: fused_step(m, o, x, y, fused_old.forward_backward),
-                                 Architecture("local-global", D, O, LAYERS, HL, HG))}
+    """distlg's fused step at ``rev`` (``package_at``): the paper's architecture, and distlg's
+    recipe where that revision has the lattice."""
+    model_old, fused_old = old_model_modules(rev)
+
+    def step(m, o):
+        fused_step(m, o, x, y, fused_old.forward_backward)
+
+    lg = Architecture("local-global", D, O, LAYERS, HL, HG)
+    old_lg = model_old.Architecture("local-global", D, O, LAYERS, HL, HG)
+    out = {f"distlg at {rev}": (model_old.INR(old_lg, range(P)).to(device), step, lg)}
+    lat = lattice_arch(x.shape[1])
+    try:
+        old_lat = model_old.Architecture.from_dict(lat.to_dict())
+    except TypeError:  # a revision before the lattice
+        return out
+    out[f"distlg recipe at {rev}"] = (model_old.INR(old_lat, range(P)).to(device), step, lat)
+    return out
 
 
 def compiled_methods(device: torch.device, precision: str, x, y) -> dict:
-    """distlg's autograd formulation (``distlg.training.steps.autograd_forward``) under ``torch.compile``
+    """distlg's autograd formulation (``INR.forward`` with the precision's matmuls) under ``torch.compile``
     (forward and loss compiled; AOTAutograd compiles the backward), for the paper's
     architecture and distlg's recipe: a candidate against the fused step and the Triton kernel,
     timed wherever it runs (compiling takes tens of seconds per shape)."""
-    from distlg.training.steps import autograd_forward
+    from distlg.training.steps import matmuls
+
+    policy = matmuls(precision)
 
     def step_for():
         def sse(model, coords, values):
-            return (autograd_forward(model, coords * model.coord_scale, precision) - values).pow(2).sum()
+            return (model(coords, matmuls=policy) - values).pow(2).sum()
 
         compiled = torch.compile(sse)
 
@@ -249,7 +240,8 @@ def methods_for(device: torch.device, precision: str, x, y) -> dict:
 
 def measure(threads: int, rounds: int, device: torch.device = CPU,
             precision: str = "fp32", n: int = N, against: str | None = None,
-            compiled: bool = False, only: list[str] | None = None) -> dict:
+            compiled: bool = False, only: list[str] | None = None,
+            skip: list[str] | None = None) -> dict:
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     x = (torch.rand(P, n, D) * 2 - 1).to(device)
@@ -261,6 +253,8 @@ def measure(threads: int, rounds: int, device: torch.device = CPU,
         methods.update(old_methods(against, device, x, y))
     if only:  # the baseline always stays: every ratio is against it
         methods = {k: v for k, v in methods.items() if k == BASELINE or any(o in k for o in only)}
+    if skip:
+        methods = {k: v for k, v in methods.items() if not any(s in k for s in skip)}
     opts = {k: torch.optim.Adam(m.parameters(), lr=1e-4) for k, (m, _, _) in methods.items()}
     times = {k: [] for k in methods}
     for k, (m, step, _) in list(methods.items()):  # warm-up (compiles Triton kernels, graphs)
@@ -321,6 +315,8 @@ def main() -> None:
                         help="also time distlg's autograd formulation under torch.compile")
     parser.add_argument("--only", nargs="+", metavar="TEXT", default=None,
                         help="time only the methods whose names contain one of these (and the baseline)")
+    parser.add_argument("--skip", nargs="+", metavar="TEXT", default=None,
+                        help="leave out the methods whose names contain one of these")
     parser.add_argument("--markdown", default=None,
                         help="write the table to this file instead of results/speed.md")
     args = parser.parse_args()
@@ -335,7 +331,7 @@ def main() -> None:
                 if device.type == "cpu" and len(args.precisions) > 1:
                     label += f", {precision}"
                 settings[label] = measure(t, args.rounds, device, precision, n, args.against,
-                                          args.compile, args.only)
+                                          args.compile, args.only, args.skip)
                 if args.markdown:  # as it goes: a run stopped by a time limit keeps its rows
                     Path(args.markdown).write_text("\n".join(table(settings, echo=False)) + "\n")
     lines = table(settings)

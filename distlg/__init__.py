@@ -8,11 +8,13 @@ The package face: what ``import distlg`` offers, loaded on first use (PEP 562), 
     model = distlg.open_signal("video.zarr")            # a signal store
 
 The layers, lowest first (README, "Architecture"; ``tests/test_layout.py`` holds them):
-ground-floor helpers at the top level (``errors``, ``geometry``, ``staging``, ``resources``,
-``metrics``, ``defaults``, ``config``, ``fielddocs``) -> ``data`` (sources, Zarr stores,
-samplers) and ``nn`` (the model, its fused step) -> ``kernels`` (Triton) -> ``modeldir`` (model
-directories on disk) -> ``rendering`` (regions, streamed) -> ``training`` (plan, step loop,
-distribution, checkpoints, evaluation, extend) -> ``commands`` and ``cli``.
+ground-floor helpers at the top level (``errors``, ``geometry``, ``staging``, ``outputs``,
+``progress``, ``resources``, ``metrics``, ``defaults``, ``config``, ``flags``, ``fielddocs``) ->
+``data`` (sources, Zarr stores, samplers) and ``nn`` (the model, its one forward pass, the fused
+step) -> ``kernels``
+(Triton) -> ``modeldir`` (model directories on disk) -> ``rendering`` (regions, streamed) ->
+``training`` (plan, step loop, distribution, checkpoints, evaluation, extend) -> ``commands``
+and ``cli``.
 """
 
 from __future__ import annotations

@@ -2,30 +2,27 @@
 
 A run is described by ``Config`` (signal, partition, model, train and run sections). It can be
 built in Python, read from a YAML, TOML or JSON file with the same sections, and overridden by
-command-line flags; ``add_arguments`` turns the dataclasses into argparse options (one flag per
-field, named after it, grouped by section) and ``from_args`` merges file and flags.
-``ExtendConfig`` is the same for ``distlg extend``, and ``add_fields`` / ``given`` do it for any
-dataclass (``distlg ingest``'s options too). Settings are checked where they are made (each
-dataclass's ``__post_init__``); defaults that depend on the signal's kind live in
-``distlg.defaults`` and are written into --help from there.
+command-line flags (``distlg.flags`` turns the dataclasses into argparse options, one flag per
+field, its --help the docstring under the field). ``ExtendConfig`` is the same for
+``distlg extend``. Settings are checked where they are made (each
+dataclass's ``__post_init__``). Every default and every choice lives in ``distlg.defaults``
+(the tables per kind and per recipe are written into --help from there); a setting left
+empty (None) means "the kind's or the recipe's", and ``Config.resolved`` fills them in, once,
+for a given signal: what the plan and the trainer read has no empty setting left to guess.
 """
 
 from __future__ import annotations
 
-import argparse
-import collections.abc
 import dataclasses
-import json
 import math
 import types
 import typing
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Callable, Literal, Optional, Sequence
+from typing import Any, Callable, Literal, Optional, Protocol, Sequence
 
 from . import defaults
+from .defaults import Arch, Device, Kernel, Merge, Precision, Recipe, Schedule, Scoring
 from .errors import DistlgError
-from .fielddocs import field_docs
 
 
 class ConfigError(DistlgError):
@@ -41,13 +38,35 @@ def _each(ok: Callable[[Any], bool]) -> Callable[[Any], bool]:
     return lambda values: all(ok(v) for v in values)
 
 
+def per_axis(values: Sequence[int] | None, ndim: int, name: str) -> tuple[int, ...] | None:
+    """``values`` for each of ``ndim`` axes (one value stands for every axis); None stays None."""
+    if values is None:
+        return None
+    values = list(values)
+    if len(values) == 1:
+        values = values * ndim
+    if len(values) != ndim:
+        raise ConfigError(f"{name} needs 1 or {ndim} values for a {ndim}-axis signal, got {len(values)}")
+    return tuple(int(v) for v in values)
+
+
+class Described(Protocol):
+    """What resolving the settings reads of a signal (``distlg.data.signal.SignalInfo``)."""
+
+    kind: str
+    shape: tuple[int, ...]
+    channels: int
+    noise: str | None
+    ingest_factors: tuple[int, ...] | None
+
+
 class _Checked:
     """Settings checked where they are made: every float finite, every ``_checked`` rule met."""
 
     def __post_init__(self) -> None:
         hints = typing.get_type_hints(type(self))
         for f in dataclasses.fields(self):  # type: ignore[arg-type]
-            value, (tp, _) = getattr(self, f.name), _unwrap(hints[f.name])
+            value, (tp, _) = getattr(self, f.name), unwrap_optional(hints[f.name])
             if isinstance(value, float) and not math.isfinite(value):
                 raise ConfigError(f"{f.name} must be a finite number, got {value!r}")
             if typing.get_origin(tp) is Literal and value is not None and value not in typing.get_args(tp):
@@ -74,25 +93,44 @@ class SignalConfig(_Checked):
 @dataclass
 class PartitionConfig(_Checked):
     factors: Optional[list[int]] = _checked(None, _each(lambda v: v >= 1), ">= 1 on every axis")
-    """Partitions per signal axis, e.g. 5 8 8 for (frames, rows, columns). Default: from
-    --partition-size."""
+    """Partitions per signal axis, e.g. 5 8 8 for (frames, rows, columns). Default: the grid
+    the store was ingested for (unless --partition-size is given), else from --partition-size."""
     partition_size: Optional[list[int]] = _checked(None, _each(lambda v: v >= 1), ">= 1 on every axis",
-                                                   by_kind="partition_size")
+                                                   table="partition_size")
     """Target partition size in samples per axis when --factors is not given (one value for
     every axis, or one per axis); 32 per image axis is the paper's rule."""
     overlaps: Optional[list[int]] = _checked(None, _each(lambda v: v >= 0), ">= 0 on every axis",
-                                             by_kind="halo")
+                                             table="halo")
     """Halo per axis: each partition samples training positions from its box grown by this
     many samples (one value or one per axis; none on unsplit axes). Removes seams."""
+
+    def resolved(self, kind: str, shape: Sequence[int], arch: str,
+                 recorded: Sequence[int] | None = None) -> "PartitionConfig":
+        """Factors, partition size and overlaps for each axis of a ``kind`` signal of
+        ``shape``: as given; one SIREN's one partition; the grid its store was chunked for
+        (``recorded``) when neither --factors nor --partition-size is given; else the grid
+        rule (``defaults.grid_factors``)."""
+        ndim = len(shape)
+        factors = per_axis(self.factors, ndim, "factors")
+        size = per_axis(self.partition_size, ndim, "partition size")
+        if factors is None and defaults.base_arch(arch) == "siren":
+            factors = (1,) * ndim
+        elif factors is None and size is None and recorded is not None and len(recorded) == ndim:
+            factors = tuple(recorded)
+        factors, size = defaults.grid_factors(kind, shape, factors, size)
+        overlaps = per_axis(self.overlaps, ndim, "overlaps")
+        if overlaps is None:
+            overlaps = defaults.overlaps(kind, factors, arch)
+        return dataclasses.replace(self, factors=list(factors), partition_size=list(size),
+                                   overlaps=list(overlaps))
 
 
 @dataclass
 class ModelConfig(_Checked):
-    arch: Literal["local-global", "per-partition", "siren", "local-global-incode",
-                  "per-partition-incode", "incode"] = "local-global"
+    arch: Arch = "local-global"
     """Model family: Local-Global SIREN, SIREN per partition (local only), one SIREN, or their
     INCODE counterparts (sine layers modulated by coefficients computed from the signal)."""
-    recipe: Literal["distlg", "paper"] = "distlg"
+    recipe: Recipe = "distlg"
     """How Local-Global is built. distlg: the global branch capped at --max-global-width and
     evaluated on a coarse lattice per partition, its features entering every local layer as a
     bias (merge "bias"): the cost per sample does not grow with the signal. paper: the
@@ -100,30 +138,29 @@ class ModelConfig(_Checked):
     params: Optional[int] = _checked(None, lambda v: v >= 1, ">= 1")
     """Total parameter budget; the widths are chosen to match it. Default: signal values
     divided by --compression."""
-    compression: Optional[float] = _checked(None, lambda v: v > 0, "> 0", by_kind="compression")
+    compression: Optional[float] = _checked(None, lambda v: v > 0, "> 0", table="compression")
     """Signal values per parameter when --params is not given (images: the paper's image
     setting; audio: its 198 K parameters for a 7 s clip)."""
-    global_share: float = _checked(0.1, lambda v: 0 < v < 1, "in (0, 1)")
+    global_share: float = _checked(defaults.GLOBAL_SHARE, lambda v: 0 < v < 1, "in (0, 1)")
     """Share of the parameters in the replicated part (global branch and merge)."""
     local_width: Optional[int] = _checked(None, lambda v: v >= 1, ">= 1")
     """Hidden width of every local sub-network (overrides the budget)."""
     global_width: Optional[int] = _checked(None, lambda v: v >= 1, ">= 1")
     """Hidden width of the global branch (overrides the budget)."""
-    hidden_layers: int = _checked(3, lambda v: v >= 0, ">= 0")
+    hidden_layers: int = _checked(defaults.HIDDEN_LAYERS, lambda v: v >= 0, ">= 0")
     """Hidden layers after the first sine layer, in each branch."""
-    w0: float = _checked(30.0, lambda v: v > 0, "> 0")
+    w0: float = _checked(defaults.W0, lambda v: v > 0, "> 0")
     """SIREN frequency factor: each layer computes sin(w0 (x W + b))."""
-    merge: Optional[Literal["shared", "per-depth", "add", "bias"]] = None
+    merge: Optional[Merge] = field(default=None, metadata={"table": "merge"})
     """How local and global features meet: one concat+sine layer shared by all depths (the
     paper's code), one per depth, adding a sine projection of the global features, or the
-    global branch on a lattice added as a bias inside each local layer. Default: bias for the
-    distlg recipe, shared for the paper's."""
+    global branch on a lattice added as a bias inside each local layer."""
     lattice: Optional[list[int]] = None
     """Lattice cells per partition per axis where the global branch runs (merge bias). Default:
     about 8 samples per cell, coarsened until the corners cost at most a local layer."""
-    max_global_width: Optional[int] = _checked(None, lambda v: v >= 1, ">= 1")
-    """Largest global width the budget may pick. Default: 64 for the distlg recipe, none for
-    the paper's."""
+    max_global_width: Optional[int] = _checked(None, lambda v: v >= 1, ">= 1",
+                                               table="max_global_width")
+    """Largest global width the budget may pick."""
     harmonizer_weights: Optional[str] = field(default=None, metadata={"metavar": "PATH"})
     """INCODE archs: the harmonizer's extractor starts from this safetensors file (torchvision's
     ResNet-34 names: conv1.weight, bn1.weight, layer1.0.conv1.weight, ...; others ignored)."""
@@ -131,40 +168,73 @@ class ModelConfig(_Checked):
     """INCODE archs: the harmonizer's last bias, i.e. the (a, b, c, d) it starts near: 0 starts
     from SIREN's activation; the paper's image code uses 0.3120 (lower here: results/incode.md)."""
 
+    def resolved(self, kind: str, values: int) -> "ModelConfig":
+        """The recipe's merge and global width cap (None after this: no cap), the kind's
+        compression, and the budget of a signal of ``values`` numbers unless widths are given."""
+        recipe = defaults.BY_RECIPE[self.recipe]
+        compression = self.compression or defaults.for_kind(kind).compression
+        params = self.params
+        if params is None and not (self.local_width or self.global_width):
+            params = round(values / compression)
+        cap = self.max_global_width if self.max_global_width is not None else recipe.max_global_width
+        return dataclasses.replace(self, merge=self.merge or recipe.merge, compression=compression,
+                                   params=params, max_global_width=cap)
+
 
 @dataclass
 class StepsConfig(_Checked):
     """How a model's partitions train: what ``train`` and ``extend`` share."""
 
-    steps: Optional[int] = _checked(None, lambda v: v >= 1, ">= 1", by_kind="steps")
+    steps: Optional[int] = _checked(None, lambda v: v >= 1, ">= 1", table="steps")
     """Optimisation steps."""
-    lr: Optional[float] = _checked(None, lambda v: v > 0, "> 0", by_kind="lr")
-    """Adam learning rate (the paper's)."""
-    schedule: Optional[Literal["constant", "cosine"]] = field(default=None,
-                                                             metadata={"by_kind": "schedule"})
+    lr: Optional[float] = _checked(None, lambda v: v > 0, "> 0", table="lr")
+    """Adam learning rate (the paper's for images; for the other kinds a sweep's, benchmarks/sweep.py)."""
+    schedule: Optional[Schedule] = field(default=None, metadata={"table": "schedule"})
     """Learning-rate schedule: constant (the paper's) or cosine decay to --lr-final x lr."""
     lr_final: float = _checked(0.05, lambda v: 0 <= v <= 1, "in [0, 1]")
     """Final learning rate of the cosine schedule, as a fraction of --lr."""
     sample_fraction: Optional[float] = _checked(None, lambda v: 0 < v <= 1, "in (0, 1]",
-                                                by_kind="sample_fraction")
+                                                table="sample_fraction")
     """Fraction of the signal's positions drawn per step, spread equally over partitions (full
     batch: every position every step)."""
     samples_per_partition: Optional[int] = _checked(None, lambda v: v >= 1, ">= 1")
     """Samples drawn from each partition per step (overrides --sample-fraction)."""
-    seed: int = _checked(0, lambda v: v >= 0, ">= 0")
+    seed: int = _checked(0, lambda v: 0 <= v < 2**64, "in [0, 2^64)")
     """Seed of the initialisation and of the sampling (non-negative)."""
-    memory_budget_gib: float = _checked(4.0, lambda v: v > 0, "> 0")
+    memory_budget_gib: float = _checked(defaults.MEMORY_BUDGET_GIB, lambda v: v > 0, "> 0")
     """Decoded signal data a worker may hold; beyond it (or with --pack) the sampler streams."""
+
+    @property
+    def memory_budget(self) -> int:
+        """``memory_budget_gib`` in bytes."""
+        return int(self.memory_budget_gib * 2**30)
+
+    def resolved(self, kind: str, positions: int, partitions: int, denoising: bool = False):
+        """The kind's steps (``DENOISING_STEPS`` when ``denoising``), rates, schedule and
+        sampling where none is given; a sample fraction becomes ``fraction * positions /
+        partitions`` samples per partition (None stays: full batch)."""
+        d = defaults.for_kind(kind)
+        steps = self.steps or (defaults.DENOISING_STEPS if denoising else d.steps)
+        fraction = self.sample_fraction if self.sample_fraction is not None else d.sample_fraction
+        n = self.samples_per_partition
+        if n is None and fraction is not None:
+            n = max(1, round(fraction * positions / partitions))
+        return dataclasses.replace(self, steps=steps, lr=self.lr or d.lr,
+                                   schedule=self.schedule or d.schedule, sample_fraction=fraction,
+                                   samples_per_partition=n, **self._kind_rates(d))
+
+    def _kind_rates(self, d: defaults.KindDefaults) -> dict[str, Any]:
+        return {}
 
 
 @dataclass
 class TrainConfig(StepsConfig):
-    global_lr: Optional[float] = _checked(None, lambda v: v >= 0, ">= 0", by_kind="global_lr")
+    global_lr: Optional[float] = _checked(None, lambda v: v >= 0, ">= 0", table="global_lr")
     """Learning rate of a Local-Global model's replicated part (global branch and merge), as a
     fraction of --lr (the local sub-networks train at --lr)."""
     eval_every: int = _checked(0, lambda v: v >= 0, ">= 0 (0: at the end)")
     """Evaluate PSNR every this many steps (0: only at the end)."""
-    eval: Literal["auto", "full", "sample"] = "auto"
+    eval: Scoring = "auto"
     """How the PSNR is scored: full (every value, streamed over all workers), sample (a fixed
     random subset of whole partitions, about 4 M values, reported with its 95 % confidence
     interval), or auto (sample above 10^7 values, else full)."""
@@ -172,18 +242,21 @@ class TrainConfig(StepsConfig):
     """Log the loss every this many steps."""
     threads: Optional[int] = _checked(None, lambda v: v >= 1, ">= 1")
     """CPU threads per worker. Default: the cores divided among the workers on this machine."""
-    device: Optional[Literal["cpu", "cuda"]] = None
+    device: Optional[Device] = None
     """Device to train on: cpu, or cuda (each worker of `accelerate launch` takes its own GPU;
     CUDA_VISIBLE_DEVICES chooses which). Default: the accelerator's choice."""
-    precision: Literal["fp32", "tf32", "bf16"] = "fp32"
+    precision: Precision = "fp32"
     """Matmul precision: fp32; tf32 (CUDA's TF32 tensor cores for float32 matmuls; the same as
     fp32 on a CPU); bf16 (bfloat16 matmul inputs, float32 results; sines, biases and the loss
     stay float32)."""
-    kernel: Literal["torch", "triton"] = "torch"
+    kernel: Kernel = "torch"
     """Local layers through torch (every device) or a fused Triton kernel (CUDA only)."""
     cuda_graph: bool = False
     """On CUDA, replay each training step's kernels as one captured CUDA graph (SIREN
     activations; a step that cannot be captured runs as usual, with a warning)."""
+
+    def _kind_rates(self, d: defaults.KindDefaults) -> dict[str, Any]:
+        return {"global_lr": d.global_lr if self.global_lr is None else self.global_lr}
 
 
 @dataclass
@@ -193,7 +266,7 @@ class ExtendConfig(StepsConfig):
 
     threads: Optional[int] = _checked(None, lambda v: v >= 1, ">= 1")
     """CPU threads. Default: torch's."""
-    device: Literal["cpu", "cuda"] = "cpu"
+    device: Device = "cpu"
     """Device to train on."""
     progress: bool = True
     """Show a progress bar."""
@@ -228,6 +301,17 @@ class Config:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    def resolved(self, signal: Described) -> "Config":
+        """Every setting left to the signal's kind or the recipe given its value for ``signal``
+        (the grid its store records, when none is asked for): the one place where a run's
+        defaults are decided. Resolving twice changes nothing."""
+        kind, shape = signal.kind, tuple(signal.shape)
+        partition = self.partition.resolved(kind, shape, self.model.arch, signal.ingest_factors)
+        train = self.train.resolved(kind, math.prod(shape), math.prod(partition.factors),
+                                    denoising=kind == "image" and signal.noise is not None)
+        model = self.model.resolved(kind, math.prod(shape) * signal.channels)
+        return dataclasses.replace(self, partition=partition, model=model, train=train)
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Config":
         """Build from nested mappings (as read from YAML/TOML/JSON); unknown keys are errors."""
@@ -259,52 +343,26 @@ class Config:
         return Config.from_dict(data)
 
 
-def load(path: str | Path) -> Config:
-    """Read a YAML (.yaml/.yml), TOML (.toml) or JSON config file."""
-    path = Path(path)
-    if path.is_dir() or path.suffix not in (".yaml", ".yml", ".toml", ".json"):
-        what = "a folder" if path.is_dir() else "not a .yaml, .yml, .toml or .json file"
-        raise ConfigError(f"{path} is {what}, so not a config file; a signal is given as "
-                          f"--signal {path}")
-    if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist")
-    try:
-        text = path.read_text()
-        if path.suffix in (".yaml", ".yml"):
-            import yaml
-            data = yaml.safe_load(text) or {}
-        elif path.suffix == ".toml":
-            import tomllib
-            data = tomllib.loads(text)
-        else:
-            data = json.loads(text)
-    except Exception as exc:  # parse errors of any of the three formats
-        raise ConfigError(f"cannot parse {path}: {str(exc).splitlines()[0]}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path} must hold a mapping of sections")
-    return Config.from_dict(data)
-
-
-# -- command line --------------------------------------------------------------------------------
-def _sections() -> list[tuple[str, type]]:
+# -- names and types --------------------------------------------------------------------------------
+def sections() -> list[tuple[str, type]]:
     return [(f.name, f.default_factory) for f in dataclasses.fields(Config)]
 
 
 def _locate(key: str) -> tuple[str, str]:
     if "__" in key:
         section, name = key.split("__", 1)
-        sections = [s for s, _ in _sections()]
-        if section not in sections:
+        names = [s for s, _ in sections()]
+        if section not in names:
             raise ConfigError(f"unknown config section {section!r} in {key!r}; the sections are "
-                              f"{', '.join(sections)}")
+                              f"{', '.join(names)}")
         return section, name
-    hits = [s for s, cls in _sections() if key in {f.name for f in dataclasses.fields(cls)}]
+    hits = [s for s, cls in sections() if key in {f.name for f in dataclasses.fields(cls)}]
     if len(hits) != 1:
         raise ConfigError(f"unknown setting {key!r}")
     return hits[0], key
 
 
-def _unwrap(tp: Any) -> tuple[Any, bool]:
+def unwrap_optional(tp: Any) -> tuple[Any, bool]:
     """(inner type, optional?) of Optional[X] / X | None."""
     args = typing.get_args(tp)
     if typing.get_origin(tp) in (typing.Union, types.UnionType) and type(None) in args:
@@ -314,7 +372,7 @@ def _unwrap(tp: Any) -> tuple[Any, bool]:
 
 
 def _coerce(obj: Any, name: str, value: Any) -> Any:
-    tp, optional = _unwrap(typing.get_type_hints(type(obj))[name])
+    tp, optional = unwrap_optional(typing.get_type_hints(type(obj))[name])
     if value is None:
         if optional:
             return None
@@ -340,62 +398,3 @@ def _coerce(obj: Any, name: str, value: Any) -> Any:
         if isinstance(exc, ConfigError):
             raise
         raise ConfigError(f"{name}: cannot use {value!r}") from None
-
-
-_METAVARS = {int: "N", float: "X", str: "TEXT"}
-
-
-def add_fields(group: Any, cls: type, prefix: str = "", names: Sequence[str] | None = None) -> None:
-    """One option per field of the dataclass ``cls`` (or those in ``names``), named after it,
-    help from the docstring under it (with the kind-dependent defaults of ``distlg.defaults``
-    where the field says ``by_kind``), stored as ``prefix + name``; only given flags are set."""
-    docs, hints = field_docs(cls), typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-        if f.init and (names is None or f.name in names):
-            group.add_argument(f.metadata.get("flag", "--" + f.name.replace("_", "-")),
-                               **_option(f, hints[f.name], docs.get(f.name, ""), prefix))
-
-
-def _option(f: dataclasses.Field, hint: Any, doc: str, prefix: str) -> dict[str, Any]:
-    """argparse keywords for field ``f``."""
-    tp, _ = _unwrap(hint)
-    default = f.default if f.default is not dataclasses.MISSING else None
-    if "by_kind" in f.metadata:
-        doc += " " + defaults.describe(f.metadata["by_kind"])
-    elif default is not None and "Default" not in doc:
-        doc += f" (default: {default})"
-    # argparse formats help with %
-    kwargs: dict[str, Any] = dict(dest=prefix + f.name, default=argparse.SUPPRESS,
-                                  help=doc.replace("%", "%%"))
-    if tp is bool:
-        kwargs["action"] = argparse.BooleanOptionalAction
-    elif typing.get_origin(tp) in (list, collections.abc.Sequence):
-        kwargs.update(nargs="+", type=typing.get_args(tp)[0], metavar="N")
-    elif typing.get_origin(tp) is Literal:
-        kwargs.update(choices=typing.get_args(tp))
-    else:
-        kwargs.update(type=tp, metavar=_METAVARS.get(tp, "VALUE"))
-    if "choices" in f.metadata:
-        kwargs.update(choices=f.metadata["choices"], metavar=None)
-    kwargs["metavar"] = f.metadata.get("metavar", kwargs.get("metavar"))
-    return {k: v for k, v in kwargs.items() if k != "metavar" or v is not None}
-
-
-def given(args: argparse.Namespace, cls: type, prefix: str = "") -> dict[str, Any]:
-    """The fields of ``cls`` set on the command line (``add_fields`` with ``prefix``)."""
-    names = {f.name for f in dataclasses.fields(cls)}
-    return {k[len(prefix):]: v for k, v in vars(args).items()
-            if k.startswith(prefix) and k[len(prefix):] in names}
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """One option per config field, grouped by section; defaults come from the file/dataclass."""
-    for section, cls in _sections():
-        add_fields(parser.add_argument_group(f"{section} options"), cls, f"{section}__")
-
-
-def from_args(args: argparse.Namespace, file: str | None = None) -> Config:
-    """The config of ``file`` (if any) with every flag given on the command line applied."""
-    config = load(file) if file else Config()
-    overrides = {k: v for k, v in vars(args).items() if "__" in k}
-    return config.replace(**overrides) if overrides else config

@@ -193,32 +193,74 @@ def auto_factors(shape: Sequence[int], target: Sequence[int] | int,
     return tuple(factors)
 
 
-def shard(grid: PartitionGrid, world_size: int) -> list[list[int]]:
-    """Split the partitions into ``world_size`` balanced, spatially compact blocks.
+def block_shape(factors: Sequence[int], partitions: int) -> tuple[int, ...]:
+    """A near-cubic block of at most ``partitions`` partitions (at least one) on a grid of
+    ``factors``: every axis starts at 1 and the smallest one that can still grow doubles (capped
+    at the axis), so a block is spatially compact and its sides are powers of two where the
+    grid allows."""
+    block = [1] * len(factors)
+    while True:
+        growable = [a for a in range(len(factors)) if block[a] < factors[a]]
+        if not growable:
+            return tuple(block)
+        axis = min(growable, key=lambda a: (block[a], -a))
+        grown = min(factors[axis], 2 * block[axis])
+        if math.prod(block) // block[axis] * grown > partitions:
+            return tuple(block)
+        block[axis] = grown
 
-    Counts differ by at most one. The blocks come from recursive bisection: the current set is
-    ordered along its longest axis (in partitions) and cut where the counts of the workers on
-    each side add up, so every worker gets a slab-like block of neighbouring partitions and
-    reads a compact region of the signal.
+
+def shard(grid: PartitionGrid, world_size: int, block: Sequence[int] | None = None) -> list[list[int]]:
+    """Split the partitions into ``world_size`` balanced, spatially compact sets.
+
+    Without ``block`` each worker gets a block of neighbouring partitions and the counts differ
+    by at most one. With ``block`` (partitions per axis, ``block_shape``) every worker gets whole
+    blocks, so that each block, a shard on disk, has one writer; the counts then differ by at
+    most one block's. The sets come from recursive bisection: the current set of blocks is
+    ordered along its longest axis and cut where the partitions of the workers on each side
+    add up, so every worker gets a slab-like block and reads a compact region of the signal.
     """
     if world_size < 1:
         raise GeometryError(f"world size must be >= 1, got {world_size}")
     total = grid.num_partitions
     if world_size > total:
         raise GeometryError(f"{world_size} workers for only {total} partitions")
-    counts = [total // world_size + (1 if r < total % world_size else 0) for r in range(world_size)]
-    index = np.stack(np.unravel_index(np.arange(total), grid.factors), axis=-1)
+    block = _tuple(block or 1, grid.ndim, "block")
+    blocks = tuple(math.ceil(c / b) for c, b in zip(grid.factors, block))
+    index = np.stack(np.unravel_index(np.arange(math.prod(blocks)), blocks), axis=-1)
+    sizes = np.prod(np.minimum(np.asarray(block), np.asarray(grid.factors) - index * np.asarray(block)),
+                    axis=1)  # partitions in each block (edge blocks are smaller)
+    if world_size > len(sizes):
+        raise GeometryError(f"{world_size} workers for only {len(sizes)} blocks of {block} partitions")
 
-    def split(ids: np.ndarray, counts: list[int]) -> list[list[int]]:
+    def split(ids: np.ndarray, counts: list[int]) -> list[np.ndarray]:
         if len(counts) == 1:
-            return [sorted(int(i) for i in ids)]
+            return [ids]
         sub = index[ids]
-        extent = sub.max(axis=0) - sub.min(axis=0)
-        axis = int(np.argmax(extent))
+        axis = int(np.argmax(sub.max(axis=0) - sub.min(axis=0)))
         keys = [sub[:, a] for a in reversed(range(grid.ndim)) if a != axis] + [sub[:, axis]]
         ordered = ids[np.lexsort(keys)]
         half = len(counts) // 2
-        cut = sum(counts[:half])
+        share, want = np.cumsum(sizes[ordered]), sum(counts[:half])
+        cut = int(np.searchsorted(share, want))  # the first block that reaches the left's share
+        if cut > 0 and want - share[cut - 1] <= share[min(cut, len(share) - 1)] - want:
+            cut -= 1                             # stopping short of it is closer
+        cut = min(max(cut + 1, half), len(ordered) - (len(counts) - half))
         return split(ordered[:cut], counts[:half]) + split(ordered[cut:], counts[half:])
 
-    return split(np.arange(total), counts)
+    counts = [total // world_size + (1 if r < total % world_size else 0) for r in range(world_size)]
+    return [_partitions_of(grid, block, blocks, ids) for ids in split(np.arange(len(sizes)), counts)]
+
+
+def _partitions_of(grid: PartitionGrid, block: tuple[int, ...], blocks: tuple[int, ...],
+                   ids: np.ndarray) -> list[int]:
+    """Sorted ids of the partitions in blocks ``ids``."""
+    if all(b == 1 for b in block):
+        return sorted(int(i) for i in ids)
+    out = []
+    for b in ids:
+        start = np.asarray(np.unravel_index(int(b), blocks)) * np.asarray(block)
+        stop = np.minimum(start + np.asarray(block), np.asarray(grid.factors))
+        mesh = np.meshgrid(*[np.arange(a, z) for a, z in zip(start, stop)], indexing="ij")
+        out.append(np.ravel_multi_index(tuple(m.ravel() for m in mesh), grid.factors))
+    return np.sort(np.concatenate(out)).tolist()

@@ -27,7 +27,7 @@ distlg export "$RUN" "$RUN/exported" --no-progress
 distlg render "$RUN/exported" --region 32:96,32:96 --out "$RUN/region-uncropped.png" \
     --compare "$STORE" --no-progress
 echo "== crop to the top-left quarter"
-distlg crop "$RUN/exported" "$RUN/cropped" --keep 0:128,0:128
+distlg crop "$RUN/exported" "$RUN/cropped" --keep 0:128,0:128 --no-progress
 distlg info "$RUN/cropped"
 echo "== render the same region from the cropped model (the same pixels), and at twice the resolution"
 distlg render "$RUN/cropped" --region 32:96,32:96 --out "$RUN/region.png" \

@@ -8,6 +8,8 @@ import numpy as np
 
 from distlg.data.signal import SignalInfo
 from distlg.geometry import Box, PartitionGrid
+from distlg.modeldir.files import write_files_model
+from distlg.modeldir.format import ModelDir
 from distlg.nn.model import INR, Architecture
 from distlg.training.checkpoint import write_model
 from distlg.training.distributed import World
@@ -33,15 +35,23 @@ def bikes_clip(frames: int = 16, size: int = 32) -> np.ndarray:
 
 def random_model(path: Path, shape: tuple[int, ...], factors: tuple[int, ...], kind: str,
                  channels: int = 3, overlaps: tuple[int, ...] = (), seed: int = 0,
-                 dtype: str = "uint8", value_range=(0.0, 255.0)) -> Path:
+                 dtype: str = "uint8", value_range=(0.0, 255.0), fmt: str = "shards",
+                 workers: int = 1, meta: dict | None = None) -> Path:
     """A model directory holding a freshly initialised Local-Global SIREN (no training): enough
-    wherever only its structure and bit-exact behaviour matter."""
+    wherever only its structure and bit-exact behaviour matter. ``fmt``: "shards" (format 2,
+    in the shards a ``workers``-worker run writes) or "safetensors" (format 1)."""
     grid = PartitionGrid(shape, factors, overlaps)
     arch = Architecture("local-global", len(shape), channels, hidden_layers=2, local_width=8,
                         global_width=12)
     model = INR(arch, range(grid.num_partitions), seed=seed)
-    info = SignalInfo(kind, shape, channels, np.dtype(dtype), value_range)
-    return write_model(path, model, World(), grid, info)
+    info = SignalInfo(kind, shape, channels, np.dtype(dtype), value_range,
+                      **SignalInfo.facts(meta or {}))
+    if fmt == "safetensors":
+        path.mkdir(parents=True)
+        write_files_model(path, grid, arch, info, model.global_state(),
+                          ((p, model.local_state(p)) for p in range(grid.num_partitions)))
+        return path
+    return write_model(path, model, World(), grid, info, world_size=workers)
 
 
 def subset(model: INR, pids) -> INR:
@@ -89,3 +99,41 @@ def assert_same_stream(a, b, grid: PartitionGrid, pids, n: int, steps: int) -> N
     finally:
         for sampler in samplers:
             sampler.close()
+
+
+def partition_object(path: Path, pid: int) -> Path:
+    """The file holding partition ``pid``'s weights: its file (format 1) or its shard."""
+    md = ModelDir.open(path)
+    if md.version == 1:
+        return path / md.entries[pid]["file"]
+    shard, _ = md.shards.locate([pid])
+    return path / "local" / md.shards.key(int(shard[0]))
+
+
+def damage(path: Path, pid: int) -> Path:
+    """Change one byte of partition ``pid``'s weights on disk (format 2: inside its chunk;
+    format 1: the end of its file); returns the file changed."""
+    target = partition_object(path, pid)
+    data = bytearray(target.read_bytes())
+    md = ModelDir.open(path)
+    if md.version == 1:
+        data[-1] ^= 1
+    else:
+        _, slot = md.shards.locate([pid])
+        index = np.frombuffer(bytes(data[-(16 * md.shards.slots + 4):-4]), dtype="<u8").reshape(-1, 2)
+        data[int(index[int(slot[0]), 0]) + 1] ^= 1
+    target.write_bytes(bytes(data))
+    return target
+
+
+def stored_partitions(model: Path) -> list[int]:
+    """The partitions whose bytes are on disk, from the shards' indexes (format 2)."""
+    md = ModelDir.open(model)
+    out = []
+    for shard in range(int(np.prod(md.shards.shards))):
+        path = model / "local" / md.shards.key(shard)
+        if path.is_file():
+            tail = path.read_bytes()[-(16 * md.shards.slots + 4):-4]
+            held = np.frombuffer(tail, dtype="<u8").reshape(-1, 2)[:, 0] != np.iinfo(np.uint64).max
+            out += md.shards.partitions(shard)[held].tolist()
+    return sorted(out)

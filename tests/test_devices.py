@@ -163,7 +163,7 @@ def test_training_on_every_device(tmp_path, device):
 def test_autograd_step_matches_the_fused_step(device, precision):
     """The bf16/Triton step's formulation, checked in fp32 against the fused step; bf16 within
     bfloat16's rounding; the bucket's gradient views stay in place."""
-    from distlg.training.steps import autograd_forward_backward
+    from distlg.training.steps import autograd_forward_backward, matmuls
 
     arch = Architecture("local-global", 3, 2, 2, 9, 13)
     ref = INR(arch, range(5), seed=1).to(device)
@@ -175,7 +175,7 @@ def test_autograd_step_matches_the_fused_step(device, precision):
     y = (torch.rand(5, 37, 2, generator=g) * 2 - 1).to(device)
     scale = 1.0 / y.numel()
     sse_ref = fused.forward_backward(ref, x, y, scale)
-    sse = autograd_forward_backward(ours, x, y, scale, precision)
+    sse = autograd_forward_backward(ours, x, y, scale, matmuls(precision))
     assert [p.grad.data_ptr() for p in ours.global_parameters()] == views
     assert bucket.buffer.abs().sum() > 0
     tol = 1e-4 if precision == "fp32" else 0.1

@@ -23,7 +23,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1] / "distlg"
 MAX_LINES = 400
 FACE = {"distlg", "distlg.__main__", "distlg.cli"}
-WINGS = ("data", "nn", "kernels", "modeldir", "rendering", "training", "commands")
+WINGS = ("data", "nn", "kernels", "modeldir", "rendering", "training", "viewer", "commands")
 
 
 def module_name(path: Path) -> str:
@@ -171,7 +171,8 @@ def _reaches(name: str, forbidden: tuple[str, ...]) -> list[str]:
     return sorted(m for m in imports(name) if any(m == f or m.startswith(f + ".") for f in forbidden))
 
 
-@pytest.mark.parametrize("wing", ["distlg.nn", "distlg.data", "distlg.modeldir", "distlg.rendering"])
+@pytest.mark.parametrize("wing", ["distlg.nn", "distlg.data", "distlg.modeldir", "distlg.rendering",
+                                  "distlg.viewer"])
 def test_only_training_talks_to_the_process_group(wing):
     for name in (m for m in MODULES if m == wing or m.startswith(wing + ".")):
         assert not _reaches(name, ("torch.distributed", "accelerate", "distlg.training")), name

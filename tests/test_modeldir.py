@@ -11,7 +11,7 @@ from distlg.cli import main
 from distlg.config import Config
 from distlg.modeldir.crop import crop
 from distlg.modeldir.export import export
-from distlg.modeldir.format import OPTIM_PREFIX, ModelDir, ModelDirError
+from distlg.modeldir.format import ModelDir, ModelDirError
 from distlg.rendering.region import RegionError, parse_box, parse_ids, parse_scale
 from distlg.rendering.render import RegionRender, RenderError, render
 from distlg.training.trainer import train
@@ -19,7 +19,9 @@ from distlg.training.trainer import train
 
 @pytest.fixture
 def model(tmp_path):
-    return random_model(tmp_path / "model", (24, 40), (2, 4), "image")
+    """A model directory of format version 1 (one file per partition): the format these
+    file-level checks are about (format 2's are in test_shards.py)."""
+    return random_model(tmp_path / "model", (24, 40), (2, 4), "image", fmt="safetensors")
 
 
 def edit_manifest(path, change):
@@ -72,17 +74,20 @@ def test_a_link_out_of_the_model_directory_is_refused(model, tmp_path):
 
 @pytest.mark.faults
 def test_unknown_format_version_and_foreign_manifests(model):
+    edit_manifest(model, lambda m: m.update(version=3))
+    with pytest.raises(ModelDirError, match="format version 3; this distlg reads versions 1, 2"):
+        ModelDir.open(model)
     edit_manifest(model, lambda m: m.update(version=2))
-    with pytest.raises(ModelDirError, match="format version 2; this distlg reads version 1"):
+    with pytest.raises(ModelDirError, match="format version 2; a manifest.json model is version 1"):
         ModelDir.open(model)
     edit_manifest(model, lambda m: m.update(version=1, format="something-else"))
-    with pytest.raises(ModelDirError, match="not a distlg manifest"):
+    with pytest.raises(ModelDirError, match="not a distlg model description"):
         ModelDir.open(model)
     (model / "manifest.json").write_text("{not json")
     with pytest.raises(ModelDirError, match="not valid JSON"):
         ModelDir.open(model)
     (model / "manifest.json").unlink()
-    with pytest.raises(ModelDirError, match="no manifest.json"):
+    with pytest.raises(ModelDirError, match="no zarr.json or manifest.json"):
         ModelDir.open(model)
 
 
@@ -163,9 +168,13 @@ def test_export_writes_the_weights_alone(tmp_path):
     run = tmp_path / "run"
     exported = export(run, tmp_path / "exported")  # the run's latest checkpoint
     assert not exported.is_checkpoint and exported.partition_ids == [0, 1, 2, 3]
-    for entry in [exported.manifest["global"], *exported.entries.values()]:
-        assert not any(k.startswith(OPTIM_PREFIX) for k in exported.read(entry))
+    assert not (tmp_path / "exported" / "optim").exists()  # Adam's moments are left out
     assert np.array_equal(render(exported), render(run / "model"))
+    files = export(run, tmp_path / "files", fmt="safetensors")  # one file per partition
+    assert files.version == 1 and len(list((tmp_path / "files").glob("part-*.safetensors"))) == 4
+    for entry in [files.manifest.raw["global"], *files.entries.values()]:
+        assert not any(k.startswith("optim.") for k in files.read_entry(entry))
+    assert np.array_equal(render(files), render(run / "model"))
     checkpoint = ModelDir.open(next((run / "checkpoints").iterdir()))
     assert checkpoint.params() == exported.params()
     with pytest.raises(ModelDirError, match="is a checkpoint; export it"):

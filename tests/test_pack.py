@@ -72,7 +72,7 @@ def train(tmp: Path, name: str, store: Path, *args: str) -> Path:
 
 
 def weights(model: Path) -> list[torch.Tensor]:
-    net, _ = ModelDir.open(model).load()
+    net = ModelDir.open(model).load()
     return [t for _, t in net.named_tensors()]
 
 

@@ -7,18 +7,19 @@ import os
 import re
 import subprocess
 import sys
-from pathlib import Path
-
 import tomllib
+from pathlib import Path
 
 import distlg
 
 REPO = Path(__file__).resolve().parents[1]
-DISTRIBUTIONS = {"skimage": "scikit-image", "PIL": "pillow", "yaml": "pyyaml"}
+DISTRIBUTIONS = {"skimage": "scikit-image", "PIL": "pillow", "yaml": "pyyaml",
+                 "google_crc32c": "google-crc32c"}
 """Import names whose distribution is named otherwise."""
-OPTIONAL = {"triton": "gpu", "aiohttp": "remote", "fsspec": "remote", "s3fs": "s3", "botocore": "s3"}
-"""Imports of optional features (the Triton kernels, stores read over HTTP or S3) and the extra
-that declares each."""
+OPTIONAL = {"triton": "gpu", "aiohttp": "remote", "fsspec": "remote", "s3fs": "s3", "botocore": "s3",
+            "starlette": "view", "uvicorn": "view", "neuroglancer": "neuroglancer"}
+"""Imports of optional features (the Triton kernels, stores read over HTTP or S3, the viewer and
+its neuroglancer mode) and the extra that declares each."""
 
 
 def _requirement_names(requirements: list[str]) -> set[str]:

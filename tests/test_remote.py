@@ -110,7 +110,7 @@ def local_model(root, tmp_path_factory) -> Path:
 
 
 def assert_equal_models(a: Path, b: Path) -> None:
-    (model_a, _), (model_b, _) = ModelDir.open(a).load(), ModelDir.open(b).load()
+    model_a, model_b = ModelDir.open(a).load(), ModelDir.open(b).load()
     pairs = list(zip(model_a.named_tensors(), model_b.named_tensors()))
     assert pairs
     for (name, x), (other, y) in pairs:
@@ -119,8 +119,8 @@ def assert_equal_models(a: Path, b: Path) -> None:
 
 def test_a_url_reads_what_the_local_store_holds(root, url):
     local, served = open_signal(root / "image.zarr"), open_signal(f"{url}/image.zarr")
-    assert served.info == local.info and served.meta["fingerprint"] == local.meta["fingerprint"]
-    assert served.meta["store"] == f"{url}/image.zarr"
+    assert served.info == local.info and served.info.fingerprint == local.info.fingerprint
+    assert served.info.store == f"{url}/image.zarr"
     assert zarr.config.get("async.concurrency") == remote.CONCURRENCY
     for box in (((0, 32), (0, 32)), ((3, 21), (5, 30))):
         assert np.array_equal(served.read(box), local.read(box))
@@ -256,3 +256,19 @@ def test_a_server_that_goes_away_during_read_ahead_is_one_line(root, monkeypatch
         with pytest.raises(StoreError) as caught:
             list(StoreChunks(signal, ahead=3).read(chunks))
     one_line(str(caught.value), f"{base}/image.zarr", "could not read c/0/0")
+
+
+def test_a_model_directory_over_http_renders_what_the_local_one_renders(local_model, tmp_path, capsys):
+    """``info`` and ``render`` of a model served over HTTP read its root document, checksums
+    and the shards' byte ranges through the store layer; the region equals the local render."""
+    region = ["--region", "4:20,8:30"]
+    assert main(["render", str(local_model), *region, "--out", str(tmp_path / "here.npy"),
+                 "--no-progress"]) == 0
+    with serve(local_model.parent) as (_, base):
+        assert main(["info", f"{base}/model"]) == 0
+        assert "distlg-model version 2" in capsys.readouterr().out
+        assert main(["render", f"{base}/model", *region, "--out", str(tmp_path / "there.npy"),
+                     "--no-progress"]) == 0
+        assert main(["crop", f"{base}/model", f"{base}/cropped", "--keep", "0:16"]) == 2
+        one_line(capsys.readouterr().err, "read-only")
+    assert np.array_equal(np.load(tmp_path / "here.npy"), np.load(tmp_path / "there.npy"))

@@ -48,22 +48,22 @@ def video(tmp_path):
     return random_model(tmp_path / "video", (20, 30, 40), (4, 3, 4), "video", overlaps=(1, 2, 2))
 
 
-def test_a_render_opens_only_the_files_it_needs(video):
+def test_a_render_opens_only_the_shards_it_needs(video):
     region = ((6, 9), (0, 12), (25, 40))  # frames of layer 1; rows of 0-1; columns of 2-3
-    files = opened(lambda: render(video, region))
-    weights = sorted(Path(f).name for f in files if f.endswith(".safetensors"))
-    grid = ModelDir.open(video).grid
+    md = ModelDir.open(video)
+    grid = md.grid
     expected = [grid.pid((1, y, x)) for y in (0, 1) for x in (2, 3)]
-    assert weights == ["global.safetensors"] + [f"part-{p:06d}.safetensors" for p in expected]
-    assert len(weights) == 5  # of 49 files: each needed file read once, no other
-    assert RegionRender(video, region).files == weights
+    files = opened(lambda: render(video, region))
+    shards = sorted(str(Path(f).relative_to(video / "local")) for f in files if "/local/c/" in f)
+    assert shards == sorted({md.shards.key(int(s)) for s in md.shards.locate(expected)[0]})
+    assert RegionRender(video, region).reads == expected  # and only their byte ranges
     whole = opened(lambda: render(video))
-    assert len([f for f in whole if f.endswith(".safetensors")]) == 49
+    assert len({f for f in whole if "/local/c/" in f}) == int(np.prod(md.shards.shards))
 
 
 def test_scale_one_is_the_trainers_evaluation_bit_for_bit(video):
     md = ModelDir.open(video)
-    model, _ = md.load()
+    model = md.load()
     expected = np.empty((20, 30, 40, 3), np.float32)
     for _, box, values in render_partitions(model, md.grid):
         expected[tuple(slice(a, b) for a, b in box)] = values
@@ -256,7 +256,7 @@ def test_compare_prints_the_psnr_of_the_region(tmp_path, capsys):
     assert f"PSNR of the region against builtin:astronaut@32x32: {result.final.psnr:.2f} dB" \
         in capsys.readouterr().out
     md = ModelDir.open(tmp_path / "run" / "model")
-    model, _ = md.load([3])
+    model = md.load([3])
     score = evaluate(model, md.grid, builtin("astronaut@32x32"), [3]).psnr
     assert main(["render", str(md.path), "--region", "16:32,16:32", "--out",
                  str(tmp_path / "q.npy"), "--compare", "builtin:astronaut@32x32",

@@ -176,7 +176,7 @@ def test_ingest_to_s3_writes_the_local_store_with_the_marker_last(endpoint, loca
     if shard:
         assert main(["ingest", SOURCE, str(plain), *CHUNKING, *shard, "--no-progress"]) == 0
     served, here = open_signal(url), open_signal(plain)
-    assert served.info == here.info and served.meta["fingerprint"] == here.meta["fingerprint"]
+    assert served.info == here.info and served.info.fingerprint == here.info.fingerprint
     assert np.array_equal(np.asarray(served.data[...]), np.asarray(here.data[...]))
     assert store.stored_bytes(url) == store.stored_bytes(plain)
     # again: up to date, nothing written
@@ -214,7 +214,7 @@ def test_an_existing_remote_store_is_replaced_only_with_overwrite(endpoint, caps
     assert open_signal(url).info.channels == 3
     assert main(["ingest", "builtin:camera@64x64", url, *CHUNKING, "--no-progress", "--overwrite"]) == 0
     camera = open_signal(url)
-    assert camera.info.channels == 1 and camera.meta["source"] == "builtin:camera@64x64"
+    assert camera.info.channels == 1 and camera.info.source == "builtin:camera@64x64"
 
 
 def test_objects_that_are_not_a_store_are_not_replaced(endpoint, capsys):
@@ -237,7 +237,7 @@ def test_https_is_read_only_for_ingest(capsys, tmp_path):
 # -- reading ---------------------------------------------------------------------------------------
 def test_s3_reads_what_the_local_store_holds(remote_store, local):
     served, here = open_signal(remote_store), open_signal(local)
-    assert served.meta["store"] == remote_store
+    assert served.info.store == remote_store
     for box in (((0, 64), (0, 64)), ((3, 41), (5, 60))):
         assert np.array_equal(served.read(box), here.read(box))
     assert_same_stream(here, served, PartitionGrid((64, 64), (2, 2)), [0, 3], 50, steps=3)
@@ -344,3 +344,29 @@ def test_missing_credentials_are_one_line(remote_store, monkeypatch, capsys):
         one_line(capsys.readouterr().err, remote_store, "zarr.json", "AWS_ACCESS_KEY_ID")
     finally:
         s3fs.S3FileSystem.clear_instance_cache()
+
+
+def test_models_export_and_crop_to_s3_and_render_from_there(endpoint, local_model, tmp_path, capsys):
+    """A model exported and cropped to s3:// renders, from the bucket, what the local ones
+    render; the root document is the last object written; an s3:// output that holds objects
+    is refused in one line."""
+    run = local_model.parent
+    url = f"s3://{BUCKET}/models/exported"
+    with faults(None) as proxy:
+        assert main(["export", str(run), url, "--no-progress"]) == 0
+        puts = [key for method, key, _ in proxy.log if method == "PUT"]
+    assert puts[-1].endswith("exported/zarr.json")  # the root last: nothing half-written is a model
+    cropped = f"s3://{BUCKET}/models/cropped"
+    assert main(["crop", url, cropped, "--keep", "0:32", "--no-progress"]) == 0
+    assert main(["info", cropped]) == 0
+    assert "partitions  2 of 4 present" in capsys.readouterr().out
+    for source, local in ((url, local_model), (cropped, local_model)):
+        assert main(["render", source, "--region", "0:32,0:64", "--out", str(tmp_path / "s3.npy"),
+                     "--no-progress"]) == 0
+        assert main(["render", str(local), "--region", "0:32,0:64", "--out", str(tmp_path / "l.npy"),
+                     "--no-progress"]) == 0
+        assert np.array_equal(np.load(tmp_path / "s3.npy"), np.load(tmp_path / "l.npy"))
+        (tmp_path / "s3.npy").unlink()
+        (tmp_path / "l.npy").unlink()
+    assert main(["export", str(run), url, "--no-progress"]) == 2
+    one_line(capsys.readouterr().err, "already holds objects")

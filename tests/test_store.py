@@ -82,8 +82,8 @@ def test_video_round_trip_and_attributes(tmp_path, shared_data):
     assert np.array_equal(read_all(tmp_path / "bikes.zarr"), iio.imread(source, plugin="pyav"))
     assert signal.kind == "video" and signal.shape == (250, 272, 640) and signal.channels == 3
     assert signal.value_range == (0.0, 255.0)
-    assert signal.meta["fps"] == 25.0
-    assert signal.meta["source"] == "bikes.mp4" and signal.meta["source_bytes"] == source.stat().st_size
+    assert signal.info.fps == 25.0
+    assert signal.info.source == "bikes.mp4" and signal.info.source_bytes == source.stat().st_size
     d = desc(tmp_path / "bikes.zarr")
     assert d["axes"] == ["t", "y", "x"] and d["complete"] is True
     assert d["chunking"]["factors"] == [5, 8, 20]  # the trainer's default grid for this clip
@@ -101,7 +101,7 @@ def test_frame_folder_round_trip_in_natural_order(tmp_path):
     ingest(folder, tmp_path / "f.zarr", IngestOptions(fps=12, progress=False, chunks=[5, 20, 30]))
     assert np.array_equal(read_all(tmp_path / "f.zarr"), frames)
     signal = open_store(tmp_path / "f.zarr")
-    assert signal.kind == "video" and signal.meta["fps"] == 12
+    assert signal.kind == "video" and signal.info.fps == 12
 
 
 def test_tiff_stack_round_trip(tmp_path):
@@ -122,7 +122,7 @@ def test_wav_round_trip(tmp_path, shared_data):
     rate, samples = wavfile.read(shared_data / "bach.wav")
     signal = open_store(tmp_path / "bach.zarr")
     assert np.array_equal(read_all(tmp_path / "bach.zarr")[:, 0], samples)
-    assert signal.kind == "audio" and signal.meta["sample_rate"] == rate == 44100
+    assert signal.kind == "audio" and signal.info.sample_rate == rate == 44100
     assert signal.value_range == (-float(np.abs(samples).max()), float(np.abs(samples).max()))
 
 
@@ -133,7 +133,7 @@ def test_pcm_stereo_wav_round_trip(tmp_path):
         w.writeframes(stereo.tobytes())
     ingest(tmp_path / "s.wav", tmp_path / "s.zarr", IngestOptions(progress=False, chunks=[700]))
     assert np.array_equal(read_all(tmp_path / "s.zarr"), stereo)
-    assert open_store(tmp_path / "s.zarr").meta["sample_rate"] == 8000
+    assert open_store(tmp_path / "s.zarr").info.sample_rate == 8000
 
 
 def _tones(tmp_path) -> tuple[np.ndarray, np.ndarray]:

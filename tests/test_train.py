@@ -1,5 +1,6 @@
 """The single-process trainer on small real signals, and its command line."""
 
+import dataclasses
 import subprocess
 import sys
 
@@ -7,8 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from distlg.config import Config, ConfigError, ExtendConfig, load
+from distlg.config import Config, ConfigError, ExtendConfig
 from distlg.data.sources.builtin import builtin
+from distlg.flags import load
 from distlg.modeldir.format import ModelDir
 from distlg.training.plan import make_plan
 from distlg.training.trainer import train
@@ -66,6 +68,56 @@ def test_default_video_halo_only_on_split_axes():
     assert plan.grid.factors[0] == 1 and plan.grid.overlaps == (0, 2, 2)
     long = Signal.from_array(np.zeros((100, 64, 64, 3), np.uint8), "video")
     assert make_plan(Config(), long).grid.overlaps == (1, 2, 2)
+
+
+def test_the_trainer_takes_the_grid_its_store_records(tmp_path):
+    """No --factors or --partition-size: the grid ingest chunked the store for (not the kind's
+    rule, which gives 2 x 2 here); either option, or one SIREN, still decides."""
+    from distlg.data.ingest import IngestOptions, ingest
+    from distlg.data.store import open_signal
+
+    path = tmp_path / "s.zarr"
+    ingest("builtin:camera@64x64", path, IngestOptions(factors=[4, 2], progress=False))
+    signal = open_signal(path)
+    assert signal.info.ingest_factors == (4, 2)
+    assert make_plan(Config().replace(params=2000), signal).grid.factors == (4, 2)
+    assert make_plan(Config().replace(factors=[1, 2], params=2000), signal).grid.factors == (1, 2)
+    sized = Config().replace(partition_size=[32], params=2000)
+    assert make_plan(sized, signal).grid.factors == (2, 2)
+    assert make_plan(Config().replace(arch="siren"), signal).grid.factors == (1, 1)
+    assert make_plan(Config().replace(params=2000), builtin("camera@64x64")).grid.factors == (2, 2)
+
+
+def test_settings_are_resolved_once_from_the_tables():
+    """``Config.resolved`` leaves no kind- or recipe-dependent setting empty, takes its values
+    from ``distlg.defaults``' tables, and changes nothing when run again."""
+    from distlg import defaults
+
+    video = builtin("astronaut@64x64").info
+    for recipe in defaults.RECIPES:
+        config = Config().replace(recipe=recipe).resolved(video)
+        assert config.model.merge == defaults.BY_RECIPE[recipe].merge
+        assert config.model.max_global_width == defaults.BY_RECIPE[recipe].max_global_width
+        assert config.train.lr == defaults.BY_KIND["image"].lr
+        assert config.train.global_lr == defaults.BY_KIND["image"].global_lr
+        assert config.partition.factors == [2, 2] and config.partition.overlaps == [0, 0]
+        assert config.model.params == round(64 * 64 * 3 / defaults.BY_KIND["image"].compression)
+        assert config.resolved(video) == config
+    noisy = dataclasses.replace(video, noise="gaussian:0.1")
+    assert Config().resolved(noisy).train.steps == defaults.DENOISING_STEPS
+
+
+def test_help_writes_the_defaults_tables():
+    from distlg import defaults
+
+    out = subprocess.run([sys.executable, "-m", "distlg", "train", "--help"], capture_output=True,
+                         text=True).stdout
+    out = " ".join(out.split())
+    recipes = ", ".join(f"{r} {d.merge}" for r, d in defaults.BY_RECIPE.items())
+    assert f"Default by recipe: {recipes}." in out
+    kinds = ", ".join(f"{k} {d.steps}" for k, d in defaults.BY_KIND.items())
+    assert f"Default by kind: {kinds}." in out
+    assert f"(default: {defaults.W0})" in out and f"(default: {defaults.MEMORY_BUDGET_GIB})" in out
 
 
 def test_settings_are_checked_where_they_are_made():

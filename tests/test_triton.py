@@ -53,3 +53,31 @@ def test_first_layer_needs_no_input_gradient():
     b = torch.rand(2, 16, device=DEVICE, requires_grad=True)
     grouped_linear(x, w, b, 30.0).sum().backward()
     assert w.grad is not None and b.grad is not None and x.grad is None
+
+
+@pytest.mark.parametrize("arch,merge", [("local-global", "bias"), ("local-global", "shared"),
+                                        ("per-partition-incode", "shared")])
+def test_the_triton_policy_runs_the_models_forward_as_fp32_does(arch, merge):
+    """``INR.forward`` with the Triton policy (``--kernel triton``): values and every
+    gradient as with the float32 reference policy."""
+    from distlg.geometry import PartitionGrid
+    from distlg.kernels.policy import Triton
+    from distlg.nn.layers import FP32
+    from distlg.nn.model import INR, Architecture
+    from distlg.training.plan import lattice_geometry
+
+    grid = PartitionGrid((16, 16), (2, 2))
+    geometry = lattice_geometry(grid, arch, merge)
+    a = Architecture(arch, 2, 3, hidden_layers=1, local_width=9, global_width=7, merge=merge,
+                     **{**geometry, **({"lattice": (2, 2)} if geometry else {})})
+    g = torch.Generator().manual_seed(0)
+    x = (torch.rand(4, 37, 2, generator=g) * 2 - 1).to(DEVICE)
+    y = (torch.rand(4, 37, 3, generator=g) * 2 - 1).to(DEVICE)
+    results = []
+    for policy in (Triton("fp32"), FP32):
+        model = INR(a, range(4), seed=1).to(DEVICE)
+        out = model(x, matmuls=policy)
+        ((out - y) ** 2).sum().backward()
+        results.append([out.detach()] + [p.grad for _, p in model.named_tensors()])
+    for ours, ref in zip(*results):
+        assert relative(ours, ref) < 1e-4

@@ -1,9 +1,11 @@
-"""Export a checkpoint as a model directory: the weights alone, one file per partition.
+"""Export a checkpoint as a model directory: the weights alone.
 
 CHECKPOINT is a checkpoint directory (RUN/checkpoints/step-NNNNNNNN) or a run directory, whose
-latest complete checkpoint is taken. Every file is checked against its sha256 as it is read;
-the optimiser's state and the training section are left out. Training already writes the final
-model to RUN/model; export is for any other checkpoint.
+latest complete checkpoint is taken. Every partition is checked against the checkpoint's
+checksums as it is read; the optimiser's state and the training section are left out; the
+weights' shards are linked unchanged where they can be. Training already writes the final
+model to RUN/model; export is for any other checkpoint, or for another format. OUT may be a
+new local folder or a new s3:// prefix (`pip install 'distlg[s3]'`).
 """
 
 from __future__ import annotations
@@ -16,15 +18,24 @@ HELP = "convert a checkpoint into a model directory (weights only)"
 def arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoint", metavar="CHECKPOINT",
                    help="checkpoint directory, or a run directory (its latest checkpoint)")
-    p.add_argument("out", metavar="OUT", help="new model directory (must not exist, or be empty)")
+    p.add_argument("out", metavar="OUT", help="new model directory (must not exist, or be empty), "
+                   "or an s3:// URL with nothing under it")
+    p.add_argument("--format", choices=("shards", "safetensors"), default="shards",
+                   help="shards: format 2, blocks of partitions in a Zarr v3 group (default); "
+                   "safetensors: format 1, one safetensors file per partition (local folders)")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
                    help="show a progress bar (default: on)")
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..modeldir.export import export
+    from ..modeldir.export import export, find_checkpoint
+    from ..outputs import check_apart, exclusive, refuse_url
     from .info import weights_text
 
-    md = export(args.checkpoint, args.out, progress=args.progress)
+    refuse_url(args.out, "OUT", writable=("s3",))
+    source = find_checkpoint(args.checkpoint).path  # a run's latest: RUN/exported is fine
+    check_apart(args.out, {"checkpoint": source}, "OUT")
+    with exclusive(args.out, "OUT"):
+        md = export(source, args.out, progress=args.progress, fmt=args.format)
     print(f"exported {len(md.partition_ids)} partitions to {md.path}; {weights_text(md.params())}")
     return 0

@@ -1,6 +1,7 @@
 """Describe a model directory or checkpoint: what signal it encodes, its partition grid and
 architecture, which partitions it holds and which are missing (cropped), its weights by part
-and the region it still covers. Reads the manifest only.
+and the region it still covers. Reads the root document and the partitions' checksums only
+(format 1: the manifest).
 
 Given a signal store instead (a folder with zarr.json, or a URL: https://, s3://), describe the
 signal it holds, its chunking and whether its ingest finished. Reads zarr.json only (and, for a
@@ -14,6 +15,8 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 if TYPE_CHECKING:
     from ..modeldir.format import ModelDir
 
@@ -22,8 +25,9 @@ HELP = ("describe a model (geometry, partitions present and missing, weights, re
 
 
 def arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", metavar="MODEL", help="model directory (or checkpoint), or a signal "
-                   "store written by `distlg ingest` (a path, or an https:// or s3:// URL)")
+    p.add_argument("model", metavar="MODEL", help="model directory (or checkpoint; of a run "
+                   "directory its final model, else its latest checkpoint), or a signal store "
+                   "written by `distlg ingest` (a path, or an https:// or s3:// URL)")
 
 
 def weights_text(params: dict[str, int]) -> str:
@@ -38,40 +42,54 @@ def _sizes(values) -> str:
 
 
 def describe(md: ModelDir) -> list[str]:
-    """The lines ``distlg info`` prints."""
+    """The lines ``distlg info`` prints (the root document, and the checksums for the region)."""
     from ..modeldir.format import id_ranges
     from ..rendering.region import bounding_box, box_text
 
     s, g, a = md.signal, md.grid, md.arch
-    present, missing = md.partition_ids, md.missing
-    source = s.meta.get("source")
+    present = md.present
+    held = int(present.sum())
+    source = s.source
+    layout = "one file per partition" if md.version == 1 else \
+        f"shards of {_sizes(md.shards.block)} partitions"
     lines = [
-        f"model       {md.path} ({md.manifest['format']} version {md.manifest['version']}"
-        + (f", checkpoint of step {md.manifest['training'].get('step')})" if md.is_checkpoint else ")"),
+        f"model       {md.path} (distlg-model version {md.version}, {layout}"
+        + (f"; checkpoint of step {md.training.get('step')})" if md.is_checkpoint else ")"),
         f"signal      {s.kind} {' x '.join(f'{n}={d}' for n, d in zip(s.axes, s.shape))}, "
         f"{s.channels} channel(s), {s.dtype.name}, values {s.value_range[0]:g}..{s.value_range[1]:g}"
         + (f" ({source})" if source else ""),
-        f"grid        {_sizes(g.factors)} = {g.num_partitions} partitions of {_sizes(g.part_shape)}; "
+        f"grid        {_sizes(g.factors)} = {g.num_partitions:,} partitions of {_sizes(g.part_shape)}; "
         f"halo {_sizes(g.overlaps)}; padding {_sizes(g.padding)}; coordinate extent {_sizes(g.extent)}",
         f"network     {a.arch}, {a.hidden_layers} hidden layers, local width {a.local_width}, "
         f"global width {a.global_width}, w0 {a.w0:g}, merge {a.merge}",
-        f"partitions  {len(present)} of {g.num_partitions} present"
-        + (f"; missing {id_ranges(missing)}" if missing else ""),
+        f"partitions  {held:,} of {g.num_partitions:,} present"
+        + (f"; missing {id_ranges(np.flatnonzero(~present).tolist())}" if held < g.num_partitions else ""),
         f"weights     {weights_text(md.params())}; {a.local_params():,} per partition",
     ]
-    box = bounding_box(g, present)
+    objects, size = md.storage()
+    weight_bytes = 4 * md.params()["total"]
+    lines.append(f"stored      {size:,} bytes" + (f" in {objects:,} files" if objects >= 0 else "")
+                 + f" ({size / max(weight_bytes, 1):.2f}x the weights' {weight_bytes:,} bytes)")
+    box = bounding_box(g, np.flatnonzero(present))
     if box is not None:
-        full = math.prod(b - a for a, b in box) == sum(
-            math.prod(b - a for a, b in g.valid_box(p)) for p in present)
+        full = math.prod(b - a for a, b in box) == _held_volume(g, present)
         lines.append(f"region      {box_text(box)}"
                      + (" (complete)" if full else " (bounding box; partitions inside it are missing)"))
     return lines
 
 
+def _held_volume(grid, present: np.ndarray) -> int:
+    """Samples the present partitions cover (their boxes clipped to the signal)."""
+    index = np.stack(np.unravel_index(np.flatnonzero(present), grid.factors), -1)
+    part, shape = np.asarray(grid.part_shape), np.asarray(grid.shape)
+    sizes = np.minimum((index + 1) * part, shape) - index * part
+    return int(np.prod(sizes, axis=1, dtype=np.int64).sum())
+
+
 def describe_store(path: str) -> list[str]:
     """The lines ``distlg info STORE`` prints; an incomplete store is described, not refused."""
-    from ..data import store
-    from ..data.signal import StoreError
+    from ..data import integrity, remote, store
+    from ..data.signal import SignalInfo, StoreError
 
     array = store.open_array(store.location(path))
     if array is None:
@@ -82,6 +100,14 @@ def describe_store(path: str) -> list[str]:
     state = ("complete" if desc.get("complete") else
              f"incomplete: ingest stopped after {done} of {shape[0]} {axes[0]} rows; run the "
              "same `distlg ingest` again to resume it")
+    if "render" in desc and not desc.get("complete"):
+        state = "incomplete: a render that did not finish; render it again"
+    elif desc.get("complete") and (desc.get("integrity") or {}).get("every_chunk") \
+            and not remote.is_url(path):  # every chunk was written: each must be there
+        missing, total = integrity.missing_chunks(path, array)
+        if missing:
+            state = (f"damaged: chunk {missing[0]} is missing ({len(missing)} of {total}); "
+                     "ingest it again")
     values = (f"values {desc['value_range'][0]:g}..{desc['value_range'][1]:g}"
               if "value_range" in desc else "value range not yet known")
     source = desc.get("meta", {}).get("source")
@@ -97,36 +123,60 @@ def describe_store(path: str) -> list[str]:
                                     f"{_sizes(chunking['part_shape'])}"
                                     if chunking.get("factors") and chunking.get("part_shape") else ""),
         f"stored      {raw:,} bytes in {stored:,} ({raw / max(stored, 1):.1f}x)",
-        *_task_lines(desc.get("meta", {})),
+        *_task_lines(SignalInfo.facts(desc.get("meta", {}))),
     ]
 
 
-def _task_lines(meta: dict) -> list[str]:
-    """What ingest did for a downstream task (``distlg.data.degrade``), if anything."""
-    m, lines = meta.get("measurement"), []
+def _task_lines(facts: dict) -> list[str]:
+    """What ingest did for a downstream task (``distlg.data.degrade``), if anything; ``facts``
+    as ``SignalInfo.facts`` reads them."""
+    m, lines = facts.get("measurement"), []
     if m:
-        kind = "the image is its reference" if m.get("reference", True) else (
+        kind = "the image is its reference" if m.reference else (
             "measured: the image is its back-projection, no reference")
-        lines.append(f"task        CT: sinogram {_sizes(m['shape'])} at {len(m['angles'])} "
+        lines.append(f"task        CT: sinogram {_sizes(m.shape)} at {len(m.angles)} "
                      f"angles; {kind}")
-    if int(meta.get("downsample", 1)) > 1:
-        lines.append(f"task        super-resolution: {meta['downsample']}x block means of "
-                     f"{_sizes(meta.get('original_shape', []))}")
-    if meta.get("noise"):
-        lines.append(f"task        denoising: {meta['noise']} noise, seed {meta.get('noise_seed')}")
+    if facts.get("downsample", 1) > 1:
+        lines.append(f"task        super-resolution: {facts['downsample']}x block means of "
+                     f"{_sizes(facts.get('original_shape', []))}")
+    if facts.get("noise"):
+        lines.append(f"task        denoising: {facts['noise']} noise, seed {facts.get('noise_seed')}")
     return lines
 
 
-def is_store(spec: str) -> bool:
-    """Whether ``spec`` names a signal store rather than a model directory."""
-    from ..data import remote
+def _model_of(spec: str) -> str:
+    """``spec``, or for a run directory its model (``RUN/model``), else its latest checkpoint."""
+    from ..modeldir.runs import is_complete, latest
 
-    return remote.is_url(spec) or (Path(spec) / "zarr.json").is_file()
+    path = Path(spec)
+    if "://" in spec or is_complete(path) or not path.is_dir():
+        return spec
+    if is_complete(path / "model"):
+        return str(path / "model")
+    found = latest(path)
+    return str(found) if found is not None else spec
+
+
+def is_store(spec: str) -> bool:
+    """Whether ``spec`` names a signal store (a Zarr array) rather than a model directory (a
+    Zarr group, or a folder with manifest.json)."""
+    import json
+
+    from ..modeldir.location import Location
+
+    try:
+        doc = json.loads(Location(spec).read("zarr.json") or b"null")
+    except (ValueError, UnicodeDecodeError):
+        return False
+    return isinstance(doc, dict) and doc.get("node_type") == "array"
 
 
 def run(args: argparse.Namespace) -> int:
     from ..modeldir.format import ModelDir
 
-    lines = describe_store(args.model) if is_store(args.model) else describe(ModelDir.open(args.model))
+    if is_store(args.model):
+        lines = describe_store(args.model)
+    else:
+        lines = describe(ModelDir.open(_model_of(args.model)))
     print("\n".join(lines))
     return 0

@@ -25,9 +25,9 @@ import argparse
 import dataclasses
 from pathlib import Path
 
-from ..config import add_fields, given
 from ..data.ingest import IngestOptions
 from ..data.sources.base import SourceOptions
+from ..flags import add_fields, given
 
 HELP = "turn a video, frames, volume, image or audio file into a signal store"
 DEFAULT_ROOT = Path("storage") / "signals"

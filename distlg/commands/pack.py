@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass
-from typing import Literal
 
-from ..config import PartitionConfig, add_fields, given
+from ..config import PartitionConfig
+from ..defaults import Arch
+from ..flags import add_fields, given
 
 HELP = "write a store's chunks as per-worker tar shards that `distlg train --pack` streams"
 
@@ -29,8 +30,7 @@ class PackOptions:
     """Workers of the training runs that will read the pack (each gets its own shards)."""
     shard_mb: float = 256.0
     """Size of each tar shard in MB (a worker's chunks span as many shards as they need)."""
-    arch: Literal["local-global", "per-partition", "siren", "local-global-incode",
-                  "per-partition-incode", "incode"] = "local-global"
+    arch: Arch = "local-global"
     """Model family of the training runs (one SIREN or INCODE network has one partition and no
     halo)."""
     progress: bool = True
@@ -53,9 +53,12 @@ def run(args: argparse.Namespace) -> int:
     from ..config import Config, ConfigError
     from ..data.pack import write_pack
     from ..data.store import open_store
-    from ..geometry import shard
+    from ..modeldir.shards import owners
+    from ..outputs import check_apart, exclusive, refuse_url
     from ..training.plan import make_grid
 
+    refuse_url(args.out, "OUT")
+    check_apart(args.out, {"store": args.store}, "OUT")
     options = PackOptions(**given(args, PackOptions))
     if not options.shard_mb > 0:
         raise ConfigError(f"--shard-mb must be > 0, got {options.shard_mb}")
@@ -63,8 +66,9 @@ def run(args: argparse.Namespace) -> int:
     signal = open_store(args.store)
     grid = make_grid(config, signal)
     t0 = time.perf_counter()
-    manifest = write_pack(signal, grid, shard(grid, options.workers), args.out,
-                          int(options.shard_mb * 1e6), options.progress)
+    with exclusive(args.out, "OUT"):
+        manifest = write_pack(signal, grid, owners(grid, options.workers)[1], args.out,
+                              int(options.shard_mb * 1e6), options.progress)
     files = [f for s in manifest["shards"] for f in s["files"]]
     size = sum(f["bytes"] for f in files)
     print(f"{args.out}: {sum(s['chunks'] for s in manifest['shards'])} chunks of "

@@ -5,7 +5,10 @@ region's size.
 
 The output format follows OUT's suffix: .zarr or .npy (any signal, in its dtype and units),
 .mp4 (video), .png (an image, or one file per frame or slice: NAME-000000.png ...), .wav
-(audio), .ply or .obj (the iso-surface of a volume, by marching cubes). OUT must not exist.
+(audio), .ply or .obj (the iso-surface of a volume, by marching cubes), .ome.zarr (an image,
+video or volume as OME-Zarr for napari and neuroglancer: axes [t,] c, [z,] y, x with their
+units, a pyramid of --levels levels, each rendered from the model at half the previous
+level's scale in space). OUT must not exist.
 
 BOX is START:STOP per axis in signal units, comma separated in the signal's axis order, e.g.
 0:50,100:228,0:256 (an end left out or a missing axis means all of it), or named: t=0:50.
@@ -21,13 +24,14 @@ from __future__ import annotations
 
 import argparse
 
-HELP = "render a region of a model to zarr, npy, mp4, png, wav or a mesh, streaming"
+HELP = "render a region of a model to zarr, OME-Zarr, npy, mp4, png, wav or a mesh, streaming"
 
 
 def arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", metavar="MODEL", help="model directory")
     p.add_argument("--out", required=True, metavar="OUT",
-                   help="output file (format from its suffix: .zarr .npy .mp4 .png .wav .ply .obj)")
+                   help="output file (format from its suffix: .zarr .ome.zarr .npy .mp4 .png .wav "
+                   ".ply .obj)")
     p.add_argument("--region", metavar="BOX", help="region to render (default: the whole signal)")
     p.add_argument("--scale", default="1", metavar="S",
                    help="samples per signal sample, one factor or one per axis, e.g. 2 or 1,2,2 "
@@ -46,6 +50,13 @@ def arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--level", type=float, metavar="VALUE",
                    help="iso-value of a .ply/.obj surface, in signal units "
                    "(default: the middle of the value range)")
+    p.add_argument("--levels", type=_positive, metavar="K",
+                   help=".ome.zarr: pyramid levels, each rendered at half the previous level's "
+                   "scale along the space axes (default: until the largest space axis is at "
+                   "most 256 samples)")
+    p.add_argument("--ome-version", default="0.5", choices=("0.5", "0.4"),
+                   help=".ome.zarr: OME-NGFF 0.5 on Zarr v3 (default), or 0.4 on Zarr v2 for "
+                   "viewers that read only that")
     p.add_argument("--device", default="cpu", help="device to evaluate on (default: cpu)")
     p.add_argument("--threads", type=_positive, metavar="N", help="CPU threads (default: torch's)")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
@@ -66,42 +77,67 @@ def _positive(text: str) -> int:
 def run(args: argparse.Namespace) -> int:
     import math
     import time
+    from pathlib import Path
 
     import torch
-    from tqdm.auto import tqdm
 
     from ..data.store import open_signal
+    from ..errors import DistlgError
     from ..modeldir.format import ModelDir
+    from ..outputs import check_apart, exclusive, refuse_url
+    from ..progress import progress
+    from ..rendering import omezarr
     from ..rendering.compare import Comparison
+    from ..rendering.limits import check_options, check_space
     from ..rendering.region import box_text, parse_box, parse_scale
     from ..rendering.render import RegionRender
     from ..rendering.writers import held_per_value, open_writer
 
+    refuse_url(args.out, "--out")
+    check_apart(args.out, {"model": args.model, "signal to compare with": args.compare}, "--out")
     if args.threads:
         torch.set_num_threads(args.threads)
     md = ModelDir.open(args.model)
     region = parse_box(args.region, md.grid.shape, md.signal.axes)
     plan = RegionRender(md, region, parse_scale(args.scale, md.grid.ndim), args.fill, args.device)
     plan.check_memory(held_per_value(args.out, plan))
+    ome = omezarr.is_ome(args.out)
+    if not ome and args.levels:
+        raise DistlgError("--levels is for .ome.zarr outputs")
+    plans = [plan]
+    if ome:  # one render per pyramid level, each at its own scale
+        omezarr.check_ome(plan.info, args.ome_version, args.levels)
+        check_options(Path(args.out), plan.info, plan.render_grid.scale[0], args.rate, args.level)
+        check_space(Path(args.out), plan.shape, plan.info)
+        levels = args.levels or omezarr.auto_levels(plan.render_grid.shape, plan.info)
+        plans = [plan] + [RegionRender(md, region, s, args.fill, args.device) for s in
+                          omezarr.level_scales(plan.render_grid.scale, plan.info, levels)[1:]]
     compare = Comparison(open_signal(args.compare), plan) if args.compare else None
     values = math.prod(plan.shape)
     t0 = time.perf_counter()
-    writer = open_writer(args.out, plan, args.rate, args.level)
-    try:  # from here on an error or an interrupt (SIGINT, SIGTERM) removes the staging folder
-        with tqdm(total=values, unit="value", unit_scale=True, disable=not args.progress) as bar:
-            for slab in plan:
-                writer.write(slab)
-                if compare is not None:
-                    compare.add(slab)
-                bar.update(slab.values.size)
-        writer.close()
-    except BaseException as exc:
-        writer.abort()
-        raise _nothing_written(exc, args.out) from None
+    with exclusive(args.out, "--out"):  # one render to a name at a time
+        writer = None
+        try:  # from here on an error or an interrupt (SIGINT, SIGTERM) removes the staging folder
+            writer = (omezarr.open_ome_writer(args.out, plans, args.ome_version) if ome
+                      else open_writer(args.out, plan, args.rate, args.level))
+            total = sum(math.prod(p.shape) for p in plans)
+            with progress(total, "value", "render", enabled=args.progress, unit_scale=True) as bar:
+                for level, part in enumerate(plans):
+                    for slab in part:
+                        writer.write(slab)
+                        if compare is not None and level == 0:
+                            compare.add(slab)
+                        bar.update(slab.values.size)
+            writer.close()
+        except BaseException as exc:
+            if writer is not None:  # (the writers clean up after themselves when they fail)
+                writer.abort()
+            raise _nothing_written(exc, args.out) from None
     seconds = time.perf_counter() - t0
     print(f"rendered {box_text(region)} at scale {args.scale}: {' x '.join(map(str, plan.shape))} = "
-          f"{values:,} values from {len(plan.files) - 1} partition file(s) in {seconds:.2f} s "
-          f"({values / max(seconds, 1e-9):,.0f} values/s) to {args.out}")
+          f"{values:,} values from {len(plan.reads)} partition(s) in {seconds:.2f} s "
+          f"({values / max(seconds, 1e-9):,.0f} values/s) to {args.out}"
+          + (f" (OME-Zarr {args.ome_version}, {len(plans)} level(s))" if ome else ""))
     if compare is not None:
         ssim = compare.ssim
         print(f"PSNR of the region against {args.compare}: {compare.psnr:.2f} dB"

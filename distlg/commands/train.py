@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from .. import config as cfg
+from .. import flags
 
 HELP = "train a model (one process, or each worker of `accelerate launch`)"
 
@@ -18,13 +18,13 @@ HELP = "train a model (one process, or each worker of `accelerate launch`)"
 def arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("config", nargs="?", help="YAML, TOML or JSON file with signal/partition/"
                    "model/train/run sections; flags override it")
-    cfg.add_arguments(p)
+    flags.add_arguments(p)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..training.trainer import train
 
-    result = train(cfg.from_args(args, args.config))
+    result = train(flags.from_args(args, args.config))
     if os.environ.get("RANK", "0") != "0":
         return 0
     r, plan = result, result.plan
@@ -34,4 +34,5 @@ def run(args: argparse.Namespace) -> int:
           f"{r.final.describe()}; {total:,} parameters; model in {r.model_dir}")
     print("peak RSS per worker: " + ", ".join(f"{m:.0f} MiB" for m in r.peak_rss_mib)
           + f"; all-reduce {r.allreduce_bytes:,} B/step")
+    print("time: " + ", ".join(f"{name} {s:.1f} s" for name, s in r.phases.items()))
     return 0

@@ -36,6 +36,7 @@ Each records what it did in the store's ``meta``. Nothing here imports torch.
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 from pathlib import Path
 
@@ -233,6 +234,11 @@ def add_noise(image: np.ndarray, kind: str, level: float, seed: int,
     return (np.clip(noisy, 0.0, 1.0) * (hi - lo) + lo).astype(np.float32)
 
 
+ANGLES_PER_DETECTOR = 4
+"""Projection angles per detector beyond which a sinogram holds nothing new (about pi/2 per
+detector sample the image at its resolution): the bound on --ct-angles."""
+
+
 def ct_angles(count: int) -> np.ndarray:
     """``count`` projection angles in degrees, evenly over [0, 180)."""
     return np.arange(count, dtype=np.float64) * (180.0 / count)
@@ -253,6 +259,11 @@ def _with_sinogram(src: Source, image: np.ndarray, count: int,
     if image.shape[-1] != 1 or image.shape[0] != image.shape[1]:
         raise IngestError(f"{src.path}: --ct-angles needs a square single-channel image, got "
                           f"{'x'.join(map(str, image.shape))}; e.g. builtin:phantom@256")
+    most = ANGLES_PER_DETECTOR * math.ceil(image.shape[0] * math.sqrt(2))
+    if count > most:
+        raise IngestError(f"--ct-angles {count}: more than {most} angles ({ANGLES_PER_DETECTOR} per "
+                          f"detector of this {image.shape[0]}-pixel image) add nothing but work; "
+                          "give fewer")
     return _attach_sinogram(src, sinogram(image[..., 0].astype(np.float64), ct_angles(count)),
                             ct_angles(count), count, reference=True)
 

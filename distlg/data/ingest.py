@@ -46,6 +46,7 @@ import numpy as np
 
 from .. import defaults
 from ..geometry import PartitionGrid
+from ..outputs import check_apart, exclusive, refuse_url
 from . import degrade, remote, store
 from .signal import AXES, default_range
 from .sources.arrays import RAW_SUFFIXES, open_npy, open_raw
@@ -54,6 +55,10 @@ from .sources.base import IngestError, Source, SourceOptions, mask_as_bytes
 from .sources.builtin import PREFIX, open_builtin
 from .sources.frames import IMAGE_SUFFIXES, TIFF_SUFFIXES, open_frames, open_image, open_tiff
 from .sources.video import VIDEO_SUFFIXES, open_video
+
+CHUNK_LIMIT = 512 << 20
+"""The most one chunk may hold, uncompressed: ingest, the samplers and renders hold chunks whole
+(the aligned choice aims at 0.5-2 MB)."""
 
 __all__ = ["IngestError", "IngestOptions", "IngestResult", "ingest", "open_source", "plan_chunks",
            "plan_shards"]
@@ -67,7 +72,7 @@ class IngestOptions(SourceOptions):
     factors: Sequence[int] | None = None
     """Partitions per axis that training will use (one value, or one per axis); chunks are cut
     along their boundaries."""
-    partition_size: Sequence[int] | None = field(default=None, metadata={"by_kind": "partition_size"})
+    partition_size: Sequence[int] | None = field(default=None, metadata={"table": "partition_size"})
     """Target partition size per axis when --factors is not given (training's default)."""
     chunks: Sequence[int] | None = None
     """Chunk shape per signal axis, overriding the partition-aligned choice."""
@@ -114,6 +119,8 @@ class IngestOptions(SourceOptions):
                 raise IngestError(f"--{name.replace('_', '-')} needs positive values, got "
                                   f"{list(values)}")
         self.shard = _shard_option(self.shard)
+        if not 0 <= int(self.noise_seed) < 2**64:
+            raise IngestError(f"--noise-seed {self.noise_seed}: give a seed in [0, 2^64)")
         degrade.check(self.downsample, self.noise, self.ct_angles, self.sinogram)
 
 
@@ -154,14 +161,26 @@ def ingest(source: str | Path, path: str | Path, options: IngestOptions | None =
     """Write the signal of ``source`` into the store at ``path`` (resuming an interrupted one)."""
     t0 = time.perf_counter()
     options = options or IngestOptions()
+    if not remote.is_url(path):  # s3:// is written, http(s):// refused as read-only below
+        refuse_url(path, "STORE")
     path = store.location(path)
     if remote.is_url(path):
         if options.ct_angles or options.sinogram:
             raise IngestError(f"{path}: a CT store (--ct-angles, --sinogram) is written to a "
                               "local path only")
         remote.check_writable(path)
+        return _ingest(source, path, options, t0)
+    if path.is_symlink():  # a link to the store: the store is replaced where it lies
+        path = path.resolve()
+    check_apart(path, {"source": source}, "STORE")
+    with exclusive(path, "STORE"):  # one ingest into a store at a time
+        return _ingest(source, path, options, t0)
+
+
+def _ingest(source: str | Path, path: str | Path, options: IngestOptions, t0: float) -> IngestResult:
     src = degrade.apply(open_source(source, options), options.downsample, options.noise,
                         options.noise_seed, options.ct_angles, options.sinogram)
+    options.spacing(src.kind)  # a --voxel-size of the wrong length: refused before the store is touched
     chunking = plan_chunks(src, options)
     array, status, build = _prepare(path, src, chunking, options)
     if status != "up to date":
@@ -192,13 +211,19 @@ def _discard(path: str | Path) -> None:
 def plan_chunks(src: Source, options: IngestOptions) -> dict:
     """The partition grid ingest assumes and the chunk shape aligned with it."""
     dims = src.shape[:-1]
-    size = _per_axis(options.partition_size, len(dims), "--partition-size") \
-        or defaults.partition_size(src.kind, dims)
-    factors = _per_axis(options.factors, len(dims), "--factors") or defaults.factors(dims, size)
+    factors, size = defaults.grid_factors(
+        src.kind, dims, _per_axis(options.factors, len(dims), "--factors"),
+        _per_axis(options.partition_size, len(dims), "--partition-size"))
     grid = PartitionGrid(dims, factors)
     value_bytes = src.shape[-1] * src.dtype.itemsize
     chunks = _per_axis(options.chunks, len(dims), "--chunks") or store.chunk_shape(
         dims, grid.part_shape, value_bytes)
+    chunks = tuple(min(c, n) for c, n in zip(chunks, dims))  # no chunk beyond the signal
+    if math.prod(chunks) * value_bytes > CHUNK_LIMIT:
+        raise IngestError(f"--chunks {' '.join(map(str, chunks))}: a chunk of "
+                          f"{math.prod(chunks) * value_bytes / 2**30:.1f} GiB is more than the "
+                          f"{CHUNK_LIMIT >> 20} MiB a chunk may hold (each is read and written "
+                          "whole); give smaller chunks")
     plan = {"partition_size": list(size), "factors": list(grid.factors),
             "part_shape": list(grid.part_shape), "chunks": list(chunks)}
     if options.shard:
@@ -269,7 +294,8 @@ def _prepare(path: str | Path, src: Source, chunking: dict, options: IngestOptio
     elif store.exists(path):
         store.remove(path)
     info = {"kind": src.kind, "axes": list(AXES[src.kind]), "complete": False,
-            "meta": {**src.meta, "source": Path(src.path).name, "source_bytes": src.nbytes},
+            "meta": {**src.meta, **options.spacing(src.kind, options.downsample or 1),
+                     "source": Path(src.path).name, "source_bytes": src.nbytes},
             "chunking": chunking,
             "ingest": {"fingerprint": fingerprint, "done": 0, "low": None, "high": None}}
     if not url:

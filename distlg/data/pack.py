@@ -9,10 +9,10 @@ for one partition grid and one number of workers; ``Pack.source`` refuses any ot
     OUT/worker-{rank:03d}-{k:05d}.tar   one sample per chunk, KEY = c{chunk id:012d}:
         KEY.npy     the chunk's values as stored, [*shape, channels] (cut at the signal's edge)
         KEY.json    {"chunk": id, "index": chunk index per axis, "origin": first sample per
-                    axis, "shape": samples per axis}
+                    axis, "shape": samples per axis, "crc32": of KEY.npy, checked on reading}
     OUT/pack.json   written last: the store (fingerprint, shape, dtype, value range, kind), the
                     grid (factors, halo, partition shape), the chunk shape, the worker count,
-                    and each worker's shard files with their chunk counts
+                    and each worker's shard files with their chunk counts, sizes and sha256
 
 Coordinates are never stored: they follow from the chunk's origin. ``write_pack`` builds the
 pack in a hidden folder beside OUT and moves it into place when it is whole. webdataset is used
@@ -22,9 +22,11 @@ worker opens only the shards pack.json lists for its rank).
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import re
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Generator, Iterator, Sequence
@@ -58,7 +60,7 @@ def _sizes(values: Sequence[int]) -> str:
 def describe(signal: Signal, grid: PartitionGrid, chunks: Sequence[int], workers: int) -> dict:
     """What pack.json says of the signal and the grid a pack is made for."""
     return {"format": FORMAT, "version": VERSION,
-            "signal": {"store": signal.meta.get("store"), "fingerprint": signal.meta.get("fingerprint"),
+            "signal": {"store": signal.info.store, "fingerprint": signal.info.fingerprint,
                        "kind": signal.kind, "shape": list(signal.shape), "channels": signal.channels,
                        "dtype": np.dtype(signal.data.dtype).str,
                        "value_range": [float(v) for v in signal.info.value_range]},
@@ -71,7 +73,8 @@ def _encode(chunk: int, box: Box, block: np.ndarray, chunks: Sequence[int]) -> d
     buf = io.BytesIO()
     np.save(buf, np.ascontiguousarray(block), allow_pickle=False)
     meta = {"chunk": chunk, "index": [a // int(c) for (a, _), c in zip(box, chunks)],
-            "origin": [a for a, _ in box], "shape": [b - a for a, b in box]}
+            "origin": [a for a, _ in box], "shape": [b - a for a, b in box],
+            "crc32": zlib.crc32(buf.getvalue())}
     return {"__key__": f"c{chunk:012d}", "npy": buf.getvalue(), "json": json.dumps(meta).encode()}
 
 
@@ -98,7 +101,16 @@ def _write_worker(signal: Signal, chunk_ids: list[int], chunks: Sequence[int], f
         sink.close()
     for f in files:
         f["bytes"] = (folder / f["name"]).stat().st_size
+        f["sha256"] = _sha256(folder / f["name"])
     return files
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while piece := fh.read(1 << 24):
+            digest.update(piece)
+    return digest.hexdigest()
 
 
 def write_pack(signal: Signal, grid: PartitionGrid, shards: Sequence[Sequence[int]], out: str | Path,
@@ -262,6 +274,8 @@ class PackChunks:
             meta = json.loads(sample["json"])
             if meta["chunk"] < want:
                 return meta, None
+            if "crc32" in meta and zlib.crc32(sample["npy"]) != meta["crc32"]:
+                raise PackError(f"chunk {meta['chunk']} fails its crc32 checksum")
             return meta, np.load(io.BytesIO(sample["npy"]), allow_pickle=False)
         except Exception as exc:
             reason = exc.args[0] if exc.args and isinstance(exc.args[0], str) else _first_line(exc)

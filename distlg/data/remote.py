@@ -15,13 +15,16 @@ schemes go through zarr's fsspec support, wrapped in ``RetryingStore``:
 
 For every request:
 
-- a time limit: ``TIMEOUT_S`` in all for an HTTP request and for an S3 read; an S3 write
+- a time limit: ``TIMEOUT_S`` in all for a read request (body included); an S3 write
   (whose size, up to a whole shard, sets how long it may take) has botocore's limits instead,
   ``TIMEOUT_S`` to connect and ``TIMEOUT_S`` for each wait on the server's answer;
 - transient failures (5xx answers, 408/425/429, refused or reset connections, timeouts) are
   retried ``TRIES`` times with exponential backoff from ``BACKOFF_S``; then, and on any other
   failure, a one-line ``RemoteError`` names the URL and the key (``zarr.json`` or a chunk such
   as ``c/0/1/0``); it surfaces where the samplers read (``Signal.read``) or where ingest writes;
+- a size limit on every answer (``distlg.data.bounded``): a few MB for ``zarr.json``, a
+  chunk's (or shard's) bound for the rest, read piece by piece and refused past it, so a
+  hostile or broken server cannot exhaust the reader's memory;
 - at most ``CONCURRENCY`` requests are in flight per store, and zarr's ``async.concurrency``
   (how many chunks one slice fetches at once) is raised to that when a URL is opened.
 
@@ -42,6 +45,7 @@ import atexit
 import zarr
 from zarr.storage import WrapperStore
 
+from . import bounded
 from .signal import StoreError
 
 SCHEMES = ("http://", "https://", "s3://")
@@ -142,15 +146,19 @@ class RetryingStore(WrapperStore):
     """A Zarr store that retries transient failures and names what failed; read-only unless
     its transport writes (s3://)."""
 
-    def __init__(self, store, url: str, read_limit: float | None = None):
+    def __init__(self, store, url: str, read_limit: float | None = None,
+                 object_limit: int = bounded.DEFAULT_OBJECT_BYTES):
         super().__init__(store)
         self.url = url
         self.read_limit = read_limit
-        """Total time for one read where the transport does not limit it itself (S3)."""
+        """Total time for one read (connecting, headers and the whole body)."""
+        self.object_limit = object_limit
+        """The most bytes one chunk or shard may hold (``bounded.object_limit``, set once the
+        array's metadata is read); metadata may hold ``bounded.METADATA_BYTES``."""
         self._slots = asyncio.Semaphore(CONCURRENCY)
 
     def _with_store(self, store) -> "RetryingStore":
-        return type(self)(store, self.url, self.read_limit)
+        return type(self)(store, self.url, self.read_limit, self.object_limit)
 
     async def _retry(self, key: str, call, *args, verb: str = "read", limit: float | None = None):
         """``call(*args)``, tried again after transient failures; ``key`` names what it reads
@@ -171,16 +179,25 @@ class RetryingStore(WrapperStore):
             delay *= 2
 
     async def get(self, key, prototype, byte_range=None):
-        found = await self._retry(key, self._store.get, key, prototype, byte_range,
-                                  limit=self.read_limit)
-        return _cut(found, byte_range)
+        found = await self._retry(key, self._read, key, byte_range, limit=self.read_limit)
+        return _cut(None if found is None else prototype.buffer.from_bytes(found), byte_range)
+
+    async def _read(self, key: str, byte_range) -> bytes | None:
+        """One object (or range) read by ``bounded``: refused past its size limit."""
+        store = self._store
+        if not store._is_open:
+            await store._open()
+        path = f"{store.path.rstrip('/')}/{key}" if store.path else key
+        limit = bounded.METADATA_BYTES if bounded.is_metadata(key) else self.object_limit
+        read = bounded.s3_get if scheme(self.url) == "s3" else bounded.http_get
+        try:
+            return await read(store.fs, path, *bounded.limits(byte_range), limit)
+        except bounded.TooLarge as exc:
+            raise RemoteError(f"could not read {key} of {self.url} ({exc})") from None
 
     async def get_partial_values(self, prototype, key_ranges):
-        key_ranges = list(key_ranges)
-        keys = ", ".join(sorted({k for k, _ in key_ranges}))
-        found = await self._retry(keys, self._store.get_partial_values, prototype, key_ranges,
-                                  limit=self.read_limit)
-        return [_cut(buffer, byte_range) for buffer, (_, byte_range) in zip(found, key_ranges)]
+        return await asyncio.gather(*(self.get(key, prototype, byte_range)
+                                      for key, byte_range in key_ranges))
 
     async def exists(self, key: str) -> bool:
         return await self._retry(key, self._store.exists, key, limit=self.read_limit)
@@ -253,7 +270,7 @@ def url_store(url: str, writable: bool = False) -> RetryingStore:
     else:
         fs, path = url_to_fs(url, asynchronous=True,
                              client_kwargs={"timeout": aiohttp.ClientTimeout(total=TIMEOUT_S)})
-        read_limit = None
+        read_limit = TIMEOUT_S  # aiohttp's own total did not stop a body that never ends
     # fsspec keeps one filesystem, and so one session, per set of options: every store shares
     # it, and it is closed at exit (aiohttp warns about sessions left open).
     if not _SESSIONS:

@@ -10,6 +10,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from ..defaults import MEMORY_BUDGET
 from ..geometry import PartitionGrid
 from .draws import SamplerError, shard_region
 from .resident import ResidentSampler
@@ -18,7 +19,7 @@ from .stream import ChunkSource, StreamingSampler
 
 
 def make_sampler(signal: Signal, grid: PartitionGrid, pids: Sequence[int], n: int | None,
-                 seed: int = 0, memory_budget: int = 4 << 30, device: str | torch.device = "cpu",
+                 seed: int = 0, memory_budget: int = MEMORY_BUDGET, device: str | torch.device = "cpu",
                  window: int | None = None, source: ChunkSource | None = None,
                  ) -> ResidentSampler | StreamingSampler:
     """The sampler for one worker's shard: resident (or full batch) when its region of the

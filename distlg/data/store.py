@@ -8,8 +8,10 @@ key ``distlg``, say what the signal is and whether ingest finished:
     format, version    "distlg-signal", 1
     kind, axes         e.g. "video", ["t", "y", "x"] (channels are always the last array axis)
     value_range        raw values that map to -1 and +1
-    meta               fps or sample_rate, and the source's name and size in bytes
-    chunking           the partition size and factors ingest assumed, the chunk shape, and
+    meta               fps or sample_rate, and the source's name and size in bytes; what a
+                       downstream task's ingest did (downsample, noise, measurement)
+    chunking           the partition size and factors ingest assumed (training takes these
+                       factors when it is given no grid), the chunk shape, and
                        the shard shape where chunks are packed into shards (``--shard``)
     ingest             the source's fingerprint and progress (rows done, value statistics)
     complete           written last: a store without it is an interrupted ingest
@@ -31,9 +33,10 @@ from typing import Sequence
 
 import numpy as np
 import zarr
-from zarr.codecs import BloscCodec, BloscShuffle
+from zarr.codecs import BloscCodec, BloscShuffle, Crc32cCodec
+from zarr.storage import LocalStore
 
-from . import remote
+from . import bounded, integrity, remote
 from .signal import Signal, SignalInfo, StoreError
 from .sources.builtin import PREFIX, builtin
 
@@ -160,9 +163,13 @@ def create(path: str | Path, shape: Sequence[int], dtype: np.dtype, chunks: Sequ
     return zarr.create_array(store=target, shape=shape, dtype=np.dtype(dtype),
                              chunks=tuple(int(c) for c in chunks) + (shape[-1],),
                              shards=tuple(int(s) for s in shards) + (shape[-1],) if shards else None,
-                             compressors=codec(dtype), fill_value=0, overwrite=True,
-                             dimension_names=tuple(axes) + ("c",),
-                             attributes={KEY: {"format": FORMAT, "version": VERSION, **info}})
+                             compressors=(codec(dtype), Crc32cCodec()), fill_value=0,
+                             overwrite=True, dimension_names=tuple(axes) + ("c",),
+                             config=integrity.CONFIG,
+                             attributes={KEY: {"format": FORMAT, "version": VERSION,
+                                               "integrity": integrity.recorded(
+                                                   dtype, tuple(chunks) + (shape[-1],)),
+                                               **info}})
 
 
 def open_array(path: str | Path, mode: str = "r") -> zarr.Array | None:
@@ -172,9 +179,10 @@ def open_array(path: str | Path, mode: str = "r") -> zarr.Array | None:
     try:
         if remote.is_url(path):
             target = remote.url_store(str(path), writable=mode != "r")
-            array = zarr.open_array(store=target, mode=mode, zarr_format=3)
         else:
-            array = zarr.open_array(store=str(path), mode=mode)
+            target = LocalStore(str(path), read_only=mode == "r")
+        checked = integrity.CheckedStore(target, str(path))
+        array = zarr.open_array(store=checked, mode=mode, zarr_format=3, config=integrity.CONFIG)
     except remote.RemoteError:
         raise
     except Exception:  # missing, not Zarr, damaged metadata: all mean "no store here"
@@ -182,6 +190,10 @@ def open_array(path: str | Path, mode: str = "r") -> zarr.Array | None:
     info = array.attrs.get(KEY)
     if not isinstance(info, dict) or info.get("format") != FORMAT:
         return None
+    if remote.is_url(path):  # no chunk may be larger than the array's chunks can be
+        target.object_limit = bounded.object_limit(array)
+    # reading a store that records every chunk as written: a missing chunk is an error
+    checked.strict = mode == "r" and bool((info.get("integrity") or {}).get("every_chunk"))
     return array
 
 
@@ -229,6 +241,7 @@ def open_store(path: str | Path) -> Signal:
                else "(no Zarr v3 array with distlg attributes); write one with `distlg ingest`")
         raise StoreError(f"{path} is not a distlg signal store {why}")
     desc = info(array)
+    integrity.check_metadata(array, desc.get("integrity"), str(path))
     if desc.get("version") != VERSION:
         raise StoreError(f"{path} has store version {desc.get('version')!r}; this distlg reads "
                          f"version {VERSION}")
@@ -240,10 +253,18 @@ def open_store(path: str | Path) -> Signal:
         raise StoreError(f"{path} is incomplete (ingest stopped after {done} of {array.shape[0]} "
                          f"{desc.get('axes', ['rows'])[0]} rows); run the same `distlg ingest` "
                          "again to resume it")
-    meta = {**desc.get("meta", {}), "store": str(path),
-            "fingerprint": fingerprint(desc.get("ingest", {}).get("fingerprint")
-                                       or desc.get("render"))}
-    return Signal(array, desc["kind"], tuple(desc["value_range"]), meta)
+    facts = {**SignalInfo.facts(desc.get("meta", {})), "store": str(path),
+             "fingerprint": fingerprint(desc.get("ingest", {}).get("fingerprint") or desc.get("render")),
+             "ingest_factors": desc.get("chunking", {}).get("factors")}
+    return StoreSignal(array, desc["kind"], tuple(desc["value_range"]), **facts)
+
+
+class StoreSignal(Signal):
+    """A signal read from a store: a chunk that is missing or does not decode is one line
+    naming it (``integrity``), never zeros or a codec's traceback."""
+
+    def read(self, box) -> np.ndarray:
+        return integrity.read_or_name(self.data, box, str(self.info.store))
 
 
 def fingerprint(source_identity: object) -> str:
@@ -266,7 +287,7 @@ def attributes(info: SignalInfo) -> dict:
     """What a store's attributes say about the signal ``info`` describes (shape, channels and
     dtype are the array's own)."""
     return {"kind": info.kind, "axes": list(info.axes), "value_range": list(info.value_range),
-            "meta": dict(info.meta)}
+            "meta": info.meta()}
 
 
 def stored_bytes(path: str | Path) -> int:

@@ -46,6 +46,7 @@ from typing import Generator, Protocol, Sequence
 import numpy as np
 import torch
 
+from ..defaults import MEMORY_BUDGET
 from ..geometry import Box, PartitionGrid
 from . import remote
 from .draws import Batch, SamplerError, check_seed, random_positions, shard_region, to_device
@@ -90,13 +91,17 @@ def shard_chunks(grid: PartitionGrid, pids: Sequence[int], chunks: Sequence[int]
     what a window of the streaming sampler may read, in the order it reads them (a window skips
     the chunks none of its samples fall in)."""
     chunk_grid = tuple(-(-int(d) // int(c)) for d, c in zip(grid.shape, chunks))
-    ids: set[int] = set()
-    for pid in pids:
-        box = shard_region(grid, [pid])
-        ranges = [range(a // int(c), -(-b // int(c))) for (a, b), c in zip(box, chunks)]
-        index = np.stack(np.meshgrid(*ranges, indexing="ij"), axis=-1).reshape(-1, grid.ndim)
-        ids.update(np.ravel_multi_index(tuple(index.T), chunk_grid).tolist())
-    return sorted(ids)
+    size = np.asarray(chunks, dtype=np.int64)
+    starts = grid.sample_starts(pids)                                   # [P, ndim], all boxes
+    stops = np.minimum(starts + np.asarray(grid.sample_shape), np.asarray(grid.shape))
+    first, last = starts // size, (stops - 1) // size                   # chunk index ranges
+    span = int((last - first).max(initial=0)) + 1
+    ids = []
+    for step in np.ndindex(*(span,) * grid.ndim):  # every chunk a box touches, all boxes at once
+        index = first + np.asarray(step)
+        inside = (index <= last).all(axis=1)
+        ids.append(np.ravel_multi_index(tuple(index[inside].T), chunk_grid))
+    return np.unique(np.concatenate(ids)).tolist() if ids else []
 
 
 def plan_window(memory_budget: int, shard_bytes: int, shard_chunks: int, samples_per_step: int,
@@ -164,7 +169,7 @@ def is_remote(signal: Signal, source: ChunkSource | None = None) -> bool:
     """Whether the chunks come over a network: from a store or a pack named by a URL."""
     if source is not None:
         return bool(getattr(source, "remote", False))
-    return remote.is_url(signal.meta.get("store", ""))
+    return remote.is_url(signal.info.store or "")
 
 
 def read_ahead(signal: Signal, memory_budget: int, chunk_bytes: int) -> int:
@@ -183,7 +188,7 @@ class StreamingSampler:
     mode = "streaming"
 
     def __init__(self, signal: Signal, grid: PartitionGrid, pids: Sequence[int], n: int,
-                 seed: int = 0, memory_budget: int = 4 << 30, device: str | torch.device = "cpu",
+                 seed: int = 0, memory_budget: int = MEMORY_BUDGET, device: str | torch.device = "cpu",
                  window: int | None = None, source: ChunkSource | None = None):
         if tuple(grid.shape) != signal.shape:
             raise ValueError(f"grid shape {grid.shape} does not match signal shape {signal.shape}")

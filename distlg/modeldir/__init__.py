@@ -1,11 +1,17 @@
-"""The model-directory room: a trained model on disk, one file per partition, and its edits.
+"""The model-directory room: a trained model on disk and its edits.
 
-``format`` (the manifest, safetensors files, sha256 checks, ``ModelDir``) -> ``runs`` (a run
-directory's checkpoints) -> ``export`` (a checkpoint as weights only) -> ``crop`` (delete
-partitions' files) -> ``append`` (new partitions' files for appended samples, written by
+``manifest`` (what a directory describes, parsed once and checked) -> ``location`` (a local
+folder or a URL, by key) -> ``shards`` (blocks of partitions as Zarr v3 shards, encoded a
+whole shard at a time) -> ``base`` (``ModelDir``: what every format answers) -> ``sharded``
+and ``writer`` (format 2: a Zarr v3 group whose unit on disk is a shard; what distlg writes)
+and ``files`` (format 1: one safetensors file per partition; still read) -> ``format``
+(opening either; the rules every edit follows) -> ``output`` (where an edit writes), ``runs``
+(a run directory's checkpoints), ``rewrite`` (a directory from another, whole or in part) ->
+``export``, ``crop``, ``append`` (the files of new partitions for appended samples, trained by
 ``distlg.training.extend``).
 
-It may import: ``distlg.nn``, ``distlg.geometry``, ``distlg.data.signal``, ``distlg.staging``
-and ``distlg.errors``; torch and safetensors. It never imports training (the trainer writes its
-checkpoints through ``format``), distribution or rendering: it holds files, not a trainer.
+It may import: ``distlg.nn``, ``distlg.geometry``, ``distlg.data.signal``, ``distlg.data.remote``
+(URLs), ``distlg.staging`` and ``distlg.errors``; torch, safetensors, zarr and google_crc32c.
+It never imports training (the trainer writes its checkpoints through ``writer``),
+distribution or rendering: it holds files, not a trainer.
 """

@@ -11,13 +11,34 @@ the new partitions and calls ``write_extended``.
 from __future__ import annotations
 
 import math
+import os
+import shutil
 from pathlib import Path
+
+import numpy as np
+import torch
 
 from ..data.signal import Signal
 from ..errors import DistlgError
 from ..geometry import PartitionGrid
 from ..nn.model import INR
-from .format import ModelDir, link_or_copy, manifest_for, partition_file, write_manifest, write_tensors
+from .files import FileModel, manifest_for, partition_file, write_manifest, write_tensors
+from .format import ModelDir
+from .location import Location
+from .sharded import (
+    GLOBAL,
+    LOCAL,
+    PARTITIONS,
+    PRESENT_BIT,
+    ROOT,
+    ShardedModel,
+    checksum_chunks,
+    describe,
+    group_document,
+    root_attributes,
+    write_small,
+)
+from .shards import ShardedArray, ShardGrid, crc32c, encode
 
 
 class ExtendError(DistlgError):
@@ -55,16 +76,78 @@ def check_signal(md: ModelDir, signal: Signal) -> None:
                           f"model's {s.value_range}: its values would normalise differently")
 
 
-def write_extended(md: ModelDir, path: Path, inr: INR, grid: PartitionGrid, signal: Signal,
-           new: list[int], copy: bool) -> None:
-    """The new partitions' files and the extended manifest in ``path``, with the model's own
-    files linked there first if ``copy`` (the manifest is written last)."""
-    entries = [dict(e) for e in md.manifest["partitions"]]
-    if copy:
-        for name in [md.manifest["global"]["file"]] + [e["file"] for e in entries]:
-            link_or_copy(md.path / name, path / name)
+def write_extended(md: ModelDir, out: Location, inr: INR, grid: PartitionGrid,
+                   signal: Signal, new: list[int]) -> None:
+    """The model ``md`` extended to ``grid`` with ``inr``'s partitions ``new``, written to
+    ``out`` (a new, empty location): the old partitions linked unchanged, the new ones added,
+    the root document (or manifest) last. The output keeps the source's format."""
+    info = md.signal.with_shape(signal.shape)
+    if isinstance(md, FileModel):
+        _extend_files(md, out.path, inr, grid, info, new)
+    else:
+        _extend_shards(md, out, inr, grid, info, new)
+
+
+def _extend_files(md: FileModel, path: Path, inr: INR, grid: PartitionGrid, info, new: list[int]) -> None:
+    raw = md.manifest.raw
+    entries = [dict(e) for e in raw["partitions"]]
+    for name in [raw["global"]["file"]] + [e["file"] for e in entries]:
+        os.link(md.location.path / name, path / name) if _same_device(md.location.path, path) \
+            else shutil.copyfile(md.location.path / name, path / name)
     for pid in new:
         entries.append({"id": pid, **write_tensors(path, partition_file(pid), inr.local_state(pid),
                                                    {"partition": str(pid)})})
-    info = md.signal.with_shape(signal.shape)
-    write_manifest(path, manifest_for(grid, md.arch, info, dict(md.manifest["global"]), entries))
+    write_manifest(path, manifest_for(grid, md.arch, info, dict(raw["global"]), entries))
+
+
+def _same_device(a: Path, b: Path) -> bool:
+    return a.stat().st_dev == b.stat().st_dev
+
+
+def _extend_shards(md: ShardedModel, out: Location, inr: INR, grid: PartitionGrid, info,
+                   new: list[int]) -> None:
+    """Shards without new partitions are linked; a shard the grid's growth reaches (the last
+    row of shards along the first axis, if it was not full) is rewritten with its old and new
+    chunks; the others are new. Slots sit where they sat: the block is the same."""
+    shards = ShardGrid(grid.factors, md.shards.block)
+    old_local, target = md._array(LOCAL), out.child(LOCAL)
+    new_ids = np.asarray(new, dtype=np.int64)
+    layout = md.local_layout
+    values_new = layout.pack({n: p for n, p in inr.named_tensors() if n in layout.shapes},
+                             torch.from_numpy(np.searchsorted(inr.partition_ids, new_ids)))
+    codes = np.zeros(grid.num_partitions, dtype=np.uint64)
+    codes[:md.grid.num_partitions] = md.codes
+    shard_of, slot_of = shards.locate(new_ids)
+    old_rows = md.shards.shards[0]
+    for shard in range(int(np.prod(shards.shards))):
+        index = np.unravel_index(shard, shards.shards)
+        mine = np.flatnonzero(shard_of == shard)
+        existed = index[0] < old_rows
+        old_key = md.shards.key(int(np.ravel_multi_index(index, md.shards.shards))) if existed else None
+        if not len(mine):
+            if existed and old_local.location.exists(old_key):
+                target.link(old_local.location, old_key)
+            continue
+        values = np.zeros((shards.slots, layout.width), dtype=np.float32)
+        present = np.zeros(shards.slots, dtype=bool)
+        if existed and old_local.location.exists(old_key):
+            values, present, _ = old_local.read_shard(int(np.ravel_multi_index(index, md.shards.shards)))
+        values[slot_of[mine]] = values_new[mine]
+        present[slot_of[mine]] = True
+        data, _ = encode(values, present)
+        target.write(shards.key(shard), data)
+        codes[new_ids[mine]] = PRESENT_BIT | crcs_of(values[slot_of[mine]])
+    out.write(f"{LOCAL}/zarr.json", ShardedArray(target, shards, layout.width).metadata())
+    write_small(out, PARTITIONS, codes.reshape(grid.factors), checksum_chunks(grid.factors), compress=True)
+    for key in (f"{GLOBAL}/zarr.json", f"{GLOBAL}/c/0"):
+        out.link(md.location, key)
+    attrs = root_attributes(describe(grid, md.arch, info), shards, md.arch, int((codes != 0).sum()),
+                            md.manifest.raw["global"]["crc32c"], None)
+    out.sync_folder()
+    out.write(ROOT, group_document({"distlg": attrs}), sync_to_disk=True)
+
+
+def crcs_of(values: np.ndarray) -> np.ndarray:
+    """crc32c of each row's little-endian bytes, as a chunk stores them (uint64)."""
+    raw = np.ascontiguousarray(values, dtype="<f4").view(np.uint8).reshape(len(values), -1)
+    return np.asarray([crc32c(r) for r in raw], dtype=np.uint64)

@@ -1,10 +1,15 @@
-"""Crop: keep a model's partitions in a region and delete the others' files, retraining nothing.
+"""Crop: keep a model's partitions in a region and drop the others, retraining nothing.
 
 Partitions are whole: a box selects every partition whose (un-grown) box it touches, so
 ``keep`` keeps everything needed to render the box and ``drop`` removes everything that could
 render any of it. The global branch is kept; the local weights fall in proportion to the
-partitions removed, and every kept partition renders exactly what it rendered before (its file
-and the global file are the same bytes, hard-linked where possible).
+partitions removed, and every kept partition renders exactly what it rendered before.
+
+On disk (format 2) a crop keeps whole shards (hard-linked into a new directory, or left where
+they are), rewrites only the shards the region cuts, and leaves out those it drops entirely;
+format 1 keeps and deletes files. In place, the model's checksums and root document change
+first, so an interrupted crop leaves a consistent model (possibly with dropped partitions'
+bytes still on disk).
 """
 
 from __future__ import annotations
@@ -13,27 +18,35 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
+
 from ..geometry import Box
-from .format import (
-    ModelDir,
-    ModelDirError,
-    id_ranges,
-    link_or_copy,
-    manifest_for,
-    staged_directory,
-    write_manifest,
-)
+from .files import FileModel, manifest_for, write_manifest
+from .format import ModelDir, ModelDirError, id_ranges
+from .output import output
+from .rewrite import _encode, _write_root, write_small_arrays, write_subset
+from .sharded import LOCAL, ShardedModel
 
 
 @dataclass
 class CropReport:
-    path: Path
+    path: Path | str
     """The cropped model directory."""
     kept: list[int]
+    """Ids of the partitions kept."""
     dropped: list[int]
     before: dict[str, int]
     """Parameters before: global, local, total."""
     after: dict[str, int]
+
+
+def box_mask(grid, box: Box) -> np.ndarray:
+    """bool [num_partitions]: the partitions whose un-grown boxes touch ``box``."""
+    mask = np.zeros(grid.factors, dtype=bool)
+    index = tuple(slice(a // p, (b - 1) // p + 1) for (a, b), p in zip(box, grid.part_shape))
+    if all(b > a for a, b in box):
+        mask[index] = True
+    return mask.ravel()
 
 
 def select(md: ModelDir, keep: Sequence[Box] = (), drop: Sequence[Box] = (),
@@ -43,55 +56,88 @@ def select(md: ModelDir, keep: Sequence[Box] = (), drop: Sequence[Box] = (),
     none is given), less those touching a ``drop`` box, those in ``drop_ids`` and those whose
     index along an axis is listed in ``drop_along``."""
     grid = md.grid
-    kept = set(md.partition_ids)
+    kept = md.present.copy()
     if keep:
-        kept &= {p for box in keep for p in grid.intersecting(box)}
+        kept &= np.logical_or.reduce([box_mask(grid, box) for box in keep])
     for box in drop:
-        kept -= set(grid.intersecting(box))
-    outside = [p for p in drop_ids if not 0 <= p < grid.num_partitions]
-    if outside:
-        raise ModelDirError(f"partitions {id_ranges(outside)} do not exist: the grid has ids "
-                            f"0-{grid.num_partitions - 1}")
-    kept -= set(drop_ids)
+        kept &= ~box_mask(grid, box)
+    ids = np.asarray(list(drop_ids), dtype=np.int64)
+    outside = ids[(ids < 0) | (ids >= grid.num_partitions)]
+    if len(outside):
+        raise ModelDirError(f"partitions {id_ranges(outside.tolist())} do not exist: the grid has "
+                            f"ids 0-{grid.num_partitions - 1}")
+    kept[ids] = False
+    cube = kept.reshape(grid.factors)
     for axis, indices in drop_along:
         if any(not 0 <= i < grid.factors[axis] for i in indices):
             raise ModelDirError(f"axis {md.signal.axes[axis]} has partition indices "
                                 f"0-{grid.factors[axis] - 1}, got {id_ranges(indices)}")
-        gone = set(indices)
-        kept = {p for p in kept if grid.index(p)[axis] not in gone}
-    if not kept:
+        where = [slice(None)] * grid.ndim
+        where[axis] = list(indices)
+        cube[tuple(where)] = False
+    if not kept.any():
         raise ModelDirError("the crop would leave no partition; keep at least one")
-    return sorted(kept)
+    return np.flatnonzero(kept).tolist()
 
 
-def crop(model: str | Path | ModelDir, kept: Sequence[int], out: str | Path | None = None
-         ) -> CropReport:
-    """Keep only partitions ``kept`` of ``model``: in a new directory ``out`` (files
-    hard-linked), or in place when ``out`` is None (manifest rewritten first, then the dropped
-    files deleted, so the model stays consistent if interrupted)."""
+def crop(model: str | Path | ModelDir, kept: Sequence[int], out: str | Path | None = None,
+         progress: bool = False) -> CropReport:
+    """Keep only partitions ``kept`` of ``model``: in a new directory ``out`` (a path or an
+    s3:// URL), or in place when ``out`` is None."""
     md = model if isinstance(model, ModelDir) else ModelDir.open(model)
     if md.is_checkpoint:
         raise ModelDirError(f"{md.path} is a checkpoint; export it (distlg export) and crop that")
-    entries = md.entries
-    kept = sorted(int(p) for p in kept)
-    absent = [p for p in kept if p not in entries]
-    if absent:
-        raise ModelDirError(f"{md.path}: partitions {id_ranges(absent)} are not in this model")
-    files = [md.manifest["global"]["file"]] + [entries[p]["file"] for p in kept]
-    md.verify([md.manifest["global"]] + [entries[p] for p in kept])  # before anything is written
-    manifest = manifest_for(md.grid, md.arch, md.signal, dict(md.manifest["global"]),
-                            [dict(entries[p]) for p in kept])
-    kept_set = set(kept)
-    dropped = [p for p in md.partition_ids if p not in kept_set]
+    kept_ids = np.unique(np.asarray(md.check_held(kept), dtype=np.int64))
+    keep = np.zeros(md.grid.num_partitions, dtype=bool)
+    keep[kept_ids] = True
+    before = md.params()
+    dropped = np.flatnonzero(md.present & ~keep).tolist()
     if out is None:
+        _crop_in_place(md, keep)
         path = md.path
-        write_manifest(path, manifest)
-        for p in dropped:
-            (path / entries[p]["file"]).unlink(missing_ok=True)
     else:
-        with staged_directory(out, md.path) as staging:
-            for name in files:
-                link_or_copy(md.path / name, staging / name)
-            write_manifest(staging, manifest)
-        path = Path(out)
-    return CropReport(path, kept, dropped, md.params(), ModelDir.open(path).params())
+        fmt = "shards" if isinstance(md, ShardedModel) else "safetensors"
+        with output(out, md) as location:
+            write_subset(md, location, keep, fmt, progress)
+        path = out
+    return CropReport(path, kept_ids.tolist(), dropped, before, ModelDir.open(path).params())
+
+
+def _crop_in_place(md: ModelDir, keep: np.ndarray) -> None:
+    if isinstance(md, FileModel):
+        md.verify([p for p in md.entries if keep[p]])
+        entries = [dict(e) for p, e in md.entries.items() if keep[p]]
+        write_manifest(md.location.path, manifest_for(md.grid, md.arch, md.signal,
+                                                      dict(md.manifest.raw["global"]), entries))
+        for p, e in md.entries.items():
+            if not keep[p]:
+                (md.location.path / e["file"]).unlink(missing_ok=True)
+        return
+    location = md.location if md.location.writable else type(md.location)(md.location.spec, True)
+    local = md._array(LOCAL)
+    plans = []
+    count = int(np.prod(md.shards.shards)) if md.local_layout.width else 0
+    for shard in range(count):   # read and check before changing anything
+        slot_pids = md.shards.partitions(shard)
+        inside = slot_pids >= 0
+        held = np.zeros(md.shards.slots, dtype=bool)
+        held[inside] = md.present[slot_pids[inside]]
+        kept = held.copy()
+        kept[inside] &= keep[slot_pids[inside]]
+        if (kept == held).all():
+            continue
+        if kept.any():
+            values, _, crcs = local.read_shard(shard)
+            md._check_codes(slot_pids[held], crcs[held], local.location, shard)
+            plans.append((shard, _encode(values, kept)))
+        else:
+            plans.append((shard, None))
+    glob_crc = md.manifest.raw.get("global", {}).get("crc32c", 0)
+    codes = md.codes.copy()
+    codes[~keep] = 0
+    write_small_arrays(location, md, codes)
+    _write_root(location, md, int(keep.sum()), glob_crc)
+    target = location.child(LOCAL)
+    for shard, data in plans:
+        key = md.shards.key(shard)
+        target.delete(key) if data is None else target.write(key, data)

@@ -1,37 +1,27 @@
 """Export: a checkpoint as a model directory holding the weights alone.
 
-A checkpoint keeps Adam's moments beside every partition's weights and a ``training`` section
-in its manifest; the exported model drops both. Files are converted one partition at a time,
-each checked against its sha256 as it is read, so memory stays at one partition's tensors.
+A checkpoint keeps Adam's moments beside the weights and a ``training`` section in its
+manifest; the exported model drops both. From a version-2 checkpoint the weights' shards are
+checked and then linked unchanged (export costs reading them once); ``--format safetensors``
+writes one file per partition (format version 1) instead. The output is built aside and moved
+into place when complete; a URL output (``s3://``) is written object by object, its root
+document last.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-from tqdm.auto import tqdm
-
-from .format import (
-    GLOBAL_FILE,
-    MANIFEST,
-    OPTIM_PREFIX,
-    ModelDir,
-    ModelDirError,
-    manifest_for,
-    partition_file,
-    staged_directory,
-    write_manifest,
-    write_tensors,
-)
-from .runs import latest
+from .format import ModelDir, ModelDirError
+from .output import output
+from .rewrite import write_subset
+from .runs import is_complete, latest
 
 
 def find_checkpoint(path: str | Path) -> ModelDir:
-    """``path`` itself if it holds a manifest, else the latest complete checkpoint of the run
-    directory ``path``."""
-    path = Path(path)
-    if (path / MANIFEST).is_file():
+    """``path`` itself if it is a model directory or checkpoint, else the latest complete
+    checkpoint of the run directory ``path``."""
+    if "://" in str(path) or is_complete(Path(path)):
         return ModelDir.open(path)
     found = latest(path)
     if found is None:
@@ -40,20 +30,14 @@ def find_checkpoint(path: str | Path) -> ModelDir:
     return ModelDir.open(found)
 
 
-def _weights(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {k: v for k, v in tensors.items() if not k.startswith(OPTIM_PREFIX)}
-
-
-def export(source: str | Path, out: str | Path, progress: bool = False) -> ModelDir:
+def export(source: str | Path, out: str | Path, progress: bool = False,
+           fmt: str = "shards") -> ModelDir:
     """Write the weights of checkpoint ``source`` (or a run directory's latest) to the new
-    model directory ``out`` (built beside it and moved into place when complete)."""
+    model directory ``out``, as shards (format 2) or one file per partition (``safetensors``)."""
     src = find_checkpoint(source)
-    with staged_directory(out, src.path) as staging:
-        entries = []
-        for pid, entry in tqdm(src.entries.items(), unit="partition", disable=not progress):
-            tensors = _weights(src.read(entry))
-            entries.append({"id": pid, **write_tensors(staging, partition_file(pid), tensors,
-                                                       {"partition": str(pid)})})
-        global_entry = write_tensors(staging, GLOBAL_FILE, _weights(src.read_global()))
-        write_manifest(staging, manifest_for(src.grid, src.arch, src.signal, global_entry, entries))
+    here = src.location.path
+    if here is not None and "://" not in str(out) and Path(out).resolve() == here.resolve():
+        raise ModelDirError(f"{out} is the checkpoint itself; export it to a new directory")
+    with output(out, src) as location:
+        write_subset(src, location, src.present, fmt, progress)
     return ModelDir.open(out)

@@ -20,19 +20,17 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
+from .. import defaults
+from ..defaults import ARCHS, INCODE_ARCHS, MERGES, SIREN_ARCHS, base_arch  # noqa: F401 - re-exported
 from ..errors import DistlgError
 
-SIREN_ARCHS = ("local-global", "per-partition", "siren")
-INCODE_ARCHS = ("local-global-incode", "per-partition-incode", "incode")
-ARCHS = SIREN_ARCHS + INCODE_ARCHS
 COEFFICIENTS = "incode.coefficients"
 """Name of an INCODE model's stored activation coefficients [sets, 4] (a, b, c, d per set)."""
 
 
-def base_arch(arch: str) -> str:
-    """The SIREN family member an architecture is built like (itself for SIREN ones)."""
-    return "siren" if arch == "incode" else arch.removesuffix("-incode")
-MERGES = ("shared", "per-depth", "add", "bias")
+def runs_on_lattice(arch: str, merge: str) -> bool:
+    """Whether ``arch`` with ``merge`` runs its global branch on a lattice (distlg's recipe)."""
+    return base_arch(arch) == "local-global" and merge == "bias"
 
 
 @dataclass(frozen=True)
@@ -42,11 +40,11 @@ class Architecture:
     arch: str
     in_dims: int
     out_dims: int
-    hidden_layers: int = 3
+    hidden_layers: int = defaults.HIDDEN_LAYERS
     local_width: int = 0
     global_width: int = 0
-    w0: float = 30.0
-    merge: str = "shared"
+    w0: float = defaults.W0
+    merge: str = defaults.PAPER.merge
     coord_scale: tuple[float, ...] = ()
     """Factor applied to each input coordinate (audio uses 100: its time axis spans [-100, 100])."""
     lattice: tuple[int, ...] = ()
@@ -102,7 +100,16 @@ class Architecture:
     @property
     def on_lattice(self) -> bool:
         """The global branch runs on a lattice of points, not at every sample."""
-        return self.base == "local-global" and self.merge == "bias"
+        return runs_on_lattice(self.arch, self.merge)
+
+    @property
+    def global_at_samples(self) -> bool:
+        """The global branch runs at every sample (not on a lattice, not absent)."""
+        return self.has_global and not self.on_lattice
+
+    def merge_layer(self, depth: int) -> str:
+        """Name of the merge layer at ``depth`` (one shared by all depths, or one each)."""
+        return f"merge.{0 if self.merge == 'shared' else depth}"
 
     @property
     def coefficient_sets(self) -> tuple[str, ...]:
@@ -120,6 +127,7 @@ class Architecture:
 
     @property
     def merge_count(self) -> int:
+        """Merge layers with their own weights: none without both branches at the samples."""
         if self.base != "local-global" or self.on_lattice:
             return 0
         return 1 if self.merge == "shared" else self.depths

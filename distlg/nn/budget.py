@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import defaults
 from ..errors import DistlgError
 from .architecture import base_arch
 from .model import Architecture
@@ -49,7 +50,8 @@ def _count(arch: str, in_dims: int, out_dims: int, layers: int, merge: str, part
 
 
 def fit_widths(arch: str, params: int, partitions: int, in_dims: int, out_dims: int,
-               hidden_layers: int = 3, merge: str = "shared", global_share: float = 0.1,
+               hidden_layers: int = defaults.HIDDEN_LAYERS, merge: str = defaults.PAPER.merge,
+               global_share: float = defaults.GLOBAL_SHARE,
                max_global_width: int | None = None, **kwargs) -> Architecture:
     """The architecture of kind ``arch`` whose parameter count is closest to ``params``.
 

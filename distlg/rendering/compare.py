@@ -24,7 +24,8 @@ class Comparison:
     def __init__(self, signal: Signal, plan: RegionRender):
         grid = plan.render_grid
         region, scale = grid.region, grid.scale
-        if not signal.meta.get("measurement", {}).get("reference", True):
+        measurement = signal.info.measurement
+        if measurement is not None and not measurement.reference:
             raise RenderError("the signal holds a measured sinogram and only its back-projection "
                               "as an image, no reference to compare with; compare with a store "
                               "of the true image, if there is one")

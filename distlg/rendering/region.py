@@ -132,8 +132,10 @@ def bounding_box(grid: PartitionGrid, pids: Sequence[int]) -> Box | None:
     """Smallest box holding the (signal-clipped) boxes of ``pids``; None if there are none."""
     if not len(pids):
         return None
-    boxes = np.asarray([grid.valid_box(p) for p in pids])  # [P, ndim, 2]
-    return tuple((int(lo), int(hi)) for lo, hi in zip(boxes[:, :, 0].min(0), boxes[:, :, 1].max(0)))
+    index = np.stack(np.unravel_index(np.asarray(pids, dtype=np.int64), grid.factors), -1)
+    part, shape = np.asarray(grid.part_shape), np.asarray(grid.shape)
+    lo, hi = index.min(0) * part, np.minimum((index.max(0) + 1) * part, shape)
+    return tuple((int(a), int(b)) for a, b in zip(lo, hi))
 
 
 class RenderError(DistlgError):

@@ -3,8 +3,8 @@
 ``render_partitions`` evaluates a model held in memory on its own partitions (the trainer's
 evaluation). ``RegionRender`` and ``render`` serve users of a model directory: any region, on
 the signal's grid or a finer or coarser one (``--scale``), streamed in slabs while reading only
-the files of the partitions the region needs. Both hand their partitions' shares to one
-evaluator, ``evaluate_shares``: shares of equal size are evaluated together, about
+the partitions the region needs (byte ranges of their shards). Both hand their partitions'
+shares to one evaluator, ``evaluate_shares``: shares of equal size are evaluated together, about
 ``EVAL_SAMPLES`` positions per call, and a larger share in pieces of that size.
 """
 
@@ -139,12 +139,12 @@ along the first axis (frames, image rows, audio samples, volume slices), at leas
 class RegionRender:
     """A planned render of ``region`` (default: the whole signal) of a model directory.
 
-    Planning reads only the manifest; it fails, naming them, when the region needs partitions
-    the model no longer holds, unless ``fill`` (in signal units) stands in for them, and in one
-    line when ``device`` is unknown or this machine cannot use it. Iterating
+    Planning reads only the manifest and the checksums; it fails, naming them, when the region
+    needs partitions the model no longer holds, unless ``fill`` (in signal units) stands in for
+    them, and in one line when ``device`` is unknown or this machine cannot use it. Iterating
     streams ``Slab``s in order. It walks the region one layer of partitions (along the first
-    axis) at a time, reading the files of that layer's partitions (and the global file once),
-    so memory holds one layer's weights and one slab, however large the region.
+    axis) at a time, reading that layer's partitions (and the global tensors once), so memory
+    holds one layer's weights and one slab, however large the region.
     """
 
     def __init__(self, model: str | Path | ModelDir, region: Box | None = None,
@@ -162,7 +162,8 @@ class RegionRender:
             raise RenderError(f"the fill value must be a finite number, got {fill}")
         self.render_grid = RenderGrid(tuple(region), scale)
         self.needed = self.render_grid.partitions(self.grid)
-        self.present = set(self.md.entries)
+        present = self.md.present
+        self.present = set(np.asarray(self.needed)[present[self.needed]].tolist()) if self.needed else set()
         self.missing = [p for p in self.needed if p not in self.present]
         if self.missing and fill is None:
             raise RenderError(f"region {box_text(region)} needs partitions {id_ranges(self.missing)}, "
@@ -196,11 +197,10 @@ class RegionRender:
                                                            "stream" if held_per_value else ""))
 
     @property
-    def files(self) -> list[str]:
-        """The files a render reads: the global file and the needed partitions'."""
-        entries = self.md.entries
-        return [self.md.manifest["global"]["file"]] + [entries[p]["file"] for p in self.needed
-                                                        if p in entries]
+    def reads(self) -> list[int]:
+        """The partitions a render reads (besides the global tensors): those it needs that the
+        model holds."""
+        return sorted(self.present)
 
     def __iter__(self) -> Iterator[Slab]:
         glob = self.md.read_global()
@@ -210,7 +210,7 @@ class RegionRender:
         for j0, r0, r1 in runs[0]:
             shares = self._layer_shares(j0, runs[1:])
             held = [p for p, _ in shares if p in self.present]
-            model = self.md.load(held, self.device, global_tensors=glob)[0] if held else None
+            model = self.md.load(held, self.device, global_tensors=glob) if held else None
             for s in range(r0, r1, per_slab):
                 e = min(r1, s + per_slab)
                 rows = self.render_grid.coords(self.grid, 0, s, e)

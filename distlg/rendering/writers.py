@@ -20,10 +20,12 @@ interrupted removes it (``Output.abort``), so nothing appears under the requeste
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import math
 import os
 import shutil
-import uuid
 import wave
 from pathlib import Path
 from typing import Protocol
@@ -33,7 +35,9 @@ import numpy as np
 from ..data import store
 from ..data.signal import SignalInfo, audio_centre
 from ..geometry import PartitionGrid
+from ..modeldir.format import ModelDir
 from ..staging import staging_folder
+from .limits import check_options, check_rate, check_space
 from .region import RenderError, RenderGrid, Slab
 
 FORMATS = (".zarr", ".npy", ".mp4", ".png", ".wav", ".ply", ".obj")
@@ -49,11 +53,11 @@ class RenderPlan(Protocol):
     info: SignalInfo
     render_grid: RenderGrid
     grid: PartitionGrid
+    md: ModelDir
 
 
 class Writer(Protocol):
     def write(self, slab: Slab) -> None: ...
-
     def close(self) -> None: ...
 
 
@@ -83,11 +87,9 @@ def open_writer(path: str | Path, plan: RenderPlan, rate: float | None = None,
     """The writer for ``path`` (format from its suffix) of ``plan``'s render.
 
     ``rate`` is the frame rate (mp4) or sample rate (wav) of the signal at scale 1 (default: the
-    signal's own, else 25 fps / 44.1 kHz); a scale along time multiplies it, so the duration
-    stays. ``level`` is the iso-value of a mesh, in signal units (finite, inside the signal's
-    value range; refused before anything is written otherwise). The writer writes into a
-    hidden folder beside ``path``: ``close`` moves the output into place, ``abort`` removes it.
-    """
+    signal's own, else 25 fps / 44.1 kHz), multiplied by a scale along time; ``level`` a mesh's
+    iso-value in signal units (both checked by ``limits``). The writer writes into a hidden
+    folder beside ``path``: ``close`` moves the output into place, ``abort`` removes it."""
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in FORMATS:
@@ -98,8 +100,8 @@ def open_writer(path: str | Path, plan: RenderPlan, rate: float | None = None,
     if needs and kind not in needs:
         raise RenderError(f"{suffix} output is for {' or '.join(needs)} signals; this model "
                           f"encodes {kind}; write .zarr or .npy instead")
-    if suffix in (".ply", ".obj") and level is not None:
-        _check_level(level, plan.info)
+    check_options(path, plan.info, plan.render_grid.scale[0], rate, level)
+    check_space(path, plan.shape, plan.info)
     names = output_names(path, plan)
     taken = [n for n in names if os.path.lexists(n)]
     if taken:
@@ -113,17 +115,6 @@ def open_writer(path: str | Path, plan: RenderPlan, rate: float | None = None,
     return Output(writer, staging, names)
 
 
-def _check_level(level: float, info: SignalInfo) -> None:
-    """Refuse a mesh level that is not a number, or that lies outside the signal's value range
-    (rendered values stay inside it, so the surface would be empty)."""
-    lo, hi = info.value_range
-    if not math.isfinite(level):
-        raise RenderError(f"the mesh level must be a finite number, got {level}")
-    if not lo <= level <= hi:
-        raise RenderError(f"the mesh level {level:g} lies outside the signal's value range "
-                          f"({lo:g} to {hi:g}), so its surface would be empty")
-
-
 def _format_writer(path: Path, plan: RenderPlan, rate: float | None,
                    level: float | None) -> Writer:
     info, suffix = plan.info, path.suffix.lower()
@@ -132,15 +123,17 @@ def _format_writer(path: Path, plan: RenderPlan, rate: float | None,
     if suffix == ".npy":
         return NpyWriter(path, plan.shape, info)
     if suffix == ".mp4":
-        fps = rate or info.meta.get("fps") or DEFAULT_FPS
-        return Mp4Writer(path, float(fps) * plan.render_grid.scale[0], info.channels)
+        fps = float(rate or info.fps or DEFAULT_FPS) * plan.render_grid.scale[0]
+        check_rate(fps, suffix, "the frame rate")
+        return Mp4Writer(path, fps, info.channels)
     if suffix == ".png":
         return PngWriter(path, plan.shape, info)
     if suffix == ".wav":
-        sr = rate or info.meta.get("sample_rate") or DEFAULT_SAMPLE_RATE
-        return WavWriter(path, float(sr) * plan.render_grid.scale[0], info)
+        sr = float(rate or info.sample_rate or DEFAULT_SAMPLE_RATE) * plan.render_grid.scale[0]
+        check_rate(sr, suffix, "the sample rate")
+        return WavWriter(path, sr, info)
     iso = float(info.normalise(np.float32(np.mean(info.value_range) if level is None else level)))
-    return MeshWriter(path, plan.render_grid, iso)
+    return MeshWriter(path, plan.render_grid, iso, info)
 
 
 class Output:
@@ -190,13 +183,15 @@ class ZarrWriter:
         part = [min(n, max(1, round(p * s))) for n, p, s in
                 zip(grid.shape, plan.grid.part_shape, grid.scale)]
         chunks = store.chunk_shape(grid.shape, part, info.channels * info.dtype.itemsize)
-        meta = {k: v for k, v in info.meta.items() if k not in ("store", "fingerprint")}
-        for key in ("fps", "sample_rate"):
-            if key in meta:
-                meta[key] = float(meta[key]) * grid.scale[0]
-        attrs = {**store.attributes(info), "meta": meta,
-                 "render": {"region": [list(r) for r in grid.region], "scale": list(grid.scale),
-                            "id": uuid.uuid4().hex}}  # the store's identity (no source file)
+        rated = {k: getattr(info, k) * grid.scale[0] for k in ("fps", "sample_rate") if getattr(info, k)}
+        rendered = dataclasses.replace(info, store=None, fingerprint=None, **rated)
+        region, scale = [list(r) for r in grid.region], list(grid.scale)
+        # the store's identity (no source file): what was rendered, so that rendering the same
+        # model, region and scale again writes the same bytes
+        what = json.dumps([plan.md.manifest.raw, region, scale], sort_keys=True, default=str)
+        attrs = {**store.attributes(rendered),
+                 "render": {"region": region, "scale": scale,
+                            "id": hashlib.sha256(what.encode()).hexdigest()[:32]}}
         self.info = info
         self.array = store.create(path, plan.shape, info.dtype, chunks, info.axes, attrs)
 
@@ -328,10 +323,12 @@ class MeshWriter:
     last slice of the one before), as PLY (binary) or OBJ. Vertices are in signal units,
     (x, y, z) order."""
 
-    def __init__(self, path: Path, grid: RenderGrid, level: float):
+    def __init__(self, path: Path, grid: RenderGrid, level: float, info: SignalInfo):
         if min(grid.shape) < 2:
             raise RenderError("a mesh needs at least 2 samples along every axis of the region")
-        self.path, self.grid, self.level = path, grid, level
+        self.path, self.grid, self.level, self.info = path, grid, level, info
+        self.reached = (math.inf, -math.inf)
+        """The lowest and highest rendered value (normalised)."""
         self.ply = path.suffix.lower() == ".ply"
         self.vertices = self.faces = 0
         self.prev: np.ndarray | None = None
@@ -342,6 +339,7 @@ class MeshWriter:
         from skimage.measure import marching_cubes
 
         block = slab.values[..., 0]
+        self.reached = (min(self.reached[0], float(block.min())), max(self.reached[1], float(block.max())))
         offset = slab.start
         if self.prev is not None:
             block, offset = np.concatenate([self.prev, block]), offset - 1
@@ -380,6 +378,11 @@ class MeshWriter:
     def close(self) -> None:
         for fh in self.files:
             fh.close()
+        if not self.vertices:
+            lo, hi = (float(self.info.denormalise(np.float32(v), np.float64)) for v in self.reached)
+            level = float(self.info.denormalise(np.float32(self.level), np.float64))
+            raise RenderError(f"the surface at level {level:g} is empty: the rendered values span "
+                              f"{lo:g} to {hi:g}; give a --level inside that span")
         if not self.ply:
             return
         header = ("ply\nformat binary_little_endian 1.0\ncomment written by distlg\n"

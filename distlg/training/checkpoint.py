@@ -1,14 +1,16 @@
-"""Checkpoints and the exported model, written by all workers at once, one file per partition.
+"""Checkpoints and the trained model, written by all workers at once, each its own shards.
 
-Every worker writes the files of its own partitions (weights and, in a checkpoint, their slices
-of the optimiser's state); the main worker then writes the global branch and the manifest,
-which comes last. Nothing but per-file metadata (name, sha256, size) crosses workers. Because
-files are per partition, a checkpoint written by N workers resumes on any number of workers:
-each simply reads the files of the partitions it now owns.
+A worker owns whole shards (``modeldir.shards.owners``), so every shard has one writer: each
+worker writes the shards of its partitions (weights and, in a checkpoint, Adam's moments), one
+shard at a time; only each partition's checksum crosses to the main worker, which then writes
+the global tensors, the checksums and, last, the root document (``modeldir.writer``). A
+checkpoint written by N workers resumes on any number of workers: each reads the partitions it
+now owns, whichever shards hold them. Checkpoints of format version 1 (one file per partition)
+resume too.
 
-An INCODE run's checkpoints also hold its harmonizer (weights and Adam moments) in
-``harmonizer.safetensors``, listed in the manifest's ``training`` section: it resumes from
-there; exported model directories keep only the coefficients it computed.
+An INCODE run's checkpoints also hold its harmonizer (weights and Adam moments), listed in the
+manifest's ``training`` section: it resumes from there; exported model directories keep only
+the coefficients it computed.
 """
 
 from __future__ import annotations
@@ -16,79 +18,73 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from ..data.signal import SignalInfo
 from ..geometry import PartitionGrid
-from ..modeldir.format import (
-    GLOBAL_FILE,
-    MANIFEST,
-    OPTIM_PREFIX,
-    ModelDir,
-    ModelDirError,
-    manifest_for,
-    partition_file,
-    write_manifest,
-    write_tensors,
-)
-from ..modeldir.runs import STEP_DIR, complete_checkpoints, latest
+from ..modeldir.base import ADAM_STATES
+from ..modeldir.format import ModelDir, ModelDirError
+from ..modeldir.location import Location
+from ..modeldir.runs import STEP_DIR, complete_checkpoints, is_complete, latest, mark_incomplete
+from ..modeldir.shards import ShardGrid
+from ..modeldir.writer import ShardWriter
 from ..nn.model import INR
 from .distributed import World
 
 __all__ = ["complete_checkpoints", "latest", "restore", "save", "write_model"]
 
-ADAM_STATES = ("exp_avg", "exp_avg_sq")
-HARMONIZER_FILE = "harmonizer.safetensors"
-
 
 def write_model(directory: str | Path, model: INR, world: World, grid: PartitionGrid,
                 signal_info: SignalInfo, optimizer: torch.optim.Optimizer | None = None,
-                training: dict | None = None) -> Path:
-    """Write ``model`` (this worker's partitions, and the global branch from the main worker)
-    as a model directory; with ``optimizer`` it is a checkpoint. Collective: all workers call."""
+                training: dict | None = None, world_size: int | None = None) -> Path:
+    """Write ``model`` (this worker's shards, and from the main worker the rest) as a model
+    directory; with ``optimizer`` it is a checkpoint. Collective: all workers call.
+    ``world_size``: lay the shards out as a run of that many workers would (default: this
+    one's)."""
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    if world.is_main:  # a stale manifest from an earlier attempt must not describe new files
-        (directory / MANIFEST).unlink(missing_ok=True)
+    if world.is_main:  # an earlier attempt's objects must not be taken for this one's
+        shutil.rmtree(directory, ignore_errors=True)
+        directory.mkdir(parents=True, exist_ok=True)
     world.barrier()
-    state = _adam_state(model, optimizer)
-    entries = []
-    for pid in model.partition_ids:
-        s = model.slot(pid)
-        tensors = dict(model.local_state(pid))
-        for name, tensor in state["local"].items():
-            tensors[name] = tensor[s]
-        entries.append({"id": pid, **write_tensors(directory, partition_file(pid), tensors,
-                                                   {"partition": str(pid)})})
-    gathered = [e for part in world.all_gather(entries) for e in part]
+    states = ADAM_STATES if optimizer is not None else ()
+    writer = ShardWriter(Location(directory, writable=True), grid, model.arch, signal_info,
+                         ShardGrid.for_grid(grid.factors, world_size or world.size), states)
+    moments = _adam_moments(model, optimizer)
+    local_names = set(model.arch.local_shapes())
+    stacks = {name: p for name, p in model.named_tensors() if name in local_names}
+    pids, crcs = writer.write(model.partition_ids, stacks,
+                              {s: {n: m[s] for n, m in moments.items() if n in local_names} for s in states})
+    writer.location.sync_folder()
+    gathered = world.all_gather((pids, crcs))
     if world.is_main:
-        tensors = {**model.global_state(), **state["global"]}
-        global_entry = write_tensors(directory, GLOBAL_FILE, tensors)
+        all_pids = np.concatenate([g[0] for g in gathered])
+        all_crcs = np.concatenate([g[1] for g in gathered])
+        global_moments = {s: {n: m[s] for n, m in moments.items() if n not in local_names} for s in states}
+        harmonizer = None
         if training is not None and optimizer is not None:
-            training = {**training, "optimizer_step": state["step"]}
+            training = {**training, "optimizer_step": _adam_step(model, optimizer)}
             if model.harmonizer is not None:
-                training["harmonizer"] = write_tensors(
-                    directory, HARMONIZER_FILE, _harmonizer_state(model.harmonizer, optimizer))
-        write_manifest(directory, manifest_for(grid, model.arch, signal_info, global_entry,
-                                               gathered, training))
+                harmonizer = _harmonizer_state(model.harmonizer, optimizer)
+        writer.finish(all_pids, all_crcs, model.global_state(), global_moments, training, harmonizer)
     world.barrier()
     return directory
 
 
-def _adam_state(model: INR, optimizer: torch.optim.Optimizer | None) -> dict:
-    out: dict = {"local": {}, "global": {}, "step": 0}
+def _adam_moments(model: INR, optimizer: torch.optim.Optimizer | None) -> dict[str, dict[str, torch.Tensor]]:
+    """Adam's moments of every tensor that has them: {name: {state: tensor}}."""
+    out: dict[str, dict[str, torch.Tensor]] = {}
     if optimizer is None:
         return out
-    local_names = set(model.arch.local_shapes())
     for name, p in model.named_tensors():
         st = optimizer.state.get(p)
-        if not st:
-            continue
-        out["step"] = int(float(st["step"]))
-        part = "local" if name in local_names else "global"
-        for key in ADAM_STATES:
-            out[part][f"{OPTIM_PREFIX}{key}.{name}"] = st[key]
+        out[name] = {key: st[key] if st else torch.zeros_like(p) for key in ADAM_STATES}
     return out
+
+
+def _adam_step(model: INR, optimizer: torch.optim.Optimizer) -> int:
+    steps = [int(float(optimizer.state[p]["step"])) for p in model.parameters() if optimizer.state.get(p)]
+    return steps[0] if steps else 0
 
 
 def _harmonizer_state(harmonizer: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict:
@@ -98,26 +94,26 @@ def _harmonizer_state(harmonizer: torch.nn.Module, optimizer: torch.optim.Optimi
         tensors[name] = p.detach()
         for key in ADAM_STATES:
             if optimizer.state.get(p):
-                tensors[f"{OPTIM_PREFIX}{key}.{name}"] = optimizer.state[p][key]
+                tensors[f"optim.{key}.{name}"] = optimizer.state[p][key]
     return tensors
 
 
 def _restore_harmonizer(ckpt: ModelDir, model: INR, optimizer: torch.optim.Optimizer,
-                        training: dict, step: torch.Tensor | None) -> None:
+                        step: torch.Tensor | None) -> None:
     harmonizer = model.harmonizer
     if harmonizer is None:
         return
-    if "harmonizer" not in training:
+    if "harmonizer" not in (ckpt.training or {}):
         raise ModelDirError(f"{ckpt.path} holds no harmonizer for this INCODE run; start a new "
                             "run (--overwrite)")
-    tensors = ckpt.read(training["harmonizer"])
+    tensors = ckpt.read_harmonizer()
     device = model.coord_scale.device
     with torch.no_grad():
         for name, p in harmonizer.named_parameters():
             p.copy_(tensors[name])
             if step is not None:
                 optimizer.state[p] = {"step": step.clone(), **{
-                    key: tensors[f"{OPTIM_PREFIX}{key}.{name}"].to(device) for key in ADAM_STATES}}
+                    key: tensors[f"optim.{key}.{name}"].to(device) for key in ADAM_STATES}}
 
 
 def save(run_dir: str | Path, step: int, model: INR, optimizer: torch.optim.Optimizer,
@@ -128,6 +124,7 @@ def save(run_dir: str | Path, step: int, model: INR, optimizer: torch.optim.Opti
                        {"step": step, "world_size": world.size, "config": config})
     if world.is_main:
         for old in complete_checkpoints(run_dir)[:-keep]:
+            mark_incomplete(old)  # no longer a checkpoint, even if the removal is cut short
             shutil.rmtree(old, ignore_errors=True)
         _sweep(root, path)
     world.barrier()
@@ -136,11 +133,11 @@ def save(run_dir: str | Path, step: int, model: INR, optimizer: torch.optim.Opti
 
 def _sweep(root: Path, written: Path) -> None:
     """Remove what killed workers left: checkpoints older than ``written`` that never got their
-    manifest, and half-written ``.NAME.tmp-PID`` files in ``written``."""
+    root document, and half-written ``.NAME.tmp-PID`` files in ``written``."""
     for old in root.iterdir():
-        if STEP_DIR.match(old.name) and old.name < written.name and not (old / MANIFEST).is_file():
+        if STEP_DIR.match(old.name) and old.name < written.name and not is_complete(old):
             shutil.rmtree(old, ignore_errors=True)
-    for tmp in written.glob(".*.tmp-*"):
+    for tmp in written.rglob(".*.tmp-*"):
         tmp.unlink(missing_ok=True)
 
 
@@ -151,7 +148,7 @@ def restore(path: str | Path, model: INR, optimizer: torch.optim.Optimizer,
     the checkpoint must have been trained on that signal (same values' geometry and range, and
     the same source where both say which)."""
     ckpt = ModelDir.open(path)
-    training = ckpt.manifest.get("training")
+    training = ckpt.training
     if training is None:
         raise ModelDirError(f"{path} is a model directory, not a checkpoint: nothing to resume")
     if ckpt.arch != model.arch or ckpt.grid != grid:
@@ -159,38 +156,34 @@ def restore(path: str | Path, model: INR, optimizer: torch.optim.Optimizer,
                             "resume with the same settings or start a new run directory")
     if signal_info is not None:
         _check_same_signal(path, ckpt.signal, signal_info)
-    loaded, extra = ckpt.load(model.partition_ids, device=model.coord_scale.device, optimizer=True)
+    pids = model.partition_ids
+    device = model.coord_scale.device
+    tensors = {**ckpt.read_global(), **(ckpt.read_local(pids) if pids else {})}
     with torch.no_grad():
-        for (_, p), (_, q) in zip(model.named_tensors(), loaded.named_tensors()):
-            p.copy_(q)
+        model.load_global(tensors)
+        for name in model.arch.local_shapes():
+            model[name].copy_(tensors[name])
     step = torch.tensor(float(training["optimizer_step"])) if training.get("optimizer_step") else None
-    _restore_harmonizer(ckpt, model, optimizer, training, step)
+    _restore_harmonizer(ckpt, model, optimizer, step)
     if step is None:
         return training  # written before the first optimiser step: no state yet
-    local_names = set(model.arch.local_shapes())
+    moments = {key: {**ckpt.read_global(key), **ckpt.read_local(pids, key)} for key in ADAM_STATES}
     for name, p in model.named_tensors():
-        state = {"step": step.clone()}
-        for key in ADAM_STATES:
-            if name in local_names:
-                state[key] = torch.stack([extra[f"{OPTIM_PREFIX}{key}.{name}@{pid}"]
-                                          for pid in model.partition_ids]).to(p.device)
-            else:
-                state[key] = extra[f"{OPTIM_PREFIX}{key}.{name}"].to(p.device)
-        optimizer.state[p] = state
+        optimizer.state[p] = {"step": step.clone(),
+                              **{key: moments[key][name].to(device).clone() for key in ADAM_STATES}}
     return training
-
 
 
 def _identity(info: SignalInfo) -> str | None:
     """What names the signal's content: a store's source fingerprint or a built-in's name."""
-    return info.meta.get("fingerprint") or info.meta.get("source")
+    return info.fingerprint or info.source
 
 
 def _check_same_signal(path: str | Path, trained: SignalInfo, now: SignalInfo) -> None:
     was, this = _identity(trained), _identity(now)
     if trained != now or (was is not None and this is not None and was != this):
-        source = trained.meta.get("store") or trained.meta.get("source") or "another signal"
+        source = trained.store or trained.source or "another signal"
         raise ModelDirError(f"{path} was trained on another signal ({source}, fingerprint {was}; "
-                            f"this one is {now.meta.get('store') or now.meta.get('source')}, "
+                            f"this one is {now.store or now.source}, "
                             f"fingerprint {this}); resume with the signal it was trained on, or "
                             "start a new run (--overwrite)")

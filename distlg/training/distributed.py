@@ -15,10 +15,11 @@ model and data rooms.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 import torch.distributed as dist
@@ -109,13 +110,20 @@ class World:
         the GPU, for gloo on the CPU. Host values go through ``sum_values``."""
         self.check_device(tensor)
         if self.collectives:
-            try:
+            with self._peers():
                 dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
-            except RuntimeError as exc:  # gloo/NCCL report a dead or silent peer this way
-                reason = str(exc).split("\n")[0]
-                reason = reason.split("] ", 1)[-1].split(". ")[0]
-                raise WorkerLost(f"worker {self.rank} lost contact with the others ({reason})") from None
         return tensor
+
+    @contextlib.contextmanager
+    def _peers(self) -> Iterator[None]:
+        """Run a collective: a dead or silent peer (gloo and NCCL raise a RuntimeError, a
+        DistBackendError among them) becomes one ``WorkerLost`` line."""
+        try:
+            yield
+        except RuntimeError as exc:
+            reason = str(exc).strip().split("\n")[0]
+            reason = reason.split("] ", 1)[-1].split(". ")[0]
+            raise WorkerLost(f"worker {self.rank} lost contact with the others ({reason})") from None
 
     def sum_values(self, values: list[float]) -> list[float]:
         """Host numbers summed over workers, exactly in float64 and in rank order whatever the
@@ -130,12 +138,14 @@ class World:
         if not self.collectives:
             return [obj]
         out: list[Any] = [None] * self.size
-        dist.all_gather_object(out, obj)
+        with self._peers():
+            dist.all_gather_object(out, obj)
         return out
 
     def barrier(self) -> None:
         if self.collectives:
-            dist.barrier()
+            with self._peers():
+                dist.barrier()
 
     def close(self) -> None:
         """Finish trackers and leave the process group."""

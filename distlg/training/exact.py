@@ -11,16 +11,16 @@ a harmonizer, stayed within 2e-5 under the same change). Computing each partitio
 alone does not help: a batched product's result for one partition depends, in the last bit,
 on its place in the batch (measured for some widths on the CPU).
 
-So this step computes the model in float64: a float64 copy of every tensor and of the
-coefficients is the autograd leaf, every sum (over samples, over partitions, over workers:
-``GlobalGradBucket`` with ``exact``) is taken in float64, and each gradient is rounded to
-float32 once, the replicated ones after the sum over workers. Float64 results taken in another
-order differ by ~1e-16 (relative), which the rounding to float32 almost always removes, so 2
-workers and one process take the same steps (tests: to 1e-5 over 100 steps for every INCODE
-architecture; bit for bit in practice). The cost, INCODE models only: the model's part of the
-step in float64 (the harmonizer, most of an INCODE step, stays in float32, the same on every
-worker), a float64 copy of the tensors per step, and a float64 bucket (twice the bytes on the
-wire).
+So this step runs the model's own forward (``INR.forward`` given ``tensors``) in float64: a
+float64 copy of every tensor and of the coefficients is the autograd leaf, every sum (over
+samples, over partitions, over workers: ``GlobalGradBucket`` with ``exact``) is taken in
+float64, and each gradient is rounded to float32 once, the replicated ones after the sum over
+workers. Float64 results taken in another order differ by ~1e-16 (relative), which the rounding
+to float32 almost always removes, so 2 workers and one process take the same steps (tests: to
+1e-5 over 100 steps for every INCODE architecture; bit for bit in practice). The cost, INCODE
+models only: the model's part of the step in float64 (the harmonizer, most of an INCODE step,
+stays in float32, the same on every worker), a float64 copy of the tensors per step, and a
+float64 bucket (twice the bytes on the wire).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from torch import Tensor
 
 from ..nn.model import INR
 from .distributed import GlobalGradBucket
-from .steps import autograd_forward, ensure_grads
+from .steps import ensure_grads
 
 if TYPE_CHECKING:
     from ..nn.incode import StepCoefficients
@@ -52,8 +52,7 @@ class ExactStep:
         wide = {name: _leaf(p) for name, p in model.named_tensors()}
         with torch.enable_grad():
             coefficients = _leaf(self.coefficients())                  # the harmonizer's output
-            x = coords.to(torch.float64) * model.coord_scale.to(torch.float64)
-            out = autograd_forward(model, x, coefficients=coefficients, tensors=wide)
+            out = model(coords.to(torch.float64), coefficients=coefficients, tensors=wide)
             err = out - values.to(torch.float64)
             sse = err.pow(2).sum()
             torch.autograd.backward(sse * scale)

@@ -18,16 +18,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from ..config import ExtendConfig
 from ..data.sampler import make_sampler
 from ..data.signal import Signal
 from ..geometry import PartitionGrid
 from ..modeldir.append import ExtendError, check_signal, extended_grid, write_extended
-from ..modeldir.format import ModelDir, check_new_directory, staged_directory
+from ..modeldir.format import ModelDir, check_new_directory
+from ..modeldir.output import in_place, output
 from ..nn import fused
 from ..nn.model import INR
+from ..progress import progress
 from ..resources import usable_device
 from .evaluation import evaluate
 from .optim import make_optimizer, run_steps
@@ -54,11 +55,11 @@ def _train(model: INR, signal: Signal, plan: Plan, settings: ExtendConfig) -> No
     """Train the local sub-networks of ``model`` (the new partitions) with the global tensors
     frozen, by the trainer's step loop."""
     sampler = make_sampler(signal, plan.grid, model.partition_ids, plan.samples_per_partition,
-                           settings.seed, int(settings.memory_budget_gib * 2**30), settings.device)
+                           settings.seed, settings.memory_budget, settings.device)
     optimizer = make_optimizer(model, plan.lr, train_global=False)
     # an INCODE model's coefficients stay the stored constants: the global file is unchanged
     step = autograd_forward_backward if model.arch.incode else fused.forward_backward
-    bar = tqdm(total=plan.steps, unit="step", disable=not settings.progress)
+    bar = progress(plan.steps, "step", "extend", enabled=settings.progress)
     try:
         run_steps(model, optimizer, sampler, plan.lr_at, range(plan.steps),
                   1.0 / (plan.samples_per_step * signal.channels), after=lambda done, loss: bar.update(),
@@ -83,11 +84,11 @@ def extend(model: str | Path | ModelDir, signal: Signal, out: str | Path | None 
     if md.is_checkpoint:
         raise ExtendError(f"{md.path} is a checkpoint; export it (distlg export) and extend that")
     check_signal(md, signal)
-    if out is not None:  # the files it will copy, checked before anything is written
-        md.verify([md.manifest["global"]] + list(md.manifest["partitions"]))
+    md.verify()  # what it will link, checked before anything is written
     grid = extended_grid(md.grid, signal.shape)
     new = list(range(md.grid.num_partitions, grid.num_partitions))
-    plan = steps_plan(settings, signal.kind, grid, md.arch, math.prod(grid.part_shape), 1, new)
+    resolved = settings.resolved(signal.kind, math.prod(grid.part_shape), 1)
+    plan = steps_plan(resolved, grid, md.arch, new)
     if out is not None:
         check_new_directory(out, md.path)  # refused before training
     inr = INR(md.arch, new, seed=settings.seed)
@@ -96,13 +97,10 @@ def extend(model: str | Path | ModelDir, signal: Signal, out: str | Path | None 
     t0 = time.perf_counter()
     _train(inr, signal, plan, settings)
     seconds = time.perf_counter() - t0
-    if out is None:
-        path = md.path
-        write_extended(md, path, inr, grid, signal, new, copy=False)
-    else:
-        with staged_directory(out, md.path) as staging:
-            write_extended(md, staging, inr, grid, signal, new, copy=True)
-        path = Path(out)
+    inr = inr.cpu()
+    with (in_place(md) if out is None else output(out, md)) as location:
+        write_extended(md, location, inr, grid, signal, new)
+    path = md.path if out is None else out
     score = evaluate(inr, grid, signal, new).psnr
     return ExtendResult(path, grid, new, plan.steps, seconds, score, md.params(),
                         ModelDir.open(path).params())

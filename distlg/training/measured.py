@@ -49,10 +49,10 @@ from ..metrics import Evaluation, psnr
 from ..nn.architecture import ARCHS
 from .distributed import World
 from .plan import Plan
-from .steps import autograd_forward, ensure_grads
+from .steps import ensure_grads, matmuls
 
 SUPPORTED_ARCHS = {"footprint": ARCHS, "radon": ARCHS}
-"""Architectures each measured step runs (through ``steps.autograd_forward``). An INCODE
+"""Architectures each measured step runs (``INR.forward`` under autograd). An INCODE
 model's harmonizer reads the measurements themselves (``harmonizer_input``)."""
 
 
@@ -91,9 +91,9 @@ class Radon:
 def operator(signal: Signal) -> str | None:
     """The measurement operator of a store: "radon" (a CT store), "footprint" (a store
     ingested with --downsample), or None for a store of plain samples."""
-    if signal.meta.get("measurement"):
-        return signal.meta["measurement"].get("operator", "?")
-    return "footprint" if int(signal.meta.get("downsample", 1)) > 1 else None
+    if signal.info.measurement is not None:
+        return signal.info.measurement.operator
+    return "footprint" if signal.info.downsample > 1 else None
 
 
 def harmonizer_input(signal: Signal, bounds: tuple[int, int]) -> Tensor | None:
@@ -105,18 +105,18 @@ def harmonizer_input(signal: Signal, bounds: tuple[int, int]) -> Tensor | None:
         return None
     from ..nn.incode import preview_steps
 
-    sino = load_sinogram(signal, signal.meta["measurement"])
+    sino = load_sinogram(signal)
     rows, columns = preview_steps(sino.shape, bounds)
     sino = sino[::rows, ::columns]
     peak = float(np.abs(sino).max()) or 1.0
     return torch.from_numpy(np.ascontiguousarray(sino / peak * 2 - 1, dtype=np.float32))[None, None]
 
 
-def load_sinogram(signal: Signal, desc: dict) -> np.ndarray:
+def load_sinogram(signal: Signal) -> np.ndarray:
     """The sinogram a CT store holds beside its image (float32 [detectors, angles])."""
     import zarr
 
-    path = Path(str(signal.meta.get("store", ""))) / desc["array"]
+    path = Path(signal.info.store or "") / signal.info.measurement.array
     try:
         return np.asarray(zarr.open_array(store=str(path), mode="r")[:], dtype=np.float32)
     except Exception as exc:  # missing or damaged: one line naming it
@@ -166,8 +166,7 @@ def prepare(signal: Signal, plan: Plan, pids: list[int], world: World, train: Tr
         raise MeasurementError(f"--arch {plan.arch.arch} cannot train on {what}; use one of "
                                f"{', '.join(SUPPORTED_ARCHS[kind])}")
     if kind == "footprint":
-        factor = int(signal.meta["downsample"])
-        return sampler, footprint_step(plan.grid, factor, train, coefficients), scale
+        return sampler, footprint_step(plan.grid, signal.info.downsample, train, coefficients), scale
     sampler.close()
     return _radon_run(signal, plan, pids, world, train, coefficients)
 
@@ -187,14 +186,14 @@ def score_offsets(signal: Signal, grid: PartitionGrid) -> np.ndarray | None:
     point values would count the content inside the blocks as error), else None."""
     if operator(signal) != "footprint":
         return None
-    return footprint_offsets(grid, int(signal.meta["downsample"])).numpy()
+    return footprint_offsets(grid, signal.info.downsample).numpy()
 
 
 def footprint_step(grid: PartitionGrid, factor: int, train: TrainConfig,
                    coefficients: Callable[[], Tensor] | None = None):
     """The step of a --downsample store: each sample compared with the mean of the model over
     its footprint."""
-    offsets = footprint_offsets(grid, factor)
+    offsets, policy = footprint_offsets(grid, factor), matmuls(train.precision, train.kernel)
 
     def step(model, coords: Tensor, values: Tensor, scale: float) -> Tensor:
         ensure_grads(model)
@@ -202,7 +201,7 @@ def footprint_step(grid: PartitionGrid, factor: int, train: TrainConfig,
         sub = (coords[:, :, None, :] + offsets.to(coords.device)).reshape(groups, -1, dims)
         with torch.enable_grad():
             c = coefficients() if coefficients is not None else None
-            out = autograd_forward(model, sub * model.coord_scale, train.precision, train.kernel, c)
+            out = model(sub, coefficients=c, matmuls=policy)
             err = out.view(groups, n, len(offsets), -1).mean(dim=2) - values
             sse = err.pow(2).sum(dtype=torch.float64)
             torch.autograd.backward(err.pow(2).sum().mul(scale))
@@ -214,7 +213,7 @@ def footprint_step(grid: PartitionGrid, factor: int, train: TrainConfig,
 def references(signal: Signal) -> bool:
     """Whether the store's image is the truth (the trainer scores it) or, for a measured
     sinogram (ingest --sinogram), only a back-projection (the trainer scores the projections)."""
-    return operator(signal) != "radon" or bool(signal.meta["measurement"].get("reference", True))
+    return operator(signal) != "radon" or signal.info.measurement.reference
 
 
 class Projector:
@@ -224,14 +223,14 @@ class Projector:
     def __init__(self, signal: Signal, plan: Plan, pids: list[int], world: World):
         if signal.channels != 1 or len(set(signal.shape)) != 1 or len(signal.shape) != 2:
             raise MeasurementError("a CT store holds a square single-channel image")
-        desc = signal.meta["measurement"]
+        desc = signal.info.measurement
         self.n, device = signal.shape[0], world.device
-        self.measured = torch.from_numpy(load_sinogram(signal, desc)).to(device)
+        self.measured = torch.from_numpy(load_sinogram(signal)).to(device)
         detectors, angles = self.measured.shape
-        if detectors < self.n or angles != len(desc["angles"]):
+        if detectors < self.n or angles != len(desc.angles):
             raise MeasurementError(f"the store's sinogram has shape {tuple(self.measured.shape)}, "
-                                   f"not (>= {self.n}, {len(desc['angles'])}); ingest it again")
-        self.radon = Radon(self.n, np.asarray(desc["angles"]), device, detectors)
+                                   f"not (>= {self.n}, {len(desc.angles)}); ingest it again")
+        self.radon = Radon(self.n, np.asarray(desc.angles), device, detectors)
         coords, index, real = _pixels(plan.grid, pids)
         self.coords = torch.from_numpy(coords).to(device)
         self.index = torch.from_numpy(index[real]).to(device)
@@ -250,7 +249,7 @@ def _radon_run(signal: Signal, plan: Plan, pids: list[int], world: World, train:
                coefficients: Callable[[], Tensor] | None = None):
     projector = Projector(signal, plan, pids, world)
     measured = projector.measured
-    scale = 1.0 / measured.numel()
+    scale, policy = 1.0 / measured.numel(), matmuls(train.precision, train.kernel)
 
     def step(model, coords: Tensor, values: Tensor, _scale: float) -> Tensor:
         """Add the gradient of the sinogram's mean squared error to every ``.grad``; return
@@ -259,8 +258,7 @@ def _radon_run(signal: Signal, plan: Plan, pids: list[int], world: World, train:
         ensure_grads(model)
         with torch.enable_grad():
             c = coefficients() if coefficients is not None else None
-            out = autograd_forward(model, coords * model.coord_scale, train.precision,
-                                   train.kernel, c)[..., 0]
+            out = model(coords, coefficients=c, matmuls=policy)[..., 0]
             partial = projector.project(out)
             residual = world.all_reduce_(partial.detach().clone()) - measured
             partial.backward(residual * (2 * scale))
@@ -276,7 +274,7 @@ def evaluate_projections(model, signal: Signal, plan: Plan, world: World) -> Eva
     """Score a model of a measured sinogram (no reference image): its projections against
     the sinogram, PSNR with the sinogram's range as the peak."""
     projector = Projector(signal, plan, model.partition_ids, world)
-    out = autograd_forward(model, projector.coords * model.coord_scale)[..., 0]
+    out = model(projector.coords)[..., 0]
     residual = world.all_reduce_(projector.project(out)) - projector.measured
     mse = float(residual.pow(2).mean(dtype=torch.float64))
     peak = float(projector.measured.max() - projector.measured.min()) or 1.0

@@ -1,11 +1,10 @@
-"""Which training step runs, by precision and kernel; the matmul precision flags.
+"""Which training step runs, and CUDA graphs.
 
-- ``fp32`` / ``tf32`` with the torch kernel: ``distlg.fused.forward_backward`` (the default;
+- ``fp32`` / ``tf32`` with the torch kernel: ``distlg.nn.fused.forward_backward`` (the default;
   tf32 lets CUDA's float32 matmuls use TF32 tensor cores, a no-op on the CPU);
 - ``bf16``, or the ``triton`` kernel: ``autograd_forward_backward`` below, the model's forward
-  written with autograd, where every matmul takes bfloat16 inputs under bf16 (float32 results)
-  and the local layers run as Triton kernels under ``triton``. Biases, sines, the loss and the
-  gradients' accumulation stay in float32: sin(w0 z) with w0 = 30 loses its phase in bfloat16.
+  (``INR.forward``) under autograd with the matmul policy of the precision and kernel
+  (``matmuls``: ``distlg.nn.layers``' BF16, or ``distlg.kernels.policy.Triton``).
 
 INCODE models always take ``autograd_forward_backward``, given the harmonizer's coefficients
 (``coefficients``: a function computing them, differentiably, once per step).
@@ -21,17 +20,16 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from typing import Callable, Mapping
+from typing import Callable
 
 import torch
 from torch import Tensor
 
+from ..defaults import KERNELS, PRECISIONS
 from ..errors import DistlgError
-from ..nn import fused, lattice
-from ..nn.model import INR, Activation, Architecture
-
-PRECISIONS = ("fp32", "tf32", "bf16")
-KERNELS = ("torch", "triton")
+from ..nn import fused
+from ..nn.layers import BF16, FP32, Matmuls
+from ..nn.model import INR
 
 
 def set_matmul_precision(precision: str) -> None:
@@ -78,100 +76,21 @@ def _step(precision: str, kernel: str, device: torch.device | None,
             raise DistlgError(f"--kernel triton: triton cannot be imported ({exc})") from None
     if kernel == "torch" and precision != "bf16" and coefficients is None:
         return fused.forward_backward
+    policy = matmuls(precision, kernel)
 
     def step(model: INR, coords: Tensor, values: Tensor, scale: float) -> Tensor:
-        return autograd_forward_backward(model, coords, values, scale, precision, kernel,
-                                         coefficients)
+        return autograd_forward_backward(model, coords, values, scale, policy, coefficients)
 
     return step
 
 
-def _bf16(t: Tensor) -> Tensor:
-    return t.to(torch.bfloat16)
-
-
-def _linear(x: Tensor, w: Tensor, b: Tensor, alpha: float, low: bool) -> Tensor:
-    """alpha (x W + b), float32; the matmul in bfloat16 when ``low``."""
-    if low:
-        return (_bf16(x) @ _bf16(w)).float().add_(b).mul_(alpha)
-    return torch.addmm(b, x, w, beta=alpha, alpha=alpha)
-
-
-def _grouped(x: Tensor, w: Tensor, b: Tensor, w0: float, sine: bool, precision: str,
-             kernel: str) -> Tensor:
+def matmuls(precision: str = "fp32", kernel: str = "torch") -> Matmuls:
+    """The forward's matmul policy for ``precision`` and ``kernel`` (``distlg.nn.layers``)."""
     if kernel == "triton":
-        from ..kernels.grouped_mlp import grouped_linear
+        from ..kernels.policy import Triton
 
-        return grouped_linear(x, w, b, w0, sine, precision)
-    if precision == "bf16":
-        z = torch.bmm(_bf16(x), _bf16(w)).float().add_(b.unsqueeze(1))
-    else:
-        z = torch.baddbmm(b.unsqueeze(1), x, w)
-    return torch.sin(w0 * z) if sine else z
-
-
-def _sine(act: Activation, layers: str, x: Tensor, w: Tensor, b: Tensor, low: bool) -> Tensor:
-    """The sine layer x -> sin(w0 (x W + b)), w0 riding in the GEMM, or INCODE's activation."""
-    if not act.sets:
-        return torch.sin(_linear(x, w, b, act.w0, low))
-    return act(_linear(x, w, b, 1.0, low), layers)
-
-
-def autograd_forward(model: INR, x: Tensor, precision: str = "fp32", kernel: str = "torch",
-                     coefficients: Tensor | None = None,
-                     tensors: Mapping[str, Tensor] | None = None) -> Tensor:
-    """``INR.forward`` for scaled coordinates ``x`` [P, n, in] over every held partition, with
-    bf16 matmuls and/or Triton local layers (``coefficients``: an INCODE model's).
-    ``tensors``: the model's tensors by name (default: its own), e.g. float64 copies
-    (``distlg.training.exact``)."""
-    a, low = model.arch, precision == "bf16"
-    act = model.activation(coefficients)
-    t = model if tensors is None else tensors
-    groups, n, _ = x.shape
-    if a.on_lattice:
-        return _lattice_forward(model, x, precision, kernel, act, tensors)
-    g, h = x.reshape(groups * n, a.in_dims), x
-    for d in range(a.depths):
-        if a.has_global:
-            g = _sine(act, "global", g, t[f"global.{d}.weight"], t[f"global.{d}.bias"], low)
-        if a.has_local:
-            wl, bl = t[f"local.{d}.weight"], t[f"local.{d}.bias"]
-            if act.sets:
-                l = act(_grouped(h, wl, bl, 1.0, False, precision, kernel), "local")
-            else:
-                l = _grouped(h, wl, bl, act.w0, True, precision, kernel)
-            h = _merge(a, t, d, l, g, low, act) if a.merge_count else l
-    if not a.has_local:
-        return _linear(g, t["out.weight"], t["out.bias"], 1.0, low).view(groups, n, -1)
-    return _grouped(h, t["local.out.weight"], t["local.out.bias"], 1.0, False, precision, kernel)
-
-
-def _lattice_forward(model: INR, x: Tensor, precision: str, kernel: str, act: Activation,
-                     tensors: Mapping[str, Tensor] | None) -> Tensor:
-    """The lattice merge ("bias"): interpolated global features added inside each local layer."""
-    a, width = model.arch, model.arch.local_width
-    t = model if tensors is None else tensors
-    ids = model.partitions
-    zg = lattice.interpolate(model.lattice_features(ids, act, tensors),
-                             lattice.interpolation(a, x / model.coord_scale, ids))
-    h = x
-    for d in range(a.depths):
-        pre = _grouped(h, t[f"local.{d}.weight"], t[f"local.{d}.bias"], 1.0, False,
-                       precision, kernel)
-        h = act(pre + zg[..., d * width:(d + 1) * width], "local")
-    out = _grouped(h, t["local.out.weight"], t["local.out.bias"], 1.0, False, precision, kernel)
-    return out + zg[..., a.depths * width:]
-
-
-def _merge(a: Architecture, t: Mapping[str, Tensor], d: int, l: Tensor, g: Tensor, low: bool,
-           act: Activation) -> Tensor:
-    m = 0 if a.merge == "shared" else d
-    w, b = t[f"merge.{m}.weight"], t[f"merge.{m}.bias"]
-    groups, n, width = l.shape
-    if a.merge == "add":
-        return l + _sine(act, "merge", g, w, b, low).view(groups, n, width)
-    lg = torch.cat([l.reshape(groups * n, width), g], dim=1)
-    return _sine(act, "merge", lg, w, b, low).view(groups, n, width)
+        return Triton(precision)
+    return BF16 if precision == "bf16" else FP32
 
 
 def ensure_grads(model: INR) -> None:
@@ -183,15 +102,16 @@ def ensure_grads(model: INR) -> None:
 
 
 def autograd_forward_backward(model: INR, coords: Tensor, values: Tensor, scale: float,
-                              precision: str = "fp32", kernel: str = "torch",
+                              policy: Matmuls = FP32,
                               coefficients: Callable[[], Tensor] | None = None) -> Tensor:
     """Add the gradient of ``scale * sse`` to every ``.grad`` (in place); return sse.
-    ``coefficients``: computes an INCODE model's coefficients (their gradient flows back
-    into whatever computed them); default: the model's stored ones."""
+    ``policy``: the forward's matmuls (``matmuls``); ``coefficients``: computes an INCODE
+    model's coefficients (their gradient flows back into whatever computed them); default: the
+    model's stored ones."""
     ensure_grads(model)
     with torch.enable_grad():
         c = coefficients() if coefficients is not None else None
-        out = autograd_forward(model, coords * model.coord_scale, precision, kernel, c)
+        out = model(coords, coefficients=c, matmuls=policy)
         err = out - values
         sse = err.pow(2).sum(dtype=torch.float64)
         torch.autograd.backward(err.pow(2).sum().mul(scale))

@@ -14,9 +14,10 @@ that owns it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import resource
-import shutil
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,18 +28,19 @@ from ..data.pack import open_pack
 from ..data.sampler import make_sampler
 from ..data.signal import Signal, SignalInfo
 from ..data.store import open_signal
-from ..errors import WorkerLost
-from ..geometry import shard
+from ..errors import DistlgError, WorkerLost
 from ..metrics import Evaluation
+from ..modeldir.shards import owners
 from ..nn.model import INR
-from . import checkpoint, measured
+from ..outputs import exclusive
+from . import checkpoint, measured, rundir
 from .distributed import GlobalGradBucket, World
 from .evaluation import evaluate, evaluate_sampled, score_subset
 from .exact import ExactStep
 from .optim import make_optimizer, run_steps
 from .plan import Plan, make_plan
 from .steps import training_step
-from .tracking import Tracker, TrainingDiverged, diverged_message
+from .tracking import Tracker, TrainingDiverged, diverged_message, fixed_views
 
 
 @dataclass
@@ -62,21 +64,29 @@ class TrainResult:
     resident sampler."""
     model_dir: Path | None = None
     model: INR | None = None
+    phases: dict = field(default_factory=dict)
+    """Seconds this worker spent in each part of the command: startup (signal, plan, model,
+    sampler), steps, checkpoints, model (the final model directory) and score (the final
+    evaluation)."""
 
 
 def train(config: Config, world: World | None = None, signal: Signal | None = None) -> TrainResult:
     """Run ``config`` in this process (joining the launched job, if any)."""
     out = Path(config.run.out)
+    config = launcher_precision(config)
     _check_cuda_options(config)
-    _claim_out(config, world.rank if world else int(os.environ.get("RANK", "0")))
-    own_world = world is None
-    world = world or World.start(config.train.device,
-                                 log_dir=str(out) if config.run.tensorboard else None)
-    try:
-        return _train(config, world, signal, out)
-    finally:
-        if own_world:
-            world.close()
+    old_run = rundir.claim(config)
+    rank = world.rank if world else int(os.environ.get("RANK", "0"))
+    # the main worker holds --out's lock for the whole run: a second run there is refused
+    with exclusive(out, "--out") if rank == 0 else contextlib.nullcontext():
+        own_world = world is None
+        world = world or World.start(config.train.device,
+                                     log_dir=str(out) if config.run.tensorboard else None)
+        try:
+            return _train(config, world, signal, out, old_run)
+        finally:
+            if own_world:
+                world.close()
 
 
 def _check_finite(model: INR, world: World, step: int, out: Path) -> None:
@@ -87,8 +97,24 @@ def _check_finite(model: INR, world: World, step: int, out: Path) -> None:
         raise TrainingDiverged(diverged_message(step, out))
 
 
-RUN_ENTRIES = ("checkpoints", "model", "history.jsonl", "tensorboard")
-"""What a run writes into its --out (``--overwrite`` deletes them)."""
+def launcher_precision(config: Config) -> Config:
+    """Honour accelerate's ``--mixed_precision`` (``ACCELERATE_MIXED_PRECISION``, also from a
+    config file): bf16 becomes ``--precision bf16`` (the step keeps sines, biases and the loss
+    in float32, which autocast would not); fp16 and fp8 are refused, as SIREN's sine
+    pre-activations (w0 x ...) need more range and precision than they hold."""
+    wanted = os.environ.get("ACCELERATE_MIXED_PRECISION", "no").lower()
+    if wanted == "no" or wanted == config.train.precision:
+        return config
+    if wanted != "bf16":
+        raise ConfigError(f"accelerate's --mixed_precision {wanted} is not supported: SIREN's sine "
+                          "pre-activations need float32; launch with --mixed_precision bf16 (the "
+                          "same as --precision bf16) or no")
+    if config.train.precision != "fp32":
+        raise ConfigError(f"accelerate's --mixed_precision bf16 and --precision "
+                          f"{config.train.precision} disagree; give one of them")
+    if os.environ.get("RANK", "0") == "0":
+        print("distlg: accelerate's --mixed_precision bf16: training with --precision bf16")
+    return config.replace(precision="bf16")
 
 
 def _check_cuda_options(config: Config) -> None:
@@ -106,31 +132,15 @@ def _check_cuda_options(config: Config) -> None:
                           "and run without a graph; leave --cuda-graph off")
 
 
-def _claim_out(config: Config, rank: int) -> None:
-    """Refuse an --out that holds a run unless --resume continues it or --overwrite replaces
-    it; with --overwrite the main worker deletes the old run (before any worker writes)."""
-    out, run = Path(config.run.out), config.run
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out} is a file; give a run directory")
-    if run.resume and run.overwrite:
-        raise ConfigError("--resume continues the run in --out, --overwrite replaces it: give one")
-    held = [name for name in RUN_ENTRIES if (out / name).exists()]
-    if not held or run.resume:
-        return
-    if not run.overwrite:
-        raise ConfigError(f"{out} holds a run already ({held[0]}); pass --resume to continue it "
-                          "or --overwrite to replace it")
-    if rank == 0:
-        for name in held:
-            path = out / name
-            shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
-
-
-def _train(config: Config, world: World, signal: Signal | None, out: Path) -> TrainResult:
+def _train(config: Config, world: World, signal: Signal | None, out: Path,
+           old_run: list[Path]) -> TrainResult:
+    t0 = time.perf_counter()
+    phases = dict.fromkeys(("startup", "steps", "checkpoints", "model", "score"), 0.0)
     torch.set_num_threads(config.train.threads or world.default_threads())
     signal = signal or open_signal(config.signal.path)
     plan = make_plan(config, signal)
-    pids = shard(plan.grid, world.size)[world.rank]
+    config = plan.settings  # every default resolved for the signal: what the run reads
+    pids = owners(plan.grid, world.size)[1][world.rank]  # whole shards: one writer each
     model = INR(plan.arch, pids, seed=config.train.seed).to(world.device)
     coefficients = _attach_harmonizer(model, config, signal, world.device)
     exact = coefficients is not None and not measured.operator(signal) \
@@ -144,7 +154,7 @@ def _train(config: Config, world: World, signal: Signal | None, out: Path) -> Tr
     if config.signal.pack:
         source = open_pack(config.signal.pack).source(signal, plan.grid, world.size, world.rank)
     sampler = make_sampler(signal, plan.grid, pids, plan.samples_per_partition, config.train.seed,
-                           int(config.train.memory_budget_gib * 2**30), world.device, source=source)
+                           config.train.memory_budget, world.device, source=source)
     scale = 1.0 / (plan.samples_per_step * signal.channels)
     forward_backward = training_step(config.train.precision, config.train.kernel, world.device,
                                      coefficients, config.train.cuda_graph)
@@ -155,18 +165,31 @@ def _train(config: Config, world: World, signal: Signal | None, out: Path) -> Tr
             raise ConfigError("--cuda-graph: a store of measurements (CT) trains without a graph")
         sampler, forward_backward, scale = measured.prepare(signal, plan, pids, world, config.train,
                                                            sampler, scale, coefficients)
+    if old_run and world.is_main:  # --overwrite: everything is checked, the old run goes now
+        rundir.replace(old_run)
+    world.barrier()
     tracker = Tracker(world, config, plan, sampler, bucket, start)
+    phases["startup"] = time.perf_counter() - t0
+    pictures = (lambda: fixed_views(model, plan.grid, signal, world)) if measured.references(signal) else None
 
     def save(step: int) -> None:
+        t = time.perf_counter()
         model.store_coefficients()
         _check_finite(model, world, step, out)
-        checkpoint.save(out, step, model, optimizer, world, plan.grid, info, config.to_dict())
+        try:
+            checkpoint.save(out, step, model, optimizer, world, plan.grid, info, config.to_dict())
+        except OSError as exc:  # a full disk, a quota: the checkpoints so far stay whole
+            raise DistlgError(f"cannot write the checkpoint of step {step} into "
+                              f"{out / 'checkpoints'} ({exc.strerror or exc}); make room there "
+                              "and run again with --resume") from None
+        phases["checkpoints"] += time.perf_counter() - t
 
     def after(done: int, sse: torch.Tensor) -> None:
         nonlocal step
         step = done
         if config.train.eval_every and done % config.train.eval_every == 0 and done < plan.steps:
-            tracker.eval(done, lambda: _evaluate(model, plan, signal, world, config, full=False))
+            tracker.eval(done, lambda: _evaluate(model, plan, signal, world, config, full=False),
+                         pictures)
         tracker.step(done, sse, scale)
         if config.run.checkpoint_every and done % config.run.checkpoint_every == 0:
             save(done)
@@ -175,7 +198,18 @@ def _train(config: Config, world: World, signal: Signal | None, out: Path) -> Tr
     try:
         run_steps(model, optimizer, sampler, plan.lr_at, range(start, plan.steps), scale,
                   _reduce(bucket, coefficients), after, forward_backward)
-    except WorkerLost as exc:
+        seconds = tracker.elapsed()
+        phases["steps"] = seconds - phases["checkpoints"]
+        if not (config.run.checkpoint_every and plan.steps % config.run.checkpoint_every == 0):
+            save(plan.steps)  # also stores an INCODE model's final coefficients
+        t = time.perf_counter()
+        model_dir = checkpoint.write_model(out / "model", model, world, plan.grid, info)
+        phases["model"] = time.perf_counter() - t
+        t = time.perf_counter()
+        final = tracker.eval(plan.steps, lambda: _evaluate(model, plan, signal, world, config,
+                                                           full=True), pictures)
+        phases["score"] = time.perf_counter() - t
+    except WorkerLost as exc:  # a peer died in a step, a checkpoint's barrier or the final score
         last = checkpoint.latest(out)
         where = f"the checkpoint of {last.name}" if last else "the start (no checkpoint yet)"
         raise WorkerLost(f"{exc} at step {step}; restart with --resume to continue from {where}") from None
@@ -187,18 +221,13 @@ def _train(config: Config, world: World, signal: Signal | None, out: Path) -> Tr
         raise
     finally:
         sampler.close()
-    seconds = tracker.elapsed()
-    if not (config.run.checkpoint_every and plan.steps % config.run.checkpoint_every == 0):
-        save(plan.steps)  # also stores an INCODE model's final coefficients
-    model_dir = checkpoint.write_model(out / "model", model, world, plan.grid, info)
-    final = tracker.eval(plan.steps, lambda: _evaluate(model, plan, signal, world, config,
-                                                       full=not world.distributed))
     tracker.close()
     rss = world.all_gather(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     steps_run = plan.steps - start
     return TrainResult(plan, final, steps_run, seconds,
                        steps_run * plan.samples_per_step / max(seconds, 1e-9), bucket.bytes_per_step,
-                       rss, tracker.history, dict(getattr(sampler, "stats", {})), model_dir, model)
+                       rss, tracker.history, dict(getattr(sampler, "stats", {})), model_dir, model,
+                       phases)
 
 
 def _evaluate(model: INR, plan: Plan, signal: Signal, world: World, config: Config,
@@ -216,7 +245,17 @@ def _evaluate(model: INR, plan: Plan, signal: Signal, world: World, config: Conf
     if subset is not None:
         return evaluate_sampled(model, plan.grid, signal, subset, reduce=reduce, offsets=offsets)
     return evaluate(model, plan.grid, signal, reduce=reduce, full=full,
-                    progress=world.is_main and config.run.progress, offsets=offsets)
+                    progress=world.is_main and config.run.progress, offsets=offsets,
+                    gather=_sum_arrays(world) if world.collectives else None)
+
+
+def _sum_arrays(world: World):
+    """Sum an array over workers (one all-reduce on the group's device): the reconstruction
+    each worker filled at its own partitions' positions becomes the whole one, for SSIM."""
+    def gather(array):
+        tensor = world.all_reduce_(torch.from_numpy(array).to(world.device))
+        return tensor.cpu().numpy()
+    return gather
 
 
 def _reduce(bucket: GlobalGradBucket, coefficients):
@@ -246,7 +285,7 @@ def _attach_harmonizer(model: INR, config: Config, signal: Signal, device: torch
 
     preview = measured.harmonizer_input(signal, incode.PREVIEW_PIXELS)
     preview = (incode.read_preview(signal) if preview is None else preview).to(device)
-    harmonizer = incode.build(model.arch, preview, config.train.seed, signal.meta.get("sample_rate"),
+    harmonizer = incode.build(model.arch, preview, config.train.seed, signal.info.sample_rate,
                               config.model.harmonizer_weights, config.model.harmonizer_bias).to(device)
     model.attach_harmonizer(harmonizer)
     return incode.StepCoefficients(harmonizer)

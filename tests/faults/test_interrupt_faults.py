@@ -24,7 +24,7 @@ TRAIN = ["train", "--signal", "builtin:camera@32x32", "--factors", "2", "2", "--
 
 
 def _weights(path):
-    model, _ = ModelDir.open(path).load()
+    model = ModelDir.open(path).load()
     return model.state_dict()
 
 
@@ -82,7 +82,7 @@ def test_a_terminated_render_leaves_nothing(tmp_path):
 def test_a_terminated_training_checkpoints_whole_steps_and_resumes_exactly(tmp_path):
     steps = ["--steps", "60", "--checkpoint-every", "10"]
     run = TRAIN + steps + ["--out", str(tmp_path / "run")]
-    done = _terminated(run, str(tmp_path / "run" / "checkpoints" / "step-*" / "manifest.json"))
+    done = _terminated(run, str(tmp_path / "run" / "checkpoints" / "step-*" / "zarr.json"))
     assert done.returncode == 130, done.stderr
     one_line(done.stderr, "interrupted")
     assert "interrupted: checkpoint of step" in done.stdout

@@ -8,12 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from helpers import one_line, snapshot
-from modelkit import random_model
+from modelkit import damage, partition_object, random_model
 
 from distlg.cli import main
 from distlg.data import store
 from distlg.data.signal import SignalInfo
-from distlg.modeldir.format import ModelDir
 
 
 @pytest.fixture
@@ -22,19 +21,17 @@ def video(tmp_path):
 
 
 def _link_outside(model: Path, tmp_path: Path) -> None:
-    """Replace a partition file by a link to a copy outside the directory (same bytes, so the
-    manifest's sha256 still matches)."""
-    name = ModelDir.open(model).entries[1]["file"]
-    outside = tmp_path / "outside.safetensors"
-    outside.write_bytes((model / name).read_bytes())
-    (model / name).unlink()
-    (model / name).symlink_to(outside)
+    """Replace the object holding a partition by a link to a copy outside the directory (same
+    bytes, so every checksum still matches)."""
+    name = partition_object(model, 1)
+    outside = tmp_path / "outside.bin"
+    outside.write_bytes(name.read_bytes())
+    name.unlink()
+    name.symlink_to(outside)
 
 
 def _tamper(model: Path, tmp_path: Path) -> None:
-    name = ModelDir.open(model).entries[1]["file"]
-    with open(model / name, "ab") as fh:
-        fh.write(b"\0")
+    damage(model, 1)
 
 
 def _clip_store(tmp_path: Path) -> Path:
@@ -49,13 +46,14 @@ def _clip_store(tmp_path: Path) -> Path:
 
 
 COMMANDS = {
-    "crop": lambda model, out, tmp: ["crop", str(model), str(out), "--drop-partitions", "0"],
+    "crop": lambda model, out, tmp: ["crop", str(model), str(out), "--drop-partitions", "0",
+                                     "--no-progress"],
     "export": lambda model, out, tmp: ["export", str(model), str(out), "--no-progress"],
     "extend": lambda model, out, tmp: ["extend", str(model), str(out), "--signal",
                                        str(_clip_store(tmp)), "--steps", "2",
                                        "--samples-per-partition", "8", "--no-progress"],
 }
-FAULTS = {"link": (_link_outside, "link leading outside"), "tampered": (_tamper, "sha256 differs")}
+FAULTS = {"link": (_link_outside, "link leading outside"), "tampered": (_tamper, "fails its checksum")}
 
 
 @pytest.mark.parametrize("fault", sorted(FAULTS))

@@ -4,7 +4,9 @@ the server is back on the same port, --resume ends with the weights of an uninte
 
 The server is Python's ``http.server`` in a thread of this process, killed from inside the
 handler at the first chunk request after the run's first checkpoint (step 4): the streaming
-sampler is then gathering a later window.
+sampler is then gathering a later window. Which checkpoint is the last depends on when that
+gather ran (it runs beside the steps, so a window may be read before or after step 4's
+checkpoint lands): step 4 or step 8, never the end.
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ def start(root: Path, port: int = 0, handler=Dying) -> ThreadingHTTPServer:
 
 
 def weights(path: Path) -> dict[str, torch.Tensor]:
-    model, _ = ModelDir.open(path).load()
+    model = ModelDir.open(path).load()
     return model.state_dict()
 
 
@@ -76,7 +78,7 @@ def test_a_server_killed_mid_run_is_one_line_and_resume_completes(tmp_path, caps
     assert time.perf_counter() - t0 < 60
     one_line(capsys.readouterr().err, url, "could not read c/")
     last = checkpoint.latest(tmp_path / "run")
-    assert last is not None and last.name == "step-00000004"
+    assert last is not None and last.name in ("step-00000004", "step-00000008")
     assert weights(last)  # whole: its manifest, files and hashes check out
     assert not (tmp_path / "run" / "model").exists()
 

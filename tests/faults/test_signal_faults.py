@@ -11,7 +11,7 @@ from modelkit import random_model
 
 from distlg.cli import main
 from distlg.data.signal import Signal
-from distlg.modeldir.format import write_tensors
+from distlg.modeldir.files import write_tensors
 from distlg.rendering import render as render_module
 from distlg.rendering.render import RegionRender
 from distlg.rendering.writers import open_writer

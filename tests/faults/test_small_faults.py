@@ -30,7 +30,7 @@ def test_a_fill_value_must_be_finite(tmp_path, capsys):
 
 
 def test_a_file_name_with_a_trailing_newline_is_unsafe(tmp_path, capsys):
-    model = random_model(tmp_path / "m", (16, 16), (2, 2), "image")
+    model = random_model(tmp_path / "m", (16, 16), (2, 2), "image", fmt="safetensors")
     manifest = json.loads((model / "manifest.json").read_text())
     manifest["partitions"][0]["file"] += "\n"
     (model / "manifest.json").write_text(json.dumps(manifest))

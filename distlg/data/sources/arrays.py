@@ -9,7 +9,7 @@ from typing import Iterator
 
 import numpy as np
 
-from ..signal import KINDS
+from ...defaults import KINDS
 from .base import (
     IngestError,
     Source,

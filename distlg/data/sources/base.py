@@ -3,12 +3,14 @@ error they raise and the checks of sample types and shapes."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
+from ...defaults import KINDS
 from ...errors import DistlgError
 from ..signal import AXES
 
@@ -16,6 +18,13 @@ DTYPES = ("bool", "uint8", "uint16", "uint32", "int8", "int16", "int32", "float1
           "float64")
 """Sample types a source may have: all of them convert to float32 exactly or nearly so (bool is
 stored as uint8, ``mask_as_bytes``)."""
+SPACE_UNITS = ("angstrom", "nanometer", "micrometer", "millimeter", "centimeter", "meter")
+"""Units of --voxel-size: OME-NGFF's spatial units."""
+
+
+MAX_FPS = 1000.0
+MAX_SAMPLE_RATE = float(2**32 - 1)
+"""Rates a store may record: what an .mp4 plays and a WAV header holds (renders write them)."""
 
 
 class IngestError(DistlgError):
@@ -26,7 +35,7 @@ class IngestError(DistlgError):
 class SourceOptions:
     """How to read a source where the file does not say."""
 
-    kind: str | None = field(default=None, metadata={"choices": tuple(AXES)})
+    kind: str | None = field(default=None, metadata={"choices": KINDS})
     """Read the source as this kind: a folder of frames or a TIFF stack as a volume (z, y, x)
     instead of a video; an array as any kind whose axes match. Default: from the source."""
     shape: Sequence[int] | None = None
@@ -39,10 +48,36 @@ class SourceOptions:
     record their own)."""
     sample_rate: float | None = None
     """Sample rate to record for arrays read as audio (WAV files record their own)."""
+    voxel_size: Sequence[float] | None = field(default=None, metadata={"metavar": "SIZE"})
+    """Physical size of one sample along each space axis (z y x for a volume, y x for an image
+    or a video's frames), in --voxel-unit: recorded for OME-Zarr renders (napari,
+    neuroglancer), which then show the signal at its true proportions."""
+    voxel_unit: str = field(default="micrometer", metadata={"choices": SPACE_UNITS})
+    """Unit of --voxel-size."""
 
     def __post_init__(self) -> None:
-        if self.kind is not None and self.kind not in AXES:
-            raise IngestError(f"unknown signal kind {self.kind!r}; choose one of {', '.join(AXES)}")
+        if self.kind is not None and self.kind not in KINDS:
+            raise IngestError(f"unknown signal kind {self.kind!r}; choose one of {', '.join(KINDS)}")
+        for name, value, most in (("fps", self.fps, MAX_FPS), ("sample-rate", self.sample_rate,
+                                                               MAX_SAMPLE_RATE)):
+            if value is not None and not (math.isfinite(value) and 0 < value <= most):
+                raise IngestError(f"--{name} {value}: give a number above 0 and at most {most:,.0f}")
+        if self.voxel_size is not None:
+            sizes = [float(v) for v in self.voxel_size]
+            if not all(math.isfinite(v) and v > 0 for v in sizes):
+                raise IngestError(f"--voxel-size needs positive sizes, got {sizes}")
+            self.voxel_size = sizes
+
+    def spacing(self, kind: str, factor: int = 1) -> dict:
+        """The store's record of --voxel-size (one size per space axis of ``kind``; times
+        ``factor`` for a store downsampled by it), or none."""
+        if self.voxel_size is None:
+            return {}
+        space = [a for a in AXES[kind] if a != "t"]
+        if len(self.voxel_size) != len(space):
+            raise IngestError(f"--voxel-size needs {len(space)} sizes ({' '.join(space)}) for a "
+                              f"{kind}, got {len(self.voxel_size)}")
+        return {"voxel_size": [v * factor for v in self.voxel_size], "voxel_unit": self.voxel_unit}
 
 
 @dataclass

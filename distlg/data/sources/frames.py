@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import re
 from pathlib import Path
 from typing import Iterator
@@ -78,12 +80,24 @@ def open_frames(path: Path, options: SourceOptions) -> Source:
     return Source(str(path), ident["size"], kind, shape, dtype, slabs, ident, meta)
 
 
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """tifffile's logger silenced: what it logs of a damaged file ("invalid page offset") comes
+    back as the one-line error raised here instead."""
+    log = logging.getLogger("tifffile")
+    was, log.disabled = log.disabled, True
+    try:
+        yield
+    finally:
+        log.disabled = was
+
+
 def open_tiff(path: Path, options: SourceOptions) -> Source:
     """A TIFF stack read page by page; a single page is an image."""
     import tifffile
 
     try:
-        with tifffile.TiffFile(path) as tif:
+        with _quiet(), tifffile.TiffFile(path) as tif:
             series = tif.series[0]
             axes, full, dtype, page = series.axes, tuple(series.shape), series.dtype, series.pages[0].shape
     except Exception as exc:  # tifffile raises its own and numpy's errors for a bad file
@@ -100,10 +114,16 @@ def open_tiff(path: Path, options: SourceOptions) -> Source:
     shape = with_channels(full, kind, path)
 
     def slabs(start: int, rows: int) -> Iterator[np.ndarray]:
-        with tifffile.TiffFile(path) as tif:
+        with _quiet(), tifffile.TiffFile(path) as tif:
             for a in range(start, shape[0], rows):
                 pages = range(a, min(a + rows, shape[0]))
-                yield tif.asarray(key=pages, series=0).reshape((len(pages),) + shape[1:])
+                try:
+                    slab = tif.asarray(key=pages, series=0).reshape((len(pages),) + shape[1:])
+                except Exception as exc:  # a truncated or damaged file: its pages end early
+                    raise IngestError(f"{path}: pages {a}-{pages[-1]} of {shape[0]} cannot be "
+                                      f"read ({first_line(exc)}); the file is truncated or "
+                                      "damaged") from None
+                yield slab
 
     meta = {"fps": options.fps} if options.fps and kind == "video" else {}
     return Source(str(path), path.stat().st_size, kind, shape, dtype, slabs, identity(path), meta)

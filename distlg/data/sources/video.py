@@ -10,6 +10,9 @@ import numpy as np
 from .base import IngestError, Source, SourceOptions, choose_kind, first_line, identity
 
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".webm", ".mov", ".avi")
+ESTIMATE_SLACK = 0.1
+"""How far short of a frame count estimated from the duration (no count listed) decoding may
+fall before the file is taken as truncated (variable frame rates make estimates rough)."""
 
 
 def open_video(path: Path, options: SourceOptions) -> Source:
@@ -23,7 +26,8 @@ def open_video(path: Path, options: SourceOptions) -> Source:
             fps = float(stream.average_rate or stream.guessed_rate or 0)
             seconds = float(stream.duration * stream.time_base) if stream.duration else \
                 (container.duration or 0) / 1e6
-            frames = stream.frames or round(seconds * fps) or 1
+            listed = stream.frames  # exact where the container lists its frames, else 0
+            frames = listed or round(seconds * fps) or 1
             height, width = stream.codec_context.height, stream.codec_context.width
     except (av.error.FFmpegError, IndexError) as exc:
         raise IngestError(f"{path}: not a readable video ({first_line(exc) or 'no video stream'})") from None
@@ -47,6 +51,10 @@ def open_video(path: Path, options: SourceOptions) -> Source:
                     index += 1
             except av.error.FFmpegError as exc:
                 raise IngestError(f"{path}: decoding failed at frame {index} ({first_line(exc)})") from None
+        if index < (listed or frames * (1 - ESTIMATE_SLACK)):
+            raise IngestError(f"{path}: only {index} of the {frames} frames the container "
+                              f"{'lists' if listed else 'announces by its duration'} decode; the "
+                              "file is truncated or damaged")
         if k:
             yield buf[:k]
 
