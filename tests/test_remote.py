@@ -270,5 +270,5 @@ def test_a_model_directory_over_http_renders_what_the_local_one_renders(local_mo
         assert main(["render", f"{base}/model", *region, "--out", str(tmp_path / "there.npy"),
                      "--no-progress"]) == 0
         assert main(["crop", f"{base}/model", f"{base}/cropped", "--keep", "0:16"]) == 2
-        one_line(capsys.readouterr().err, "read-only")
+        one_line(capsys.readouterr().err, "not to http://")
     assert np.array_equal(np.load(tmp_path / "here.npy"), np.load(tmp_path / "there.npy"))

@@ -121,7 +121,7 @@ def test_help_writes_the_defaults_tables():
 
 
 def test_settings_are_checked_where_they_are_made():
-    with pytest.raises(ConfigError, match="seed must be >= 0, got -1"):
+    with pytest.raises(ConfigError, match="seed must be in \[0, 2\^64\), got -1"):
         Config().replace(seed=-1)
     with pytest.raises(ConfigError, match="sample fraction must be in"):
         Config().replace(sample_fraction=1.5)
@@ -168,7 +168,7 @@ def test_config_files_and_overrides(tmp_path):
     (["--steps", "0"], "steps must be"),
     (["--params", "10", "--factors", "8", "8"], "parameters within"),
     (["--global-lr", "-1"], "global lr must be"),
-    (["--seed", "-1"], "seed must be >= 0"),
+    (["--seed", "-1"], "seed must be in [0, 2^64)"),
 ])
 def test_cli_errors_are_one_line_with_status_2(tmp_path, args, needle):
     proc = subprocess.run([sys.executable, "-m", "distlg", "train", *args, "--out", str(tmp_path),

@@ -18,6 +18,7 @@ or a missing axis means the whole axis; or name axes: t=0:50.
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 HELP = "keep a region of a model, dropping the other partitions"
 
@@ -56,6 +57,9 @@ def run(args: argparse.Namespace) -> int:
         raise DistlgError("nothing to crop: give --keep, --drop, --drop-partitions or --drop-along")
     if args.out is not None:
         refuse_url(args.out, "OUT", writable=("s3",))
+        if "://" not in str(args.out) and Path(args.out).resolve() == Path(args.model).resolve():
+            raise DistlgError(f"OUT {args.out} is the model itself; use --in-place to crop it "
+                              "where it is")
         check_apart(args.out, {"model": args.model}, "OUT")
     md = ModelDir.open(args.model)
     shape, axes = md.grid.shape, md.signal.axes

@@ -37,6 +37,26 @@ def weights_text(params: dict[str, int]) -> str:
             f"local {params['local']:,})")
 
 
+def stored_text(md: ModelDir) -> str:
+    """``61,234 bytes in 15 files (0.30x the weights as float32, 204,172 bytes; 9.6 bits a
+    weight)``: the bytes on disk next to the weights."""
+    objects, size = md.storage()
+    weights = md.params()["total"]
+    return (f"{size:,} bytes" + (f" in {objects:,} files" if objects >= 0 else "")
+            + f" ({size / max(4 * weights, 1):.2f}x the weights as float32, {4 * weights:,} bytes; "
+            f"{8 * size / max(weights, 1):.1f} bits a weight)")
+
+
+def quantization_text(q) -> str:
+    """What a quantized model stores (``distlg.modeldir.quantize``), in one line."""
+    if q.dtype == "float16":
+        what = "float16 weights (each within 2^-11 of itself)"
+    else:
+        what = (f"int8 codes x {q.scale} scales (each weight within half its scale; biases and "
+                "first-layer weights 2 codes a value)")
+    return f"{what}; shards zstd-compressed (level {q.level})"
+
+
 def _sizes(values) -> str:
     return " x ".join(str(v) for v in values)
 
@@ -66,10 +86,10 @@ def describe(md: ModelDir) -> list[str]:
         + (f"; missing {id_ranges(np.flatnonzero(~present).tolist())}" if held < g.num_partitions else ""),
         f"weights     {weights_text(md.params())}; {a.local_params():,} per partition",
     ]
-    objects, size = md.storage()
-    weight_bytes = 4 * md.params()["total"]
-    lines.append(f"stored      {size:,} bytes" + (f" in {objects:,} files" if objects >= 0 else "")
-                 + f" ({size / max(weight_bytes, 1):.2f}x the weights' {weight_bytes:,} bytes)")
+    quantization = getattr(md, "quantization", None)
+    if quantization is not None:
+        lines.append(f"quantized   {quantization_text(quantization)}")
+    lines.append(f"stored      {stored_text(md)}")
     box = bounding_box(g, np.flatnonzero(present))
     if box is not None:
         full = math.prod(b - a for a, b in box) == _held_volume(g, present)

@@ -27,7 +27,6 @@ from .format import ModelDir
 from .location import Location
 from .sharded import (
     GLOBAL,
-    LOCAL,
     PARTITIONS,
     PRESENT_BIT,
     ROOT,
@@ -38,7 +37,8 @@ from .sharded import (
     root_attributes,
     write_small,
 )
-from .shards import ShardedArray, ShardGrid, crc32c, encode
+from .shards import ShardGrid
+from .weights import LocalWeights, Shard
 
 
 class ExtendError(DistlgError):
@@ -108,13 +108,20 @@ def _extend_shards(md: ShardedModel, out: Location, inr: INR, grid: PartitionGri
                    new: list[int]) -> None:
     """Shards without new partitions are linked; a shard the grid's growth reaches (the last
     row of shards along the first axis, if it was not full) is rewritten with its old and new
-    chunks; the others are new. Slots sit where they sat: the block is the same."""
+    chunks; the others are new. Slots sit where they sat: the block is the same. A quantized
+    model's new partitions are quantized as it is (per-tensor scales: the stored ones, values
+    beyond them clipped), and ``inr`` then holds what was stored, so that what the caller
+    scores is what the directory holds."""
     shards = ShardGrid(grid.factors, md.shards.block)
-    old_local, target = md._array(LOCAL), out.child(LOCAL)
+    constants = tuple(md.arch.constant_shapes())
+    old_local = md.weights
+    target = LocalWeights(out, shards, md.local_layout, md.quantization, constants)
     new_ids = np.asarray(new, dtype=np.int64)
     layout = md.local_layout
-    values_new = layout.pack({n: p for n, p in inr.named_tensors() if n in layout.shapes},
-                             torch.from_numpy(np.searchsorted(inr.partition_ids, new_ids)))
+    rows = torch.from_numpy(np.searchsorted(inr.partition_ids, new_ids))
+    values_new, scales_new = target.quantize(
+        layout.pack({n: p for n, p in inr.named_tensors() if n in layout.shapes}, rows), clip=True)
+    _load_stored(inr, layout, rows, target.decode(values_new, scales_new))
     codes = np.zeros(grid.num_partitions, dtype=np.uint64)
     codes[:md.grid.num_partitions] = md.codes
     shard_of, slot_of = shards.locate(new_ids)
@@ -122,32 +129,35 @@ def _extend_shards(md: ShardedModel, out: Location, inr: INR, grid: PartitionGri
     for shard in range(int(np.prod(shards.shards))):
         index = np.unravel_index(shard, shards.shards)
         mine = np.flatnonzero(shard_of == shard)
-        existed = index[0] < old_rows
-        old_key = md.shards.key(int(np.ravel_multi_index(index, md.shards.shards))) if existed else None
+        old_shard = int(np.ravel_multi_index(index, md.shards.shards)) if index[0] < old_rows else None
+        held = old_shard is not None and old_local.array.location.exists(md.shards.key(old_shard))
         if not len(mine):
-            if existed and old_local.location.exists(old_key):
-                target.link(old_local.location, old_key)
+            if held:
+                target.link(old_local, old_shard)
             continue
-        values = np.zeros((shards.slots, layout.width), dtype=np.float32)
-        present = np.zeros(shards.slots, dtype=bool)
-        if existed and old_local.location.exists(old_key):
-            values, present, _ = old_local.read_shard(int(np.ravel_multi_index(index, md.shards.shards)))
-        values[slot_of[mine]] = values_new[mine]
-        present[slot_of[mine]] = True
-        data, _ = encode(values, present)
-        target.write(shards.key(shard), data)
-        codes[new_ids[mine]] = PRESENT_BIT | crcs_of(values[slot_of[mine]])
-    out.write(f"{LOCAL}/zarr.json", ShardedArray(target, shards, layout.width).metadata())
-    write_small(out, PARTITIONS, codes.reshape(grid.factors), checksum_chunks(grid.factors), compress=True)
+        data = old_local.read(old_shard) if held else Shard(
+            np.zeros((shards.slots, target.array.width), dtype=target.array.dtype),
+            np.zeros(shards.slots, dtype=bool), np.zeros(shards.slots, dtype=np.uint32),
+            np.zeros((shards.slots, target.codes.tensors), np.float32) if target.per_partition else None)
+        data.codes[slot_of[mine]] = values_new[mine]
+        data.present[slot_of[mine]] = True
+        if scales_new is not None:
+            data.scales[slot_of[mine]] = scales_new[mine]
+        crcs = target.write(shard, data)
+        codes[new_ids[mine]] = PRESENT_BIT | crcs[slot_of[mine]].astype(np.uint64)
+    target.write_metadata()
+    write_small(out, PARTITIONS, codes.reshape(grid.factors), checksum_chunks(grid.factors), compress=True,
+                compact=md.quantization is not None)
     for key in (f"{GLOBAL}/zarr.json", f"{GLOBAL}/c/0"):
         out.link(md.location, key)
     attrs = root_attributes(describe(grid, md.arch, info), shards, md.arch, int((codes != 0).sum()),
-                            md.manifest.raw["global"]["crc32c"], None)
+                            md.manifest.raw["global"]["crc32c"], None, md.quantization)
     out.sync_folder()
     out.write(ROOT, group_document({"distlg": attrs}), sync_to_disk=True)
 
 
-def crcs_of(values: np.ndarray) -> np.ndarray:
-    """crc32c of each row's little-endian bytes, as a chunk stores them (uint64)."""
-    raw = np.ascontiguousarray(values, dtype="<f4").view(np.uint8).reshape(len(values), -1)
-    return np.asarray([crc32c(r) for r in raw], dtype=np.uint64)
+def _load_stored(inr: INR, layout, rows: torch.Tensor, values: np.ndarray) -> None:
+    """Put the stored (decoded) rows ``values`` of the new partitions back into ``inr``."""
+    with torch.no_grad():
+        for name, stack in layout.unpack(values).items():
+            inr[name].index_copy_(0, rows.to(inr[name].device), stack.to(inr[name].device))

@@ -48,6 +48,13 @@ class Layout:
             parts.append(t.reshape(t.shape[0], -1).to("cpu", torch.float32))
         return torch.cat(parts, dim=1).numpy()
 
+    def pack_one(self, tensors: dict[str, torch.Tensor]) -> np.ndarray:
+        """[width] float32 from one set of tensors [*shape] (the global ones; none at all for
+        a model without a global branch)."""
+        if not self.shapes:
+            return np.zeros(0, dtype=np.float32)
+        return self.pack({k: v[None] for k, v in tensors.items()})[0]
+
     def unpack(self, values: np.ndarray) -> dict[str, torch.Tensor]:
         """Stacks [n, *shape] from values [n, width]."""
         import torch

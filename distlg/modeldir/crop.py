@@ -24,8 +24,9 @@ from ..geometry import Box
 from .files import FileModel, manifest_for, write_manifest
 from .format import ModelDir, ModelDirError, id_ranges
 from .output import output
-from .rewrite import _encode, _write_root, write_small_arrays, write_subset
-from .sharded import LOCAL, ShardedModel
+from .rewrite import global_crc, shard_masks, write_checksums, write_root, write_subset
+from .sharded import ShardedModel
+from .weights import LocalWeights
 
 
 @dataclass
@@ -114,30 +115,25 @@ def _crop_in_place(md: ModelDir, keep: np.ndarray) -> None:
                 (md.location.path / e["file"]).unlink(missing_ok=True)
         return
     location = md.location if md.location.writable else type(md.location)(md.location.spec, True)
-    local = md._array(LOCAL)
+    local = md.weights
     plans = []
     count = int(np.prod(md.shards.shards)) if md.local_layout.width else 0
     for shard in range(count):   # read and check before changing anything
-        slot_pids = md.shards.partitions(shard)
-        inside = slot_pids >= 0
-        held = np.zeros(md.shards.slots, dtype=bool)
-        held[inside] = md.present[slot_pids[inside]]
-        kept = held.copy()
-        kept[inside] &= keep[slot_pids[inside]]
+        held, kept = shard_masks(md, keep, shard)
         if (kept == held).all():
             continue
         if kept.any():
-            values, _, crcs = local.read_shard(shard)
-            md._check_codes(slot_pids[held], crcs[held], local.location, shard)
-            plans.append((shard, _encode(values, kept)))
+            data = local.read(shard)
+            md._check_codes(md.shards.partitions(shard)[held], data.crcs[held], local.array.location, shard)
+            plans.append((shard, data.keep(kept)))
         else:
             plans.append((shard, None))
-    glob_crc = md.manifest.raw.get("global", {}).get("crc32c", 0)
+    glob_crc = global_crc(md)
     codes = md.codes.copy()
     codes[~keep] = 0
-    write_small_arrays(location, md, codes)
-    _write_root(location, md, int(keep.sum()), glob_crc)
-    target = location.child(LOCAL)
+    write_checksums(location, md, codes)
+    write_root(location, md, int(keep.sum()), glob_crc)
+    target = LocalWeights(location, md.shards, md.local_layout, md.quantization,
+                          tuple(md.arch.constant_shapes()))
     for shard, data in plans:
-        key = md.shards.key(shard)
-        target.delete(key) if data is None else target.write(key, data)
+        target.delete(shard) if data is None else target.write(shard, data)

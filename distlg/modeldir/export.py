@@ -14,6 +14,7 @@ from pathlib import Path
 
 from .format import ModelDir, ModelDirError
 from .output import output
+from .quantize import Quantization, QuantizeError, check_options
 from .rewrite import write_subset
 from .runs import is_complete, latest
 
@@ -31,13 +32,22 @@ def find_checkpoint(path: str | Path) -> ModelDir:
 
 
 def export(source: str | Path, out: str | Path, progress: bool = False,
-           fmt: str = "shards") -> ModelDir:
+           fmt: str = "shards", quantize: str | None = None, scale: str | None = None) -> ModelDir:
     """Write the weights of checkpoint ``source`` (or a run directory's latest) to the new
-    model directory ``out``, as shards (format 2) or one file per partition (``safetensors``)."""
+    model directory ``out``, as shards (format 2) or one file per partition (``safetensors``);
+    ``quantize`` (``fp16``, ``int8``, with ``scale`` per-tensor or per-partition) stores them in
+    fewer bytes (``quantize``). Bad options are refused before anything is read or written."""
+    check_options(quantize, scale)
+    if quantize is not None and fmt != "shards":
+        raise QuantizeError("--quantize writes format 2 (shards); leave out --format safetensors")
     src = find_checkpoint(source)
     here = src.location.path
     if here is not None and "://" not in str(out) and Path(out).resolve() == here.resolve():
         raise ModelDirError(f"{out} is the checkpoint itself; export it to a new directory")
+    if quantize is not None and getattr(src, "quantization", None) is not None:
+        raise QuantizeError(f"{src.path} is quantized already ({src.quantization.name}); export "
+                            "its checkpoint instead, or leave out --quantize to copy it")
+    asked = Quantization.asked(quantize, scale) if quantize is not None else None
     with output(out, src) as location:
-        write_subset(src, location, src.present, fmt, progress)
+        write_subset(src, location, src.present, fmt, progress, asked)
     return ModelDir.open(out)

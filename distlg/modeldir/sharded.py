@@ -7,7 +7,8 @@
       local/         [*grid, P] float32: each partition's local tensors, flat; one chunk a
                      partition, packed into shards of a block of partitions (``shards``)
       partitions/    [*grid] uint64: 0 where a partition is absent (cropped, never trained),
-                     else 2^32 + the crc32c of its chunk in local/
+                     else 2^32 + the crc32c of its chunk in local/ (and of its scales)
+      local_scales/  int8 models with per-partition scales only (``quantize``, ``weights``)
       optim/         checkpoints only: Adam's moments of the same arrays
                      (``global.exp_avg``, ``local.exp_avg``, ...), and an INCODE run's
                      ``harmonizer`` with its moments
@@ -29,7 +30,9 @@ import numpy as np
 from .base import ADAM_STATES, Layout, ModelDir, global_layout, local_layout
 from .location import Location, LocationError
 from .manifest import FORMAT, Manifest, ModelDirError
-from .shards import ShardedArray, ShardError, ShardGrid, crc32c
+from .quantize import Quantization
+from .shards import ShardedArray, ShardError, ShardGrid, crc32c, dumps
+from .weights import LocalWeights
 
 if TYPE_CHECKING:
     import torch
@@ -53,11 +56,16 @@ def _is_sharded(location: Location) -> bool:
 class ShardedModel(ModelDir):
     """A version-2 model directory (see the module docstring)."""
 
-    def __init__(self, location: Location, manifest: Manifest, shards: ShardGrid):
+    def __init__(self, location: Location, manifest: Manifest, shards: ShardGrid,
+                 quantization: Quantization | None = None):
         super().__init__(location, manifest)
         self.shards = shards
         self.local_layout = local_layout(self.arch)
         self.global_layout = global_layout(self.arch)
+        self.quantization = quantization
+        """How the weights are stored (None: float32, as trained)."""
+        self.weights = LocalWeights(location, shards, self.local_layout, quantization,
+                                    tuple(self.arch.constant_shapes()))
         self._codes: np.ndarray | None = None
 
     @classmethod
@@ -79,7 +87,10 @@ class ShardedModel(ModelDir):
             raise ModelDirError(f"{where} is malformed: no shards.block or layout") from None
         if len(block) != manifest.grid.ndim or min(block) < 1:
             raise ModelDirError(f"{where}: shards.block {list(block)} does not fit the grid")
-        model = cls(location, manifest, ShardGrid(manifest.grid.factors, block))
+        arch = manifest.arch
+        quantization = Quantization.parse(attrs.get("quantization"), local_layout(arch),
+                                          global_layout(arch), tuple(arch.constant_shapes()), where)
+        model = cls(location, manifest, ShardGrid(manifest.grid.factors, block), quantization)
         if layout != {"local": model.local_layout.to_list(), "global": model.global_layout.to_list()}:
             raise ModelDirError(f"{where}: the tensor layout differs from what the architecture "
                                 "implies (tampered or damaged)")
@@ -96,15 +107,17 @@ class ShardedModel(ModelDir):
             shard = meta["chunk_grid"]["configuration"]["chunk_shape"]
         except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
             raise ModelDirError(f"{where} is missing or malformed") from None
-        width = self.local_layout.width
+        array = self.weights.array
+        width, expected = array.width, array.dtype.name
         if shape != [*self.grid.factors, width] or shard != [*self.shards.block, width] \
-                or dtype != "float32":
+                or dtype != expected:
             raise ModelDirError(f"{where}: shape {shape}, shards {shard}, {dtype}: not the "
-                                f"[{', '.join(map(str, self.grid.factors))}, {width}] float32 "
+                                f"[{', '.join(map(str, self.grid.factors))}, {width}] {expected} "
                                 "array this model's manifest implies")
 
     # -- what it holds -------------------------------------------------------------------------
     def _array(self, name: str) -> ShardedArray:
+        """A float32 per-partition array (an Adam moment of a checkpoint)."""
         return ShardedArray(self.location.child(name), self.shards, self.local_layout.width)
 
     @property
@@ -135,15 +148,20 @@ class ShardedModel(ModelDir):
         """The global values (or their Adam moment ``state``) as one flat float32 array,
         checked against the manifest's checksum (no torch needed)."""
         name = GLOBAL if state is None else optim_name(GLOBAL, state)
-        values = _read_small(self.location, name, np.float32)
-        if values.shape != (self.global_layout.width,):
+        q = self.quantization if state is None else None
+        codes = q.codes(self.global_layout, tuple(self.arch.constant_shapes())) if q else None
+        values = _read_small(self.location, name, q.dtype if q else np.float32)
+        width = codes.width if codes else self.global_layout.width
+        if values.shape != (width,):
             raise ModelDirError(f"{self.location}/{name}: {values.shape[0] if values.ndim else 0} "
-                                f"values, the architecture's global tensors have "
-                                f"{self.global_layout.width}")
+                                f"values, the architecture's global tensors have {width}")
         expected = self.manifest.raw.get("global", {}).get("crc32c")
-        if state is None and expected is not None and crc32c(values.astype("<f4").tobytes()) != expected:
+        stored = values.astype(values.dtype.newbyteorder("<")).tobytes()
+        if state is None and expected is not None and crc32c(stored) != expected:
             raise ModelDirError(f"{self.location}/{GLOBAL}: the global tensors do not match the "
                                 "model's checksum (replaced by another model's?)")
+        if codes is not None:
+            values = codes.decode(values[None], q.global_scales)[0]
         return values
 
     def read_global(self, state: str | None = None) -> dict[str, "torch.Tensor"]:
@@ -155,29 +173,25 @@ class ShardedModel(ModelDir):
         return self.local_layout.unpack(self.read_rows(pids, state))
 
     def read_rows(self, pids: np.ndarray, state: str | None = None) -> np.ndarray:
-        """Flat local values [len(pids), P] of ``pids`` (or their Adam moment ``state``)."""
-        array = self._array(LOCAL if state is None else optim_name(LOCAL, state))
-        out = np.empty((len(pids), array.width), dtype=np.float32)
-        if not array.width:
+        """Flat local values [len(pids), P] of ``pids`` (or their Adam moment ``state``),
+        float32 (decoded where the model is quantized)."""
+        weights = self.weights if state is None else LocalWeights(
+            self.location, self.shards, self.local_layout, None, name=optim_name(LOCAL, state))
+        out = np.empty((len(pids), self.local_layout.width), dtype=np.float32)
+        if not self.local_layout.width:
             return out
         shard_of, slot_of = self.shards.locate(pids)
         order = np.argsort(shard_of, kind="stable")
         for rows in np.split(order, np.flatnonzero(np.diff(shard_of[order])) + 1) if len(pids) else []:
             shard = int(shard_of[rows[0]])
             slots = slot_of[rows]
+            whole = 4 * len(rows) >= self.shards.slots
             try:
-                if 4 * len(rows) >= self.shards.slots:
-                    values, present, crcs = array.read_shard(shard)
-                    if not present[slots].all():
-                        raise ShardError(f"{array.location}/{self.shards.key(shard)}: a partition "
-                                         "the model lists is not in its shard")
-                    values, crcs = values[slots], crcs[slots]
-                else:
-                    values, crcs = array.read_slots(shard, slots)
+                values, crcs = weights.read_slots(shard, slots, whole)
+                if state is None:
+                    self._check_codes(pids[rows], crcs, weights.array.location, shard)
             except (ShardError, LocationError) as exc:
                 raise ModelDirError(str(exc)) from None
-            if state is None:
-                self._check_codes(pids[rows], crcs, array.location, shard)
             out[rows] = values
         return out
 
@@ -229,20 +243,28 @@ def _read_small(location: Location, name: str, dtype) -> np.ndarray:
 
 
 def write_small(location: Location, name: str, values: np.ndarray, chunks: Sequence[int] | None = None,
-                compress: bool = False) -> None:
-    """Write a small array through zarr (encoded in memory, each object written whole)."""
+                compress: bool | int = False, attributes: dict | None = None,
+                compact: bool = False) -> None:
+    """Write a small array through zarr (encoded in memory, each object written whole);
+    ``compress``: True for Blosc (zstd, byte shuffle), a level for plain zstd; ``compact``
+    JSON (a quantized model's)."""
     import zarr
-    from zarr.codecs import BloscCodec, BloscShuffle, BytesCodec, Crc32cCodec
+    from zarr.codecs import BloscCodec, BloscShuffle, BytesCodec, Crc32cCodec, ZstdCodec
     from zarr.storage import MemoryStore
 
     store = MemoryStore()
-    compressors = [BloscCodec(cname="zstd", clevel=3, shuffle=BloscShuffle.shuffle)] if compress else []
+    compressors = [] if compress is False else [ZstdCodec(level=compress)] if compress is not True \
+        else [BloscCodec(cname="zstd", clevel=3, shuffle=BloscShuffle.shuffle)]
     array = zarr.create_array(store, shape=values.shape, dtype=values.dtype,
                               chunks=tuple(chunks or values.shape or (1,)), serializer=BytesCodec(),
-                              compressors=compressors + [Crc32cCodec()], fill_value=0)
+                              compressors=compressors + [Crc32cCodec()], fill_value=0,
+                              attributes=attributes)
     array[...] = values
     for key, buffer in sorted(store._store_dict.items()):
-        location.write(f"{name}/{key}", buffer.to_bytes())
+        data = buffer.to_bytes()
+        if key == "zarr.json" and compact:
+            data = dumps(json.loads(data), compact=True)
+        location.write(f"{name}/{key}", data)
 
 
 def checksum_chunks(factors: Sequence[int]) -> tuple[int, ...]:
@@ -255,12 +277,13 @@ def checksum_chunks(factors: Sequence[int]) -> tuple[int, ...]:
 
 
 def group_document(attributes: dict | None = None) -> bytes:
+    """A group's zarr.json; compact JSON for a quantized model (``shards.dumps``)."""
     doc = {"zarr_format": 3, "node_type": "group", "attributes": attributes or {}}
-    return (json.dumps(doc, indent=1) + "\n").encode()
+    return dumps(doc, "quantization" in (attributes or {}).get("distlg", {}))
 
 
 def root_attributes(manifest: dict, shards: ShardGrid, arch, present: int, global_crc: int,
-                    training: dict | None) -> dict:
+                    training: dict | None, quantization: Quantization | None = None) -> dict:
     """The ``distlg`` attribute of a version-2 model's root (its manifest)."""
     local, glob = local_layout(arch), global_layout(arch)
     attrs = {
@@ -272,6 +295,11 @@ def root_attributes(manifest: dict, shards: ShardGrid, arch, present: int, globa
         "shards": {"block": list(shards.block), "shards": list(shards.shards)},
         "global": {"crc32c": global_crc},
     }
+    if quantization is not None:
+        constants = tuple(arch.constant_shapes())
+        attrs["quantization"] = quantization.section(
+            quantization.codes(local, constants) if local.width else None,
+            quantization.codes(glob, constants))
     if training is not None:
         attrs["training"] = training
     return attrs

@@ -92,13 +92,13 @@ class ShardWriter:
         write_small(self.location, PARTITIONS, codes.reshape(self.grid.factors),
                     checksum_chunks(self.grid.factors), compress=True)
         glob = global_layout(self.arch)
-        flat = glob.pack({k: v[None] for k, v in global_tensors.items()})[0]
+        flat = glob.pack_one(global_tensors)
         write_small(self.location, GLOBAL, flat)
         for state in self.states:  # constants (INCODE's coefficients) have no moments: zeros
             moments = (global_moments or {}).get(state, {})
             moments = {k: moments.get(k, torch.zeros(s)) for k, s in glob.shapes.items()}
             write_small(self.location, optim_name(GLOBAL, state),
-                        glob.pack({k: v[None] for k, v in moments.items()})[0])
+                        glob.pack_one(moments))
         names = [LOCAL] + [optim_name(LOCAL, s) for s in self.states] if self.layout.width else []
         for name in names:
             self.location.write(f"{name}/zarr.json", self._array(name).metadata())
@@ -119,9 +119,9 @@ def write_harmonizer(location: Location, tensors: dict[str, "torch.Tensor"]) -> 
 
     weights = {k: v for k, v in tensors.items() if not k.startswith("optim.")}
     layout = Layout({k: tuple(v.shape) for k, v in weights.items()})
-    write_small(location, f"optim/{HARMONIZER}", layout.pack({k: v[None] for k, v in weights.items()})[0])
+    write_small(location, f"optim/{HARMONIZER}", layout.pack_one(weights))
     for state in ADAM_STATES:
         moments = {k: tensors.get(f"optim.{state}.{k}", torch.zeros_like(v)) for k, v in weights.items()}
         write_small(location, optim_name(HARMONIZER, state),
-                    layout.pack({k: v[None] for k, v in moments.items()})[0])
+                    layout.pack_one(moments))
     return {"layout": layout.to_list()}
