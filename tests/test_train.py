@@ -121,7 +121,7 @@ def test_help_writes_the_defaults_tables():
 
 
 def test_settings_are_checked_where_they_are_made():
-    with pytest.raises(ConfigError, match="seed must be in \[0, 2\^64\), got -1"):
+    with pytest.raises(ConfigError, match=r"seed must be in \[0, 2\^64\), got -1"):
         Config().replace(seed=-1)
     with pytest.raises(ConfigError, match="sample fraction must be in"):
         Config().replace(sample_fraction=1.5)
