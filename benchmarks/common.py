@@ -105,17 +105,19 @@ def _pyplot():
     return plt
 
 
-def plot_training(runs: dict, name: str, title: str) -> str:
-    """PSNR against step and against training wall time for each run (its evaluations); saved
-    as ``results/<name>.png``; returns the file name for a Markdown link."""
+def plot_training(runs: dict, name: str, title: str, clock: str = "time") -> str:
+    """PSNR against step and against training time for each run (its evaluations; ``clock``
+    "time": wall time, "cpu": the process's CPU time); saved as ``results/<name>.png``;
+    returns the file name for a Markdown link."""
     plt = _pyplot()
     fig, (by_step, by_time) = plt.subplots(1, 2, figsize=(11, 4))
     for label, result in runs.items():
         evals = [h for h in result.history if "psnr" in h]
         by_step.plot([h["step"] for h in evals], [h["psnr"] for h in evals], label=label)
-        by_time.plot([h["time"] for h in evals], [h["psnr"] for h in evals], label=label)
+        by_time.plot([h[clock] for h in evals], [h["psnr"] for h in evals], label=label)
     by_step.set(xlabel="step", ylabel="PSNR (dB)")
-    by_time.set(xlabel="training time (s)", ylabel="PSNR (dB)")
+    by_time.set(xlabel="training time (s" + (", CPU" if clock == "cpu" else "") + ")",
+                ylabel="PSNR (dB)")
     for ax in (by_step, by_time):
         ax.grid(alpha=0.3)
         ax.legend()

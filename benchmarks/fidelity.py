@@ -6,8 +6,10 @@ SIREN-per-partition and SIREN, at equal weights, at equal steps and at equal tra
 
 Per signal and method: PSNR at the last step (mean ± spread over seeds, and over the photos of
 the photo set), PSNR at equal time (each run's last evaluation inside the training time of
-distlg's Local-Global run of the same seed and signal), PSNR in a band of 2 samples along the
-partition borders and in the interior (seams), and seconds per step. The paper's recipe runs
+distlg's Local-Global run of the same seed and signal; training time is the CPU time of the
+run's one-thread process, so that runs compare on a machine other jobs share), PSNR in a band
+of 2 samples along the partition borders and in the interior (seams), and CPU seconds per
+step. The paper's recipe runs
 the first ``--baseline-seeds`` seeds (default 1; it is 2-4x slower per step); SIREN runs one
 seed and only as many steps as fit in distlg's training time (from a 10-step calibration): it is the slow
 baseline, and its equal-time PSNR is what is compared. One thread per run; timings compare
@@ -196,8 +198,15 @@ def seam_psnr(result, signal) -> tuple[float, float]:
 
 
 def psnr_within(history: list[dict], seconds: float) -> float:
-    evals = [h for h in history if "psnr" in h and h["time"] <= seconds * 1.0001]
+    """The last PSNR a run had within ``seconds`` of training (CPU time)."""
+    evals = [h for h in history if "psnr" in h and h["cpu"] <= seconds * 1.0001]
     return evals[-1]["psnr"] if evals else math.nan
+
+
+def _cpu(result) -> float:
+    """A run's training time as the CPU time of its process (one thread): what it takes on a
+    core of its own, comparable between runs on a machine that other jobs share."""
+    return [h for h in result.history if "cpu" in h][-1]["cpu"]
 
 
 def run_signal(name: str, seeds: list[int], steps_scale: float, baseline_seeds: int = 1,
@@ -226,20 +235,20 @@ def run_signal(name: str, seeds: list[int], steps_scale: float, baseline_seeds: 
                 r = run_config(signal=signal, seed=seed, threads=1,
                                out=str(SCRATCH / name / f"{method.split()[0]}-{seed}"), **settings)
                 if budget is None:  # distlg's Local-Global runs first: its training time is the budget
-                    budget = [h for h in r.history if "psnr" in h][-1]["time"]
+                    budget = [h for h in r.history if "psnr" in h][-1]["cpu"]
                 band, inner = seam_psnr(r, signal)
                 finished = r.steps_run == base["steps"]
                 rows[method].append(dict(
                     psnr=r.final.psnr if finished else math.nan, last=r.final.psnr,
                     equal_time=psnr_within(r.history, budget), band=band, inner=inner,
-                    step_s=r.seconds / r.steps_run, steps=r.steps_run,
+                    step_s=_cpu(r) / r.steps_run, steps=r.steps_run,
                     params=r.plan.arch.total_params(r.plan.grid.num_partitions),
                     widths=(r.plan.arch.local_width, r.plan.arch.global_width)))
                 if len(signals) == 1 or base is signals[0]:
                     curves[(method, seed)] = r
                 print(f"{name} {base['path']} {method} seed {seed}: {r.final.psnr:.2f} dB at step "
                       f"{r.steps_run}, equal time {rows[method][-1]['equal_time']:.2f}, seam "
-                      f"{band:.2f} / {inner:.2f}, {r.seconds / r.steps_run:.3f} s/step "
+                      f"{band:.2f} / {inner:.2f}, {_cpu(r) / r.steps_run:.3f} s/step "
                       f"({time.perf_counter() - t0:.0f} s)", flush=True)
     return table(name, kind, len(signals), rows, base["steps"]), curves
 
@@ -250,7 +259,7 @@ def _steps_within(signal, settings: dict, seed: int, seconds: float) -> int:
     (load varies): ``table`` then counts its score as an upper bound."""
     probe = run_config(signal=signal, seed=seed, threads=1, out=str(SCRATCH / "calibration"),
                        **{**settings, "steps": 10, "eval_every": 0})
-    fit = int(0.9 * seconds / (probe.seconds / probe.steps_run))  # the calibration runs fast
+    fit = int(0.9 * seconds / (_cpu(probe) / probe.steps_run))  # the calibration runs fast
     return max(1, min(settings["steps"], fit))
 
 
@@ -301,7 +310,8 @@ def table(name: str, kind: str, count: int, rows: dict, steps: int) -> list[str]
 
 def plot(name: str, curves: dict, prefix: str) -> str:
     runs = {f"{method} (seed {seed})": result for (method, seed), result in curves.items()}
-    return plot_training(runs, f"{prefix}_{name}", f"{name}: PSNR against steps and time")
+    return plot_training(runs, f"{prefix}_{name}", f"{name}: PSNR against steps and time",
+                         clock="cpu")
 
 
 def main() -> None:

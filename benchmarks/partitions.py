@@ -66,7 +66,8 @@ def run(args: list[str], code: Path | None, env: dict | None = None) -> tuple[fl
         environ["PYTHONPATH"] = str(code)
     command = ["/usr/bin/time", "-f", "TIME %e %M", sys.executable, "-m", "distlg", *args]
     t0 = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True, env=environ, cwd=ROOT)
+    # run from the code's own folder: the current directory comes first on sys.path
+    done = subprocess.run(command, capture_output=True, text=True, env=environ, cwd=code or ROOT)
     seconds = time.perf_counter() - t0
     found = re.findall(r"TIME ([\d.]+) (\d+)", done.stderr)
     if done.returncode != 0:
@@ -130,8 +131,8 @@ def measure(work: Path, side: int, code: Path | None, extra: bool) -> dict:
         crop = ["crop", str(model), str(work / name), "--keep", box]
         r[name] = run(crop + (["--no-progress"] if code is None else []), code)[0]
         shutil.rmtree(work / name, ignore_errors=True)
-    r["render"], r["render_rss"], _ = run(["render", str(model), "--region", "0:64,0:64,0:64",
-                                           "--out", str(work / "r.npy"), "--no-progress"], code)
+    render = ["render", str(model), "--region", "0:64,0:64,0:64", "--threads", "1"]
+    r["render"], r["render_rss"], _ = run(render + ["--out", str(work / "r.npy"), "--no-progress"], code)
     (work / "r.npy").unlink()
     shutil.rmtree(work / "ex", ignore_errors=True)
     if extra:

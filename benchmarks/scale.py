@@ -1,17 +1,18 @@
 """Training cost per sample against signal size: Local-Global (distlg recipe and the paper's),
 SIREN-per-partition and SIREN, with the widths ``distlg train`` picks at a fixed compression.
 
-    python benchmarks/scale.py                 # ~10 minutes on 2 cores; results/scale.md + .png
-    python benchmarks/scale.py --threads 1 --sizes 3   # quicker
-    python benchmarks/scale.py --against REV           # also each method's step at git REV
+    python benchmarks/scale.py                 # a few minutes; results/scale.md + .png
+    python benchmarks/scale.py --sizes 3       # quicker
+    python benchmarks/scale.py --against REV   # also each method's step at git REV
 
 Video-shaped signals (RGB) from 1.5 x 10^5 to 4.1 x 10^8 values, the default
 video partitioning (50x32x32 samples), 64 values per weight, 32 samples per partition per step
 (the issue's measurement; at least 16,384 samples per step on the smallest signals, so that a
 step's fixed costs do not dominate). No data is read: the batch is drawn from the partitions' sampling
 boxes and the values are random, since the cost of a step does not depend on them. Each
-method's fused forward + backward (``distlg.nn.fused.forward_backward``) is timed in this process,
-methods interleaved over rounds; the median is reported as microseconds per training sample.
+method's fused forward + backward (``distlg.nn.fused.forward_backward``) is timed in this process
+(CPU time unless --clock wall: the machine is shared), methods interleaved over rounds; the
+median is reported as microseconds per training sample.
 SIREN runs on a fixed 4,096-sample batch (its cost per sample does not depend on the batch).
 ``--against REV`` also times every method's fused step as it was at git revision REV (that
 revision's package imported beside today's, the same architecture and batches), in the same
@@ -80,9 +81,10 @@ def setup(signal: Signal, settings: dict, batches: int):
 
 
 CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
-"""How a step is timed: wall time, or CPU time of this process (what the step computes, not
-how long other jobs on a shared machine kept it waiting; with one thread, its compute time)."""
-CLOCK = CLOCKS["wall"]
+"""How a step is timed: CPU time of this process (the default: what the step computes, not
+how long other jobs on a shared machine kept it waiting; with one thread, what the step takes
+on a core of its own), or wall time."""
+CLOCK = CLOCKS["cpu"]
 
 
 def time_step(model, coords, values, step=fused.forward_backward) -> float:
@@ -144,11 +146,12 @@ def plot(table: dict, values: list[int]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (default 1; with more, CPU time sums every thread's)")
     parser.add_argument("--sizes", type=int, default=len(SIZES), help="how many of the sizes to run")
     parser.add_argument("--rounds", type=int, default=3, help="timed rounds per method (median)")
-    parser.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
-                        help="time steps in wall time (default) or in this process's CPU time")
+    parser.add_argument("--clock", choices=sorted(CLOCKS), default="cpu",
+                        help="time steps in this process's CPU time (default) or in wall time")
     parser.add_argument("--against", metavar="REV", default=None,
                         help="also time each method's fused step as it was at this git revision")
     args = parser.parse_args()

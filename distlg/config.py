@@ -188,8 +188,8 @@ class StepsConfig(_Checked):
     steps: Optional[int] = _checked(None, lambda v: v >= 1, ">= 1", table="steps")
     """Optimisation steps."""
     lr: Optional[float] = _checked(None, lambda v: v > 0, "> 0", table="lr")
-    """Adam learning rate (the paper's)."""
-    schedule: Schedule = "constant"
+    """Adam learning rate (the paper's for images; for the other kinds a sweep's, benchmarks/sweep.py)."""
+    schedule: Optional[Schedule] = field(default=None, metadata={"table": "schedule"})
     """Learning-rate schedule: constant (the paper's) or cosine decay to --lr-final x lr."""
     lr_final: float = _checked(0.05, lambda v: 0 <= v <= 1, "in [0, 1]")
     """Final learning rate of the cosine schedule, as a fraction of --lr."""
@@ -210,16 +210,17 @@ class StepsConfig(_Checked):
         return int(self.memory_budget_gib * 2**30)
 
     def resolved(self, kind: str, positions: int, partitions: int, denoising: bool = False):
-        """The kind's steps (``DENOISING_STEPS`` when ``denoising``), rates and sampling where
-        none is given; a sample fraction becomes ``fraction * positions / partitions`` samples
-        per partition (None stays: full batch)."""
+        """The kind's steps (``DENOISING_STEPS`` when ``denoising``), rates, schedule and
+        sampling where none is given; a sample fraction becomes ``fraction * positions /
+        partitions`` samples per partition (None stays: full batch)."""
         d = defaults.for_kind(kind)
         steps = self.steps or (defaults.DENOISING_STEPS if denoising else d.steps)
         fraction = self.sample_fraction if self.sample_fraction is not None else d.sample_fraction
         n = self.samples_per_partition
         if n is None and fraction is not None:
             n = max(1, round(fraction * positions / partitions))
-        return dataclasses.replace(self, steps=steps, lr=self.lr or d.lr, sample_fraction=fraction,
+        return dataclasses.replace(self, steps=steps, lr=self.lr or d.lr,
+                                   schedule=self.schedule or d.schedule, sample_fraction=fraction,
                                    samples_per_partition=n, **self._kind_rates(d))
 
     def _kind_rates(self, d: defaults.KindDefaults) -> dict[str, Any]:

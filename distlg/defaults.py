@@ -4,10 +4,13 @@
   ``ARCHS``, ...): the config's fields, ``Architecture``'s checks and the command line's
   choices all read them from here.
 - The model's constants (w0, hidden layers, global share) and the memory budget.
-- ``BY_KIND``: what depends on the signal's kind (steps, rates, budget, sampling, partition
-  size, halo). They follow the paper: images train full-batch at lr 5e-4 with 32x32
-  partitions; video draws 2 % of its positions per step at lr 1e-4 with (1, 2, 2) halos; audio
-  trains full-batch at lr 1e-4 for 1000 steps.
+- ``BY_KIND``: what depends on the signal's kind (steps, rates, schedule, budget, sampling,
+  partition size, halo). They follow the paper (images train full-batch with 32x32
+  partitions; video draws 2 % of its positions per step with (1, 2, 2) halos; audio trains
+  full-batch for 1000 steps), except for the learning rates and schedules of video, audio and
+  volumes, which a sweep chose for distlg's recipe (benchmarks/sweep.py, results/sweep_*.md):
+  at the paper's 1e-4 (constant) the recipe ended 3 dB (bach), 4 dB (carphone) and 11 dB (the
+  phantom) below the best setting, 1e-3 with cosine decay, at the benchmark's step counts.
 - ``BY_RECIPE``: what depends on the recipe (merge, global width cap).
 - The partition-grid rule (``grid_factors``) that ingest chunks for and the trainer plans with.
 
@@ -75,7 +78,9 @@ class KindDefaults:
     steps: int
     """Optimisation steps."""
     lr: float
-    """Adam learning rate."""
+    """Adam learning rate (the best of benchmarks/sweep.py's for the kind's signals)."""
+    schedule: Schedule
+    """Learning-rate schedule: constant, or cosine decay to ``--lr-final`` x lr."""
     global_lr: float
     """Learning rate of Local-Global's replicated part relative to the local sub-networks. At the
     image rate (5e-4, full batch) the shared branch, whose every step moves the whole image,
@@ -95,10 +100,10 @@ class KindDefaults:
 
 
 BY_KIND: dict[str, KindDefaults] = {
-    "image": KindDefaults(2000, 5e-4, 0.3, 4.0, None, (32, 32), None),
-    "video": KindDefaults(1500, 1e-4, 1.0, 64.0, 0.02, (50, 32, 32), (1, 2, 2)),
-    "audio": KindDefaults(1000, 1e-4, 1.0, 1.5, None, None, None),
-    "volume": KindDefaults(1500, 1e-4, 1.0, 64.0, 0.02, (32, 32, 32), None),
+    "image": KindDefaults(2000, 5e-4, "constant", 0.3, 4.0, None, (32, 32), None),
+    "video": KindDefaults(1500, 1e-3, "cosine", 1.0, 64.0, 0.02, (50, 32, 32), (1, 2, 2)),
+    "audio": KindDefaults(1000, 1e-3, "cosine", 1.0, 1.5, None, None, None),
+    "volume": KindDefaults(1500, 1e-3, "cosine", 1.0, 64.0, 0.02, (32, 32, 32), None),
 }
 
 DENOISING_STEPS = 300

@@ -24,6 +24,9 @@ def lattice_arch(grid: PartitionGrid, cells, out=2, local=9, glob=13) -> Archite
 GRIDS = [(PartitionGrid((90,), (3,), (4,)), (5,)),
          (PartitionGrid((40, 48), (4, 3), (2, 2)), (2, 3)),
          (PartitionGrid((12, 20, 24), (2, 2, 3), (1, 2, 2)), (1, 2, 2))]
+SPARSE = [(PartitionGrid((90,), (3,), (4,)), (40,)),          # fine lattices: gathered
+          (PartitionGrid((40, 48), (4, 3), (2, 2)), (9, 8)),
+          (PartitionGrid((12, 20, 24), (2, 2, 3), (1, 2, 2)), (5, 6, 6))]
 
 
 def inputs(grid, pids, n=23, seed=0):
@@ -34,7 +37,7 @@ def inputs(grid, pids, n=23, seed=0):
     return coords, values
 
 
-@pytest.mark.parametrize("grid,cells", GRIDS)
+@pytest.mark.parametrize("grid,cells", GRIDS + SPARSE)
 def test_fused_step_equals_autograd(grid, cells):
     pids = [0, grid.num_partitions - 1] + ([1] if grid.num_partitions > 2 else [])
     model = INR(lattice_arch(grid, cells), pids, seed=2)
@@ -52,7 +55,7 @@ def test_fused_step_equals_autograd(grid, cells):
     assert torch.allclose(fused.predict(model, coords), model(coords).detach(), atol=1e-5)
 
 
-@pytest.mark.parametrize("grid,cells", GRIDS)
+@pytest.mark.parametrize("grid,cells", GRIDS + SPARSE)
 def test_a_subset_renders_bit_identically(grid, cells):
     arch = lattice_arch(grid, cells)
     full = INR(arch, range(grid.num_partitions), seed=4)
@@ -89,6 +92,23 @@ def test_weights_interpolate_multilinear_functions_exactly():
     assert torch.allclose(w, lattice.interp_weights(arch, clamped, pids), atol=1e-6)
 
 
+@pytest.mark.parametrize("grid,cells", GRIDS + SPARSE)
+def test_gathering_cell_corners_is_the_dense_interpolation(grid, cells):
+    """Coarse lattices interpolate densely, fine ones gather each sample's 2^d cell corners;
+    the corners and weights gathered are the nonzero entries of the dense weights."""
+    arch = lattice_arch(grid, cells)
+    assert lattice.is_sparse(cells) == ((grid, cells) in SPARSE)
+    pids = torch.arange(grid.num_partitions)
+    coords, _ = inputs(grid, pids.tolist(), n=200)
+    dense = lattice.interp_weights(arch, coords, pids)
+    rows, weights = lattice.cell_corners(arch, coords, pids)
+    assert rows.shape[-1] == 2 ** grid.ndim
+    assert torch.allclose(torch.zeros_like(dense).scatter_add_(-1, rows, weights), dense, atol=1e-6)
+    features = torch.randn(len(pids), lattice.corner_count(cells), 5)
+    sparse = lattice.interpolate(features, lattice.interpolation(arch, coords, pids))
+    assert torch.allclose(sparse, torch.bmm(dense, features), atol=1e-5)
+
+
 def test_features_are_continuous_across_partition_borders():
     grid = PartitionGrid((40, 48), (4, 3))
     arch = lattice_arch(grid, (2, 3))
@@ -105,11 +125,16 @@ def test_features_are_continuous_across_partition_borders():
 
 def test_default_lattice_stays_within_its_cost_limits():
     assert lattice.default_lattice((32, 32), 1024, 14, 32) == (4, 4)     # K = 25 <= 28
-    assert lattice.default_lattice((50, 32, 32), 32, 24, 64) == (1, 1, 1)  # few samples: coarse
-    for part, n, w, g in [((12, 32, 32), 245, 11, 48), ((300,), 300, 40, 64), ((64, 64, 64), 5000, 30, 64)]:
+    assert lattice.default_lattice((50, 32, 32), 32, 24, 64) == (1, 1, 2)  # few samples: coarse
+    assert lattice.default_lattice((9632,), 482, 42, 57) == (122,)        # 1-D: gathered, fine
+    for part, n, w, g in [((12, 32, 32), 245, 11, 48), ((300,), 300, 40, 64), ((64, 64, 64), 5000, 30, 64),
+                          ((9632,), 482, 42, 57), ((2000,), 5000, 10, 20)]:
         cells = lattice.default_lattice(part, n, w, g)
-        assert lattice.corner_count(cells) <= max(2 ** len(part), 2 * w)
-        assert math.prod(cells) * (3 * g * g + 4 * g * w) <= max(0.25 * n * 3 * w * w, 3 * g * g + 4 * g * w)
+        sparse = lattice.is_sparse(cells)
+        reads = lattice.SPARSE_FROM * 2 ** len(part) if sparse else lattice.corner_count(cells)
+        assert reads <= max(2 ** len(part), 2 * w)
+        point_cost = 3 * g * g + 4 * g * w
+        assert math.prod(cells) * point_cost <= max(lattice.GLOBAL_COST * n * 3 * w * w, point_cost)
     assert lattice.default_lattice((4,), 4, 3, 3) == (1,)
 
 
@@ -126,6 +151,27 @@ def test_recipes():
     assert big.global_width <= 64 and big.total_params(64) == pytest.approx(400_000, rel=0.05)
     capped = make_plan(Config().replace(max_global_width=20, **base), signal).arch
     assert capped.global_width <= 20
+
+
+@pytest.mark.parametrize("shape,kind,settings", [
+    ((64, 64, 3), "image", {}),                                        # dense interpolation
+    ((9632 * 8, 1), "audio", {"sample_fraction": 0.05}),               # gathered (fine 1-D lattice)
+    ((16, 64, 64, 1), "volume", {})])
+def test_default_recipe_initialisation_is_independent_of_the_other_partitions(shape, kind, settings):
+    """The default recipe's model: every partition's initial weights, and what it renders,
+    depend on the seed and its own id only, not on which other partitions a worker holds."""
+    signal = Signal(np.zeros(shape, np.uint8 if kind != "audio" else np.int16), kind,
+                    (0, 255) if kind != "audio" else (-32768, 32767))
+    plan = make_plan(Config().replace(**settings), signal)
+    assert plan.arch.on_lattice and plan.grid.num_partitions >= 4
+    every = INR(plan.arch, range(plan.grid.num_partitions), seed=5)
+    keep = [plan.grid.num_partitions - 1, 1]
+    alone = INR(plan.arch, keep, seed=5)
+    for p in keep:
+        assert all(torch.equal(t, alone.local_state(p)[n]) for n, t in every.local_state(p).items())
+    assert all(torch.equal(t, alone.global_state()[n]) for n, t in every.global_state().items())
+    coords = torch.rand(len(keep), 40, len(shape) - 1) * 2 - 1
+    assert torch.equal(fused.predict(alone, coords), fused.predict(every, coords, keep))
 
 
 def test_sampled_score_brackets_the_full_score(monkeypatch):

@@ -219,55 +219,88 @@ class _Lattice:
     """The global branch on its lattice (merge "bias"), for the partitions of one batch.
 
     The lattice is small (K corners per partition), so its features are computed once per
-    call with autograd; chunks interpolate them to their samples with one batched product,
-    accumulate their gradients per depth, and ``finish`` pushes those through the global
-    branch. The interpolation weights depend only on the coordinates, so a full-batch run
-    (the same coordinate tensor every step) computes them once.
+    call with autograd. A chunk interpolates them to its samples (``lattice.interpolation``: a
+    batched product, or a gather of each sample's cell corners on a fine lattice); its backward
+    records the features' gradients of every depth in one buffer (``grad``) and ``scatter``
+    adds them to the corners; ``finish`` pushes the lattice's gradients through the global
+    branch. The interpolation depends only on the coordinates, so a full-batch run (the same
+    coordinate tensor every step) computes it once.
     """
 
     def __init__(self, model: INR, coords: Tensor, slots: Tensor | None, train: bool):
         ids = model.partitions if slots is None else model.partitions.index_select(0, slots)
         self.model = model
         with torch.enable_grad() if train else torch.no_grad():
-            self.u = model.lattice_features(ids)                     # [P, K, C]
+            self.u = model.lattice_features(ids, act=None)           # [P, K, C]
         self.values = self.u.detach()
-        self.weights, self.weights_t = _cached_weights(model, coords, ids)  # [P, n, K], [P, K, n]
-        width, depths = model.arch.local_width, model.arch.depths
-        self.du = [torch.zeros_like(self.values[..., :width]) for _ in range(depths)] + \
-            [torch.zeros_like(self.values[..., depths * width:])] if train else []
+        self.how, self.weights_t = _cached_interpolation(model, coords, ids)
+        self.du = torch.zeros_like(self.values) if train else None
+        self.dz: Tensor | None = None
+        self.chunk = (slice(0), slice(0))
 
     def features(self, ps: slice, ss: slice) -> Tensor:
         """Interpolated features [pc, nc, C] of a chunk's samples."""
-        return torch.bmm(self.weights[ps, ss], self.values[ps])
+        weights = self.how.weights[ps, ss]
+        if self.how.rows is None:
+            return torch.bmm(weights, self.values[ps])
+        rows, flat = self.how.rows[ps, ss], self.values.view(-1, self.values.shape[-1])
+        z = None
+        for c in range(rows.shape[-1]):
+            picked = flat.index_select(0, rows[..., c].flatten()).view(*rows.shape[:2], -1)
+            z = picked.mul_(weights[..., c:c + 1]) if z is None else \
+                z.addcmul_(picked, weights[..., c:c + 1])
+        return z
 
     def grad(self, ps: slice, ss: slice) -> Callable[[int, Tensor, float], None]:
         """For a chunk: add ``alpha`` x the gradient ``dz`` [pc, nc, .] of depth d's features
-        (d = depths: the output term)."""
-        wt = self.weights_t[ps, :, ss]
-        return lambda d, dz, alpha: self.du[d][ps].baddbmm_(wt, dz, alpha=alpha)
+        (d = depths: the output term) to the corners its samples read: a dense interpolation
+        right away (one product per depth), a sparse one into a buffer that ``scatter`` then
+        adds to the corners (one gather of every depth's rows per corner)."""
+        width, depths = self.model.arch.local_width, self.model.arch.depths
+
+        def columns(d: int) -> slice:
+            return slice(d * width, (d + 1) * width) if d < depths else slice(depths * width, None)
+
+        if self.how.rows is None:
+            wt = self.weights_t[ps, :, ss]
+            return lambda d, dz, alpha: self.du[ps, :, columns(d)].baddbmm_(wt, dz, alpha=alpha)
+        self.chunk = (ps, ss)
+        self.dz = self.values.new_empty(self.how.weights[ps, ss].shape[:2] + self.values.shape[-1:])
+        return lambda d, dz, alpha: torch.mul(dz, alpha, out=self.dz[..., columns(d)])
+
+    def scatter(self) -> None:
+        """Add a sparse chunk's recorded feature gradients to its samples' corners."""
+        if self.how.rows is None:
+            return
+        ps, ss = self.chunk
+        rows, weights = self.how.rows[ps, ss], self.how.weights[ps, ss]
+        du, dz = self.du.view(-1, self.du.shape[-1]), self.dz.view(-1, self.dz.shape[-1])
+        for c in range(rows.shape[-1]):
+            du.index_add_(0, rows[..., c].flatten(), dz * weights[..., c].reshape(-1, 1))
 
     def finish(self, grads: dict[str, Tensor]) -> None:
         names = list(self.model.arch.global_shapes())
         params = [self.model[n] for n in names]
-        for name, g in zip(names, torch.autograd.grad(self.u, params, torch.cat(self.du, dim=2))):
+        for name, g in zip(names, torch.autograd.grad(self.u, params, self.du)):
             grads[name].add_(g)
 
 
-def _cached_weights(model: INR, coords: Tensor, ids: Tensor) -> tuple[Tensor, Tensor]:
-    """Interpolation weights of ``coords`` and their transpose, reused while a full-batch run
-    passes the same (unmodified) coordinate tensor for the held partitions every step; never
-    while a CUDA graph is captured (a replay must compute them from whatever the captured
-    tensor then holds)."""
+def _cached_interpolation(model: INR, coords: Tensor,
+                          ids: Tensor) -> tuple[lattice.Interpolation, Tensor | None]:
+    """The interpolation of ``coords`` (and a dense one's transposed weights, the backward's
+    operand), reused while a full-batch run passes the same (unmodified) coordinate tensor for
+    the held partitions every step; never while a CUDA graph is captured (a replay must compute
+    it from whatever the captured tensor then holds)."""
     capturing = coords.is_cuda and torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()
-    cache = model.__dict__.get("_lattice_weights")
+    cache = model.__dict__.get("_lattice_interpolation")
     if cache is not None and cache[0] is coords and cache[1] == coords._version and cache[2] is ids \
             and not capturing:
         return cache[3]
-    weights = lattice.interp_weights(model.arch, coords, ids)
-    weights = (weights, weights.transpose(1, 2).contiguous())  # the backward's operand, laid out
+    how = lattice.interpolation(model.arch, coords, ids)
+    result = (how, how.weights.transpose(1, 2).contiguous() if how.rows is None else None)
     if ids is model.partitions and not capturing:
-        model.__dict__["_lattice_weights"] = (coords, coords._version, ids, weights)
-    return weights
+        model.__dict__["_lattice_interpolation"] = (coords, coords._version, ids, result)
+    return result
 
 
 # -- entry points ------------------------------------------------------------------------------------
@@ -302,6 +335,8 @@ def forward_backward(model: INR, coords: Tensor, values: Tensor, scale: float) -
         if lattice_grad is not None:
             lattice_grad(a.depths, dout, 1.0)  # the output term
         _Backward(weights, grads, ps, lattice_grad, a.w0).run(tape, dout)
+        if lat:
+            lat.scatter()
     if lat:
         lat.finish(grads)
     return sse

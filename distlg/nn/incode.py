@@ -14,7 +14,8 @@ at 0 here: ``PAPER_MLP_BIAS``). The extractor depends on the signal's axes:
 
 The harmonizer trains jointly with the rest and is part of the replicated part: every worker
 holds it and computes it on the same input; workers sum the gradient of its output, the
-coefficients, and backpropagate that through it alike (``StepCoefficients``). Its input is a
+coefficients, exactly (``distlg.training.exact``) and backpropagate that through it alike
+(``StepCoefficients``). Its input is a
 bounded downsampled view of the signal (``read_preview``: a strided read of the store, at
 most 256 x 256 pixels, 16 x 128 x 128 for video, 64^3 for volumes, a centred 2^17-sample
 excerpt of audio; on a CT store, of its sinogram: ``training.measured.harmonizer_input``).
@@ -203,11 +204,9 @@ class StepCoefficients:
     gradient (where the harmonizer's own gradients are about 1 MB); ``backward()`` then
     carries the summed gradient through the harmonizer, on every worker the same computation on
     the same numbers, so every copy steps alike. This gives the gradient that summing the
-    harmonizer's own gradients would (J^T sum v = sum J^T v) with less rounding: 2 workers and
-    one process agree bit for bit over the first steps, where summing the harmonizer's
-    gradients parted them from step 2. Over tens of steps they still drift apart (README,
-    "INCODE"): a rounding-level difference in the summed gradient flips near-cancelling
-    elements of the extractor's, and Adam steps such an element by about the learning rate.
+    harmonizer's own gradients would (J^T sum v = sum J^T v) with less rounding. The leaf's
+    gradient must be summed exactly for the copies to stay alike over many steps (any
+    rounding-level difference grows to percent within 100 steps): ``distlg.training.exact``.
     """
 
     def __init__(self, harmonizer: Harmonizer):

@@ -8,11 +8,15 @@ its projected features are interpolated multilinearly to the partition's samples
     U[p]   = [g_0 M_0, ..., g_L M_L, g_L Wo + bo]   at the K corner points of partition p
     Z(x)   = sum_k  w_k(x) U[p, k]                  (hat-function weights, sum_k w_k = 1)
 
-so the per-sample cost of the shared part is one [n, K] x [K, C] product per partition instead
-of a full-width MLP. Corner points on a border between two partitions are the same coordinates
-in both, so the interpolated features are continuous across partition borders. Samples in a
-training halo (outside the box) take the box's edge values (clamped), never another
-partition's lattice, so a partition's output depends on its own corners alone.
+so the per-sample cost of the shared part is an interpolation per partition instead of a
+full-width MLP. Two ways, the same numbers (``interpolation``): on a coarse lattice a dense
+[n, K] x [K, C] product (one GEMM: the fastest way to touch few corners on a CPU); on a fine one
+(K > ``SPARSE_FROM`` x 2^d) each sample gathers only the 2^d corners of its cell
+(``cell_corners``), so the cost per sample stops growing with K and the lattice can be as fine
+as the global branch's cost per step allows. Corner points on a border between two partitions
+are the same coordinates in both, so the interpolated features are continuous across partition
+borders. Samples in a training halo (outside the box) take the box's edge values (clamped),
+never another partition's lattice, so a partition's output depends on its own corners alone.
 
 Everything here is a function of the architecture and partition ids: which other partitions a
 model holds never matters (crop and subset bit-identity rely on it). Nothing here knows about
@@ -23,6 +27,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from dataclasses import dataclass
 from typing import Protocol, Sequence
 
 import numpy as np
@@ -98,6 +103,61 @@ def _coordinates(arch: Architecture, index: Tensor) -> Tensor:
     return (origin + index.to(torch.float64) / cells * size).to(torch.float32)
 
 
+SPARSE_FROM = 16
+"""A lattice with more than ``SPARSE_FROM`` x 2^d corners per partition is interpolated by
+gathering each sample's 2^d cell corners; below, by a dense product. Measured on one CPU
+thread (distlg's widths, per sample, forward and backward): a gather of 2 corners (1-D) cost
+what a dense product over ~30 corners does, of 8 (3-D) what one over ~100 does."""
+
+
+def is_sparse(lattice: Sequence[int]) -> bool:
+    """Whether a lattice of ``lattice`` cells is interpolated by gathering (``SPARSE_FROM``)."""
+    return corner_count(lattice) > SPARSE_FROM * 2 ** len(lattice)
+
+
+@dataclass
+class Interpolation:
+    """How a batch's samples read their partitions' lattices: ``weights`` [P, n, K] of every
+    corner (``rows`` None: dense), or [P, n, 2^d] of the corners of each sample's cell, whose
+    rows in the partitions' corners flattened to [P * K] are ``rows`` [P, n, 2^d] (sparse)."""
+
+    weights: Tensor
+    rows: Tensor | None = None
+
+
+def interpolation(arch: Architecture, coords: Tensor, pids: Tensor) -> Interpolation:
+    """The interpolation of ``coords`` [P, n, d] (raw, before ``coord_scale``, grouped by
+    ``pids``) in their partitions' lattices: dense or sparse as ``is_sparse`` says."""
+    if not is_sparse(arch.lattice):
+        return Interpolation(interp_weights(arch, coords, pids))
+    rows, weights = cell_corners(arch, coords, pids)
+    offset = torch.arange(rows.shape[0], device=rows.device) * corner_count(arch.lattice)
+    return Interpolation(weights, rows + offset.view(-1, 1, 1))
+
+
+def interpolate(features: Tensor, how: Interpolation) -> Tensor:
+    """Features [P, K, C] at the samples, [P, n, C], differentiable (the reference of
+    ``distlg.nn.fused``'s hand-written version)."""
+    if how.rows is None:
+        return torch.bmm(how.weights, features)
+    P, K, C = features.shape
+    picked = features.reshape(P * K, C).index_select(0, how.rows.flatten())
+    return (picked.view(*how.rows.shape, C) * how.weights.unsqueeze(-1)).sum(-2)
+
+
+def _cell_positions(arch: Architecture, coords: Tensor, pids: Tensor):
+    """Per axis: (r, t), t [P, n] the samples' positions in cells, clamped to their box."""
+    index = partition_index(arch, pids).to(device=coords.device, dtype=coords.dtype)  # [P, d]
+    # the geometry as numbers rounded to coords' precision, not as tensors copied to the device
+    # (a CUDA graph can hold this function); the arithmetic is that of 0-d tensors
+    real = np.float64 if coords.dtype == torch.float64 else np.float32
+    for axis, r in enumerate(arch.lattice):
+        size, origin = real(arch.part_size[axis]), real(arch.cell_origin[axis])
+        start = index[:, axis:axis + 1] * float(size)
+        local = coords[..., axis] - start.add_(float(origin))
+        yield r, (local * float(real(1) / size * real(r))).clamp_(0, r)
+
+
 def interp_weights(arch: Architecture, coords: Tensor, pids: Tensor) -> Tensor:
     """Multilinear weights [P, n, K] of each sample's corners in its partition's lattice.
 
@@ -105,40 +165,64 @@ def interp_weights(arch: Architecture, coords: Tensor, pids: Tensor) -> Tensor:
     Each axis contributes hat functions max(0, 1 - |t - k|) over its r_i + 1 corners, with t
     the sample's position in cells, clamped to the box; the weights are their outer product.
     """
-    device = coords.device
-    index = partition_index(arch, pids).to(device=device, dtype=coords.dtype)  # [P, d]
-    # the geometry as numbers rounded to coords' precision, not as tensors copied to the device
-    # (a CUDA graph can hold this function); the arithmetic is that of 0-d tensors
-    real = np.float64 if coords.dtype == torch.float64 else np.float32
     weights = None
-    for axis, r in enumerate(arch.lattice):
-        size, origin = real(arch.part_size[axis]), real(arch.cell_origin[axis])
-        start = index[:, axis:axis + 1] * float(size)
-        local = coords[..., axis] - start.add_(float(origin))
-        t = (local * float(real(1) / size * real(r))).clamp_(0, r)  # [P, n] in cells
-        k = torch.arange(r + 1, dtype=coords.dtype, device=device)
+    for r, t in _cell_positions(arch, coords, pids):
+        k = torch.arange(r + 1, dtype=coords.dtype, device=coords.device)
         hat = (1 - (t.unsqueeze(-1) - k).abs()).clamp_(min=0)      # [P, n, r + 1]
         weights = hat if weights is None else \
             (weights.unsqueeze(-1) * hat.unsqueeze(-2)).flatten(-2)
     return weights
 
 
+def cell_corners(arch: Architecture, coords: Tensor, pids: Tensor) -> tuple[Tensor, Tensor]:
+    """The 2^d corners of each sample's cell: their rows among its partition's K corners (int64
+    [P, n, 2^d], C order as ``corner_offsets``) and their multilinear weights [P, n, 2^d]: the
+    nonzero entries of ``interp_weights`` (a sample on a cell's upper face, t = r, belongs to
+    the last cell with weight 1 on its upper corner)."""
+    rows = weights = None
+    stride = corner_count(arch.lattice)
+    for r, t in _cell_positions(arch, coords, pids):
+        stride //= r + 1
+        cell = t.floor().clamp_(max=r - 1)                                 # [P, n]
+        frac = t - cell
+        axis_rows = (cell.to(torch.long) * stride).unsqueeze(-1) + \
+            torch.arange(0, 2 * stride, stride, device=coords.device)      # [P, n, 2]
+        axis_weights = torch.stack([1 - frac, frac], dim=-1)
+        if rows is None:
+            rows, weights = axis_rows, axis_weights
+        else:
+            rows = (rows.unsqueeze(-1) + axis_rows.unsqueeze(-2)).flatten(-2)
+            weights = (weights.unsqueeze(-1) * axis_weights.unsqueeze(-2)).flatten(-2)
+    return rows, weights
+
+
+GLOBAL_COST = 1.0
+"""The global branch on the lattice may cost up to this times what the local sub-networks do
+on a step's samples (in multiply-adds). At 0.25 a clip sampled at 5 % per step got 30 cells
+per partition; at 1, 128: bach at 250 steps 27.2 -> 28.6 dB (the paper's formulation: 29.6),
+its step 1.8x per-partition's with the gather (benchmarks/results/recipe.md)."""
+
+
 def default_lattice(part_shape: Sequence[int], samples_per_partition: int, local_width: int,
                     global_width: int, depths: int = 4, cell: int = 8) -> tuple[int, ...]:
     """Cells per partition per axis: about ``cell`` samples per cell, coarsened (largest
-    count first) until (1) interpolating from the K = prod(r_i + 1) corners costs at most what
-    the local layers do per sample (K <= 2 x local width), and (2) the global branch on the
-    lattice (about prod(r_i) distinct points per partition) costs at most a quarter of what
-    the local sub-networks do on the step's samples."""
+    count first) until (1) interpolating costs at most what the local layers do per sample:
+    it reads at most 2 x local width corners (a dense product reads all K, a gather the 2^d of
+    the sample's cell at about the cost of a dense product over ``SPARSE_FROM`` x 2^d), and
+    (2) the global branch on the lattice (about prod(r_i) distinct points per partition) costs
+    at most ``GLOBAL_COST`` x what the local sub-networks do on the step's samples."""
     ndim = len(part_shape)
     cells = [max(1, round(p / cell)) for p in part_shape]
     w, g = local_width, global_width
     local_cost = samples_per_partition * (depths - 1) * w * w
     point_cost = (depths - 1) * g * g + depths * g * w
-    points = max(1, int(0.25 * local_cost / max(point_cost, 1)))
+    points = max(1, int(GLOBAL_COST * local_cost / max(point_cost, 1)))
+
+    def reads(c) -> int:
+        return SPARSE_FROM * 2 ** ndim if is_sparse(c) else corner_count(c)
 
     def too_dear(c) -> bool:
-        return corner_count(c) > max(2 ** ndim, 2 * w) or math.prod(c) > points
+        return reads(c) > max(2 ** ndim, 2 * w) or math.prod(c) > points
 
     while too_dear(cells) and max(cells) > 1:
         axis = int(np.argmax(cells))

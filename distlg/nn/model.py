@@ -49,7 +49,7 @@ not depend on which other partitions a module holds. Nothing here knows about di
 from __future__ import annotations
 
 import math
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -274,54 +274,64 @@ class INR(nn.Module):
             coefficients = self.constant(COEFFICIENTS)
         return Activation(self.arch, coefficients)
 
-    def weights(self, rows: slice | Tensor | None = None) -> Callable[[str], Tensor]:
+    def weights(self, rows: slice | Tensor | None = None,
+                tensors: Mapping[str, Tensor] | None = None) -> Callable[[str], Tensor]:
         """A pass's tensors by name: the shared ones whole, the local stacks at ``rows`` (a
-        slice of the held partitions, or their slots on the model's device; None: all)."""
+        slice of the held partitions, or their slots on the model's device; None: all).
+        ``tensors``: every tensor by name in place of the model's own (e.g. float64 copies,
+        ``distlg.training.exact``)."""
         def get(name: str) -> Tensor:
-            t = self[name]
+            t = self[name] if tensors is None else tensors[name]
             if rows is None or not name.startswith("local."):
                 return t
             return t[rows] if isinstance(rows, slice) else t.index_select(0, rows)
         return get
 
     def forward(self, coords: Tensor, pids: Sequence[int] | Tensor | None = None,
-                coefficients: Tensor | None = None, matmuls: Matmuls = FP32) -> Tensor:
+                coefficients: Tensor | None = None, matmuls: Matmuls = FP32,
+                tensors: Mapping[str, Tensor] | None = None) -> Tensor:
         """Values at ``coords`` [P', n, in] grouped by partition; ``pids`` [P'] names the
         partition of each group (default: every held partition, in order). Returns [P', n, out].
 
         ``coefficients`` [sets, 4]: an INCODE model's activation coefficients (default: the
         stored ones; the harmonizer's output while training). ``matmuls``: the policy that
         computes the products (``distlg.nn.layers``: FP32, BF16, or Triton's in
-        ``distlg.kernels``). Differentiable; ``distlg.nn.fused`` runs this same pass through
-        its tape and backpropagates by hand."""
+        ``distlg.kernels``). ``tensors``: every tensor by name in place of the model's own,
+        e.g. float64 copies with float64 ``coords`` (``distlg.training.exact``). Differentiable;
+        ``distlg.nn.fused`` runs this same pass through its tape and backpropagates by hand."""
         act = self.activation(coefficients)
         slots = self.slots(pids)
         slots = None if slots is None else slots.to(self.coord_scale.device)
-        lattice_bias = self.lattice_bias(coords, slots, act) if self.arch.on_lattice else None
-        return forward_layers(self.arch, self.weights(slots), coords * self.coord_scale, matmuls,
-                              act, lattice_bias)
+        lattice_bias = self.lattice_bias(coords, slots, act, tensors) if self.arch.on_lattice \
+            else None
+        return forward_layers(self.arch, self.weights(slots, tensors), coords * self.coord_scale,
+                              matmuls, act, lattice_bias)
 
-    def lattice_bias(self, coords: Tensor, slots: Tensor | None, act: Activation | None = None
-                     ) -> Tensor:
+    def lattice_bias(self, coords: Tensor, slots: Tensor | None, act: Activation | None = None,
+                     tensors: Mapping[str, Tensor] | None = None) -> Tensor:
         """The lattice merge's global features interpolated to ``coords`` [P', n, in] (raw)
-        of the partitions at ``slots`` (None: all held): [P', n, C]."""
+        of the partitions at ``slots`` (None: all held): [P', n, C] (``lattice.interpolation``:
+        a dense product, or a gather of each sample's cell corners on a fine lattice)."""
         ids = self.partitions if slots is None else self.partitions.index_select(0, slots)
-        return torch.bmm(lattice.interp_weights(self.arch, coords, ids),
-                         self.lattice_features(ids, act))
+        return lattice.interpolate(self.lattice_features(ids, act, tensors),
+                                   lattice.interpolation(self.arch, coords, ids))
 
-    def lattice_features(self, pids: Tensor, act: Activation | None = None) -> Tensor:
+    def lattice_features(self, pids: Tensor, act: Activation | None = None,
+                         tensors: Mapping[str, Tensor] | None = None) -> Tensor:
         """The global branch's projections at the lattice corners of ``pids``: [P, K, C] with
         C = depths x local width + outputs (``distlg.nn.lattice``), differentiable. Corners that
-        neighbouring partitions share are evaluated once. ``act``: the pass's activation."""
+        neighbouring partitions share are evaluated once. ``act``: the pass's activation;
+        ``tensors``: the shared tensors by name (default: the model's), e.g. float64 copies."""
         a = self.arch
+        get = self.__getitem__ if tensors is None else tensors.__getitem__
         act = act or self.activation()
         points, inverse = self._lattice_points(pids)
-        g = points * self.coord_scale
+        g = points.to(get("global.0.weight").dtype) * self.coord_scale
         feats = []
         for d in range(a.depths):
-            g = FP32.sine(f"global.{d}", g, self.__getitem__, act)
-            feats.append(g @ self[f"merge.{d}.weight"])
-        feats.append(FP32.linear("global.out", g, self.__getitem__))
+            g = FP32.sine(f"global.{d}", g, get, act)
+            feats.append(g @ get(f"merge.{d}.weight"))
+        feats.append(FP32.linear("global.out", g, get))
         per_corner = torch.cat(feats, dim=1).index_select(0, inverse)
         return per_corner.view(len(pids), -1, per_corner.shape[1])
 

@@ -3,7 +3,8 @@
 ``plan`` (the settings resolved for the signal, ``Config.resolved``; grid, widths, steps and
 rates) -> ``distributed`` (``World``: the process group, the device, the one all-reduce of the
 replicated gradients) -> ``steps`` (which training step runs: the fused one, or
-``INR.forward`` under autograd with the bf16 or Triton matmul policy; CUDA graphs) ->
+``INR.forward`` under autograd with the bf16 or Triton matmul policy; CUDA graphs; ``exact``:
+an INCODE model's step in float64, summed exactly over workers) ->
 ``optim`` (Adam groups, the schedule, the step loop) -> ``measured`` (the tasks whose loss
 sees the model through measurements: super-resolution, CT) -> ``evaluation`` (the trainer's
 score) -> ``checkpoint`` (every worker writes its own partitions, resume on any worker count)

@@ -162,18 +162,33 @@ class GlobalGradBucket:
     never waits for the GPU. The view is overwritten by the next ``reduce``. ``tensors``: whose
     gradients are summed (default: the model's replicated parameters; an INCODE run sums its
     coefficients' gradient in place of the harmonizer's, ``distlg.nn.incode.StepCoefficients``).
+
+    ``exact``: the buffer holds float64 sums that the step adds to (``sum_of``, see
+    ``distlg.training.exact``); ``reduce`` all-reduces them in float64, rounds each total into
+    its tensor's float32 ``.grad`` once and clears the sums for the next step.
     """
 
     def __init__(self, model: INR, world: World, extras: int = 2,
-                 tensors: list[torch.Tensor] | None = None):
+                 tensors: list[torch.Tensor] | None = None, exact: bool = False):
         self.world = world
         params = model.global_parameters() if tensors is None else tensors
         self.numel = sum(p.numel() for p in params)
-        self.buffer = torch.zeros(self.numel + extras, device=model.coord_scale.device)
+        self.buffer = torch.zeros(self.numel + extras, device=model.coord_scale.device,
+                                  dtype=torch.float64 if exact else torch.float32)
+        self.sums: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         offset = 0
         for p in params:
-            p.grad = self.buffer[offset:offset + p.numel()].view_as(p)
+            view = self.buffer[offset:offset + p.numel()].view_as(p)
+            if exact:
+                self.sums[id(p)] = (p, view)
+                p.grad = torch.zeros_like(p)
+            else:
+                p.grad = view
             offset += p.numel()
+
+    def sum_of(self, tensor: torch.Tensor) -> torch.Tensor:
+        """The float64 sum ``tensor``'s gradient is collected in (an ``exact`` bucket)."""
+        return self.sums[id(tensor)][1]
 
     @property
     def bytes_per_step(self) -> int:
@@ -186,4 +201,7 @@ class GlobalGradBucket:
         for i, value in enumerate(extras):
             tail[i].copy_(value if isinstance(value, torch.Tensor) else torch.tensor(value))
         self.world.all_reduce_(self.buffer)
+        for p, total in self.sums.values():  # exact: round each total once, clear the sums
+            p.grad.copy_(total)
+            total.zero_()
         return tail[:len(extras)]

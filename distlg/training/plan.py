@@ -39,7 +39,8 @@ class Plan:
     """Learning rate of a Local-Global model's replicated part, as a fraction of ``lr``."""
     samples_per_partition: int | None
     """None: full batch (every position of every sampling box each step)."""
-    schedule: str = StepsConfig.schedule
+    schedule: str = "constant"
+    """Learning-rate schedule (``defaults.Schedule``)."""
     lr_final: float = StepsConfig.lr_final
     """Final learning rate of the cosine schedule, as a fraction of ``lr``."""
     trained_partitions: tuple[int, ...] | None = None
@@ -128,7 +129,7 @@ def steps_plan(t: StepsConfig, grid: PartitionGrid, arch: Architecture,
                partitions: Sequence[int] | None = None) -> Plan:
     """Steps, learning rates and samples per partition of resolved settings ``t``
     (``StepsConfig.resolved``)."""
-    if t.steps is None or t.lr is None:
+    if t.steps is None or t.lr is None or t.schedule is None:
         raise ConfigError("steps_plan needs resolved settings (StepsConfig.resolved)")
     return Plan(grid, arch, t.steps, t.lr, getattr(t, "global_lr", 1.0), t.samples_per_partition,
                 t.schedule, t.lr_final, None if partitions is None else tuple(partitions))

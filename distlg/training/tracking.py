@@ -71,6 +71,7 @@ class Tracker:
         self.bar = None
         self.tb = world.accelerator is not None and config.run.tensorboard
         self.t0, self.paused = time.perf_counter(), 0.0
+        self.cpu0, self.cpu_paused = time.process_time(), 0.0
         self.last_log = (start, 0.0)  # (step, training time) at the last logged step
         self.log_file = None
         if not world.is_main:
@@ -95,18 +96,23 @@ class Tracker:
                      else "at every sample")
             print(f"distlg: recipe {config.model.recipe}: merge {a.merge}, global branch {where}")
             shared = f" (replicated part x{plan.global_lr:g})"
-        print(f"distlg: {plan.steps} steps, Adam lr {plan.lr:g}{shared}, {config.train.schedule} schedule")
+        print(f"distlg: {plan.steps} steps, Adam lr {plan.lr:g}{shared}, {plan.schedule} schedule")
         if self.tb:
             flat = {f"{s}.{k}": (v if isinstance(v, (int, float, str, bool)) else str(v))
                     for s, sec in config.to_dict().items() for k, v in sec.items()}
             world.accelerator.init_trackers("tensorboard", config=flat)
         if config.run.progress:
             self.bar = progress(plan.steps, "step", "train", initial=start, dynamic_ncols=True)
-        self.t0 = time.perf_counter()
+        self.t0, self.cpu0 = time.perf_counter(), time.process_time()
 
     def elapsed(self) -> float:
         """Training time so far: wall time less the time spent evaluating."""
         return time.perf_counter() - self.t0 - self.paused
+
+    def cpu(self) -> float:
+        """CPU time this process spent training so far (less evaluating): what the training
+        would take on cores of its own, where the machine is shared (benchmarks compare it)."""
+        return time.process_time() - self.cpu0 - self.cpu_paused
 
     def step(self, step: int, sse: torch.Tensor, scale: float) -> None:
         """``sse``: the step's summed squared error (a tensor on the device), read here only on
@@ -118,7 +124,7 @@ class Tracker:
         loss = float(sse[0]) * scale
         if not math.isfinite(loss):  # the same on every worker: the loss is all-reduced
             raise TrainingDiverged(diverged_message(step, Path(self.config.run.out)))
-        self._record({"step": step, "loss": loss, "time": self.elapsed()})
+        self._record({"step": step, "loss": loss, "time": self.elapsed(), "cpu": self.cpu()})
         if self.world.is_main:
             if self.bar is not None:
                 self.bar.set_postfix(loss=f"{loss:.3g}")
@@ -137,11 +143,13 @@ class Tracker:
              pictures: Callable[[], dict[str, np.ndarray]] | None = None) -> Evaluation:
         """Run ``evaluate`` off the training clock and report its result; with TensorBoard
         also ``pictures`` (run on every worker: it gathers), logged by the main worker."""
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.process_time()
         ev = evaluate()
         views = pictures() if pictures is not None and self.config.run.tensorboard else None
         self.paused += time.perf_counter() - t0
-        record = {"step": step, "psnr": ev.psnr, "ssim": ev.ssim, "time": self.elapsed()}
+        self.cpu_paused += time.process_time() - cpu0
+        record = {"step": step, "psnr": ev.psnr, "ssim": ev.ssim, "time": self.elapsed(),
+                  "cpu": self.cpu()}
         if ev.sampled:
             record["psnr_ci"] = list(ev.psnr_interval)
         self._record(record)

@@ -36,6 +36,7 @@ from ..outputs import exclusive
 from . import checkpoint, measured, rundir
 from .distributed import GlobalGradBucket, World
 from .evaluation import evaluate, evaluate_sampled, score_subset
+from .exact import ExactStep
 from .optim import make_optimizer, run_steps
 from .plan import Plan, make_plan
 from .steps import training_step
@@ -142,8 +143,10 @@ def _train(config: Config, world: World, signal: Signal | None, out: Path,
     pids = owners(plan.grid, world.size)[1][world.rank]  # whole shards: one writer each
     model = INR(plan.arch, pids, seed=config.train.seed).to(world.device)
     coefficients = _attach_harmonizer(model, config, signal, world.device)
+    exact = coefficients is not None and not measured.operator(signal) \
+        and config.train.precision != "bf16" and config.train.kernel == "torch"  # training.exact
     bucket = GlobalGradBucket(model, world, tensors=None if coefficients is None else
-                              model.shared_parameters() + [coefficients.leaf])
+                              model.shared_parameters() + [coefficients.leaf], exact=exact)
     optimizer = make_optimizer(model, plan.lr, plan.global_lr)
     info = signal.info
     start = _resume(config, model, optimizer, world, plan, info) if config.run.resume else 0
@@ -155,6 +158,8 @@ def _train(config: Config, world: World, signal: Signal | None, out: Path,
     scale = 1.0 / (plan.samples_per_step * signal.channels)
     forward_backward = training_step(config.train.precision, config.train.kernel, world.device,
                                      coefficients, config.train.cuda_graph)
+    if exact:
+        forward_backward = ExactStep(coefficients, bucket)
     if measured.operator(signal):  # the loss sees the model through the store's measurements
         if config.train.cuda_graph:
             raise ConfigError("--cuda-graph: a store of measurements (CT) trains without a graph")
