@@ -93,7 +93,7 @@ def child(model: str, region: str, scale: str, out: str) -> None:
         writer.close()
     seconds = time.perf_counter() - t0
     print(json.dumps({"values": sum(math.prod(p.shape) for p in plans), "seconds": seconds,
-                      "files": len(plan.files), "shape": list(plan.shape),
+                      "partitions": len(plan.reads), "shape": list(plan.shape),
                       "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 
 
@@ -114,7 +114,7 @@ def main() -> None:
             results[name] = r = measure(work / "model", region, scale, out)
             print(f"{name:7s} {' x '.join(map(str, r['shape']))}: {r['values']:,} values in "
                   f"{r['seconds']:.2f} s = {r['values'] / r['seconds']:,.0f} values/s; "
-                  f"{r['files']} files; peak RSS {r['peak_rss_mib']:.0f} MiB", flush=True)
+                  f"{r['partitions']} partitions; peak RSS {r['peak_rss_mib']:.0f} MiB", flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     report(results)
@@ -124,11 +124,11 @@ def report(results: dict) -> None:
     base, large, ome = results["frame"]["peak_rss_mib"], results["large"], results["large_ome"]
     rendered_mib = large["values"] * 4 / 2**20
     ok = max(large["peak_rss_mib"], ome["peak_rss_mib"]) <= base + BOUND_MIB < rendered_mib
-    lines = ["| case | region x scale | values | files read | seconds | values/s | peak RSS |",
+    lines = ["| case | region x scale | values | partitions read | seconds | values/s | peak RSS |",
              "|---|---|---:|---:|---:|---:|---:|"]
     for name, (region, scale) in CASES.items():
         r = results[name]
-        lines.append(f"| {name} | {region or 'all'} x {scale} | {r['values']:,} | {r['files']} | "
+        lines.append(f"| {name} | {region or 'all'} x {scale} | {r['values']:,} | {r['partitions']} | "
                      f"{r['seconds']:.2f} | {r['values'] / r['seconds']:,.0f} | "
                      f"{r['peak_rss_mib']:.0f} MiB |")
     notes = (f"Bound: the large render ({rendered_mib:.0f} MiB of float32 values, streamed to "
