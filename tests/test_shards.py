@@ -200,6 +200,14 @@ def _global(model):
     shutil.copytree(other / "global", model / "global")
 
 
+def _global_unchecked(model):
+    """Another model's global tensors, and the root's checksum of them deleted."""
+    _global(model)
+    root = json.loads((model / "zarr.json").read_text())
+    del root["attributes"]["distlg"]["global"]["crc32c"]
+    (model / "zarr.json").write_text(json.dumps(root))
+
+
 def _metadata(model):
     meta = json.loads((model / "local" / "zarr.json").read_text())
     meta["shape"][-1] += 1
@@ -215,6 +223,7 @@ TAMPER = {
     "index": (_index, "do not match the model's checksum"),
     "checksums": (_codes, "do not match the model's checksum"),
     "global": (_global, "global tensors do not match"),
+    "global unchecked": (_global_unchecked, "lacks the global tensors' checksum"),
     "metadata": (_metadata, "not the .* array this model's manifest implies"),
 }
 

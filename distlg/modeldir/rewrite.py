@@ -181,12 +181,8 @@ def _scatter(shards: ShardGrid, slots: np.ndarray, codes: np.ndarray,
 
 
 def global_crc(src: ShardedModel) -> int:
-    """The checksum of ``src``'s stored global values (computed where its root lacks one)."""
-    known = src.manifest.raw.get("global", {}).get("crc32c")
-    if known is not None:
-        return int(known)
-    flat = src.read_global_flat()
-    return crc32c(flat.astype("<f4").tobytes())
+    """The checksum of ``src``'s stored global values, as its root records it."""
+    return src.global_checksum
 
 
 def _global_keys(src: ShardedModel) -> list[str]:

@@ -143,6 +143,15 @@ class ShardedModel(ModelDir):
         files = [p for p in self.location.path.rglob("*") if p.is_file()]
         return len(files), sum(p.stat().st_size for p in files)
 
+    @property
+    def global_checksum(self) -> int:
+        """The crc32c of the stored global values, as the root document records it."""
+        expected = self.manifest.raw.get("global", {}).get("crc32c")
+        if not isinstance(expected, int):
+            raise ModelDirError(f"{self.location}/{ROOT}: the root document lacks the global "
+                                "tensors' checksum (global.crc32c); not a model distlg wrote")
+        return expected
+
     # -- reading ---------------------------------------------------------------------------------
     def read_global_flat(self, state: str | None = None) -> np.ndarray:
         """The global values (or their Adam moment ``state``) as one flat float32 array,
@@ -155,9 +164,8 @@ class ShardedModel(ModelDir):
         if values.shape != (width,):
             raise ModelDirError(f"{self.location}/{name}: {values.shape[0] if values.ndim else 0} "
                                 f"values, the architecture's global tensors have {width}")
-        expected = self.manifest.raw.get("global", {}).get("crc32c")
         stored = values.astype(values.dtype.newbyteorder("<")).tobytes()
-        if state is None and expected is not None and crc32c(stored) != expected:
+        if state is None and crc32c(stored) != self.global_checksum:
             raise ModelDirError(f"{self.location}/{GLOBAL}: the global tensors do not match the "
                                 "model's checksum (replaced by another model's?)")
         if codes is not None:
