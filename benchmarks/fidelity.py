@@ -210,7 +210,9 @@ def _cpu(result) -> float:
 
 
 def run_signal(name: str, seeds: list[int], steps_scale: float, baseline_seeds: int = 1,
-               overrides: dict | None = None) -> tuple[list[str], dict]:
+               overrides: dict | None = None, runs: Path = SCRATCH / "runs") -> tuple[list[str], dict]:
+    """Train every method on signal ``name``; the runs' directories go under ``runs`` (one
+    folder per results name, so that two runs of this script can share the machine)."""
     from distlg.data.store import open_signal
 
     kind, signals = signal_settings(name)
@@ -230,10 +232,10 @@ def run_signal(name: str, seeds: list[int], steps_scale: float, baseline_seeds: 
                 settings = {**base, **settings}
                 if method == "SIREN":
                     settings.pop("factors", None)
-                    settings["steps"] = _steps_within(signal, settings, seed, budget)
+                    settings["steps"] = _steps_within(signal, settings, seed, budget, runs)
                 t0 = time.perf_counter()
                 r = run_config(signal=signal, seed=seed, threads=1,
-                               out=str(SCRATCH / name / f"{method.split()[0]}-{seed}"), **settings)
+                               out=str(runs / name / f"{method.split()[0]}-{seed}"), **settings)
                 if budget is None:  # distlg's Local-Global runs first: its training time is the budget
                     budget = [h for h in r.history if "psnr" in h][-1]["cpu"]
                 band, inner = seam_psnr(r, signal)
@@ -253,11 +255,11 @@ def run_signal(name: str, seeds: list[int], steps_scale: float, baseline_seeds: 
     return table(name, kind, len(signals), rows, base["steps"]), curves
 
 
-def _steps_within(signal, settings: dict, seed: int, seconds: float) -> int:
+def _steps_within(signal, settings: dict, seed: int, seconds: float, runs: Path) -> int:
     """The steps of ``settings`` that fit in ``seconds`` of training (from a 10-step
     calibration; at least 1). The run's final evaluation may still come after ``seconds``
     (load varies): ``table`` then counts its score as an upper bound."""
-    probe = run_config(signal=signal, seed=seed, threads=1, out=str(SCRATCH / "calibration"),
+    probe = run_config(signal=signal, seed=seed, threads=1, out=str(runs / "calibration"),
                        **{**settings, "steps": 10, "eval_every": 0})
     fit = int(0.9 * seconds / (_cpu(probe) / probe.steps_run))  # the calibration runs fast
     return max(1, min(settings["steps"], fit))
@@ -327,7 +329,7 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=None,
                         help="learning rate for every method (default: the kind's)")
     parser.add_argument("--schedule", choices=["constant", "cosine"], default=None,
-                        help="learning-rate schedule for every method (default: constant)")
+                        help="learning-rate schedule for every method (default: the kind's)")
     parser.add_argument("--steps", type=int, default=None,
                         help="steps for every signal (default: the signal's; --steps-scale applies)")
     parser.add_argument("--name", default="fidelity", help="results file: results/NAME.md")
@@ -340,7 +342,7 @@ def main() -> None:
         overrides = {k: v for k, v in (("lr", args.lr), ("steps", args.steps),
                                                      ("schedule", args.schedule)) if v is not None}
         table_lines, curves = run_signal(name, args.seeds, args.steps_scale, args.baseline_seeds,
-                                         overrides)
+                                         overrides, SCRATCH / "runs" / args.name)
         lines += table_lines + [f"![{name}]({plot(name, curves, args.name)})", ""]
         print("\n".join(table_lines), flush=True)
     write_results(args.name, "Quality per kind: Local-Global against its baselines", lines,

@@ -24,14 +24,20 @@ Reference rows, each file's bytes against the PSNR of what it decodes to:
   mean of the decoded channels scored; and the raw volume through zstd (level 19, lossless:
   its size only).
 
-One thread; timings are not compared. Writes results/rate_distortion.md and
-results/rate_distortion.png.
+One thread; timings are not compared. Each signal's rows are kept in
+results/rate_distortion_rows.json, and results/rate_distortion.md and rate_distortion.png are
+written from every signal there, so signals can run side by side (one per core):
+
+    python benchmarks/rate_distortion.py --signals bikes &
+    python benchmarks/rate_distortion.py --signals astronaut phantom; wait
+    python benchmarks/rate_distortion.py --table-only
 """
 
 from __future__ import annotations
 
 import argparse
 import io
+import json
 import math
 import os
 import shutil
@@ -55,10 +61,8 @@ METHODS = {"Local-Global (distlg)": ("local-global", list(VARIANTS)),
 SIGNALS = {
     # values per weight (three budgets, the middle one SIREN's), steps, other settings
     "astronaut": dict(budgets=(16.0, 8.0, 4.0), steps=500, settings=dict(factors=[8, 8])),
-    "bikes": dict(budgets=(256.0, 128.0, 64.0), steps=300,
-                  settings=dict(lr=1e-3, schedule="cosine")),
-    "phantom": dict(budgets=(256.0, 128.0, 64.0), steps=500,
-                    settings=dict(lr=1e-3, schedule="cosine")),
+    "bikes": dict(budgets=(256.0, 128.0, 64.0), steps=300, settings=dict()),
+    "phantom": dict(budgets=(256.0, 128.0, 64.0), steps=500, settings=dict()),
 }
 
 
@@ -89,7 +93,7 @@ def distlg_rows(name: str, signal, truth: np.ndarray, spec: dict, steps_scale: f
             settings = dict(spec["settings"], arch=arch, compression=budget, steps=steps)
             if arch == "siren":
                 settings.pop("factors", None)
-                settings["steps"] = _steps_within(signal, settings, seconds[budget])
+                settings["steps"] = _steps_within(name, signal, settings, seconds[budget])
             run = SCRATCH / name / f"{arch}-{budget:g}"
             t0 = time.perf_counter()
             result = run_config(signal=signal, seed=0, threads=1, out=str(run), eval="sample",
@@ -116,9 +120,9 @@ def distlg_rows(name: str, signal, truth: np.ndarray, spec: dict, steps_scale: f
     return rows
 
 
-def _steps_within(signal, settings: dict, seconds: float) -> int:
+def _steps_within(name: str, signal, settings: dict, seconds: float) -> int:
     """The steps of ``settings`` that fit in ``seconds`` of training (a 5-step calibration)."""
-    probe = run_config(signal=signal, seed=0, threads=1, out=str(SCRATCH / "calibration"),
+    probe = run_config(signal=signal, seed=0, threads=1, out=str(SCRATCH / name / "calibration"),
                        eval="sample", **{**settings, "steps": 5, "eval_every": 0})
     return max(1, min(settings["steps"], int(seconds / (probe.seconds / probe.steps_run))))
 
@@ -262,38 +266,63 @@ def plot(rows: list[dict], signals: list[str]) -> str:
     return "rate_distortion.png"
 
 
+def save_rows(name: str, rows: list[dict], minutes: float) -> None:
+    """Record one signal's rows in results/rate_distortion_rows.json (under a lock: runs of
+    different signals may share the machine), so that the table is rebuilt from every signal."""
+    from common import provenance
+    from filelock import FileLock
+
+    path = RESULTS / "rate_distortion_rows.json"
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(path) + ".lock"):
+        saved = json.loads(path.read_text()) if path.exists() else {}
+        saved[name] = dict(rows=rows, minutes=round(minutes, 1), provenance=provenance().strip(),
+                           load=os.getloadavg()[0])
+        path.write_text(json.dumps(saved, indent=1) + "\n")
+
+
+def write_table() -> None:
+    """results/rate_distortion.md and its plot from every signal the rows file holds."""
+    saved = json.loads((RESULTS / "rate_distortion_rows.json").read_text())
+    names = [n for n in SIGNALS if n in saved]
+    rows = [row for n in names for row in saved[n]["rows"]]
+    lines = ["## PSNR against bytes on disk", "", f"![rate-distortion]({plot(rows, names)})", "",
+             "## int8 and fp16 against float32 (the same Local-Global model; goal: int8 within "
+             "0.3 dB at a quarter of the bytes)", "", *goal_lines(rows), "", "## Every row", "",
+             *table(rows)]
+    runs = [f"- {n}: {saved[n]['minutes']} minutes, load {saved[n]['load']:.1f} at its end; "
+            + saved[n]["provenance"].replace("\n", " ") for n in names]
+    write_results("rate_distortion", "Quality per byte: distlg's models against image, video and "
+                  "volume codecs", lines,
+                  "Each signal's run (one thread; signals may run side by side, one per core):\n\n"
+                  + "\n".join(runs))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--signals", nargs="+", default=list(SIGNALS), choices=list(SIGNALS))
     parser.add_argument("--steps-scale", type=float, default=1.0,
                         help="multiply every signal's steps by this (quicker, lower PSNR)")
+    parser.add_argument("--table-only", action="store_true",
+                        help="train nothing: rebuild the results file from the rows file")
     args = parser.parse_args()
+    if args.table_only:
+        return write_table()
     import torch
 
     from distlg.data.store import open_signal
 
     torch.set_num_threads(1)
-    started, rows, took, load = time.perf_counter(), [], {}, [os.getloadavg()[0]]
     for name in args.signals:
         t0 = time.perf_counter()
         _, [base] = signal_settings(name)
         signal = open_signal(base["path"])
         raw = signal.read(tuple((0, d) for d in signal.shape))
-        rows += reference_rows(name, raw)
+        rows = reference_rows(name, raw)
         rows += distlg_rows(name, signal, signal.normalise(raw), SIGNALS[name], args.steps_scale)
-        took[name] = (time.perf_counter() - t0) / 60
-        load.append(os.getloadavg()[0])
-    lines = ["## PSNR against bytes on disk", "", f"![rate-distortion]({plot(rows, args.signals)})", "",
-             "## int8 and fp16 against float32 (the same Local-Global model; goal: int8 within "
-             "0.3 dB at a quarter of the bytes)", "", *goal_lines(rows), "", "## Every row", "",
-             *table(rows)]
-    write_results("rate_distortion", "Quality per byte: distlg's models against image, video and "
-                  "volume codecs", lines,
-                  "Run time " + ", ".join(f"{k} {v:.1f}" for k, v in took.items())
-                  + f" minutes; {(time.perf_counter() - started) / 60:.1f} in all (one thread). "
-                  "Load average (1 minute) at the start and after each signal: "
-                  + ", ".join(f"{v:.1f}" for v in load) + f" on {os.cpu_count()} cores.")
+        save_rows(name, rows, (time.perf_counter() - t0) / 60)
+    write_table()
 
 
 if __name__ == "__main__":
