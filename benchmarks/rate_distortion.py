@@ -274,6 +274,7 @@ def save_rows(name: str, rows: list[dict], minutes: float) -> None:
 
     path = RESULTS / "rate_distortion_rows.json"
     RESULTS.mkdir(parents=True, exist_ok=True)
+    SCRATCH.mkdir(parents=True, exist_ok=True)
     with FileLock(str(SCRATCH.parent / "rate_distortion_rows.lock")):
         saved = json.loads(path.read_text()) if path.exists() else {}
         saved[name] = dict(rows=rows, minutes=round(minutes, 1), provenance=provenance().strip(),

@@ -129,7 +129,7 @@ def main() -> None:
         rows = load(runs)
         ran = {setting for row in rows for setting in row["runs"]}  # the sweep's own grid
         args.lrs = sorted({lr for lr, _ in ran})
-        args.schedules = [s for s in SCHEDULES if any(s == t for _, t in ran)]
+        args.schedules = [s for s in SCHEDULES if s in {t for _, t in ran}]
         notes = NOTES_RENDERED + "\n\n" + json.loads(runs.read_text())["provenance"]
     else:
         rows = []

@@ -24,7 +24,7 @@ from ..geometry import Box
 from .files import FileModel, manifest_for, write_manifest
 from .format import ModelDir, ModelDirError, id_ranges
 from .output import output
-from .rewrite import global_crc, shard_masks, write_checksums, write_root, write_subset
+from .rewrite import shard_masks, write_checksums, write_root, write_subset
 from .sharded import ShardedModel
 from .weights import LocalWeights
 
@@ -128,11 +128,10 @@ def _crop_in_place(md: ModelDir, keep: np.ndarray) -> None:
             plans.append((shard, data.keep(kept)))
         else:
             plans.append((shard, None))
-    glob_crc = global_crc(md)
     codes = md.codes.copy()
     codes[~keep] = 0
     write_checksums(location, md, codes)
-    write_root(location, md, int(keep.sum()), glob_crc)
+    write_root(location, md, int(keep.sum()), md.global_checksum)
     target = LocalWeights(location, md.shards, md.local_layout, md.quantization,
                           tuple(md.arch.constant_shapes()))
     for shard, data in plans:

@@ -98,7 +98,7 @@ def _shards_subset(src: ShardedModel, out: Location, keep: np.ndarray, progress:
         target.copy_metadata(local)
     for key in _global_keys(src):
         out.link(src.location, key)
-    write_root(out, src, int((codes != 0).sum()), global_crc(src))
+    write_root(out, src, int((codes != 0).sum()), src.global_checksum)
 
 
 def shard_masks(src: ShardedModel, keep: np.ndarray, shard: int) -> tuple[np.ndarray, np.ndarray]:
@@ -178,11 +178,6 @@ def _scatter(shards: ShardGrid, slots: np.ndarray, codes: np.ndarray,
         per_slot = np.zeros((shards.slots, scales.shape[1]), dtype=np.float32)
         per_slot[slots] = scales
     return Shard(full, present, np.zeros(shards.slots, dtype=np.uint32), per_slot)
-
-
-def global_crc(src: ShardedModel) -> int:
-    """The checksum of ``src``'s stored global values, as its root records it."""
-    return src.global_checksum
 
 
 def _global_keys(src: ShardedModel) -> list[str]:
